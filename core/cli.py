@@ -1,0 +1,314 @@
+"""The command line: plugins, profiles, bench, search, apply, report, demo."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+from edgeslim.errors import BudgetNotMet, EdgeslimError
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+err_console = Console(stderr=True)
+out_console = Console()
+
+
+class RichReporter:
+    """Progress bars on stderr, so ``--json`` output on stdout stays parseable."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
+                                 disable=not enabled, transient=False)
+        self._task: Any = None
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self.progress.update(self._task, completed=self.progress.tasks[-1].completed)
+        self.progress.stop()
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        if self._task is not None:
+            self.progress.update(self._task, total=self.progress.tasks[-1].completed or 1)
+        self._task = self.progress.add_task(name, total=total)
+
+    def advance(self, label: str = "") -> None:
+        if self._task is not None:
+            self.progress.advance(self._task)
+
+    def log(self, message: str) -> None:
+        self.progress.console.print(message)
+
+
+def _default_out(model: str) -> str:
+    stem = Path(model).stem if not model.startswith("builtin:") else model.split(":", 1)[1]
+    return str(Path("edgeslim-runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}")
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgeslim")
+def cli() -> None:
+    """edgeslim: compress a model until it meets a latency budget measured on the device."""
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def plugins(as_json: bool) -> None:
+    """List techniques, targets and strategies, with availability and why not."""
+    from edgeslim.host import load_registry
+
+    registry = load_registry()
+    rows = []
+    for kind, things in (("technique", registry.techniques), ("target", registry.targets),
+                         ("strategy", registry.strategies)):
+        for name, thing in sorted(things.items()):
+            ok, why = thing.available() if hasattr(thing, "available") else (True, "")
+            rows.append({"kind": kind, "name": name, "plugin": registry.provided_by[(kind, name)],
+                         "available": ok, "detail": why, "description": thing.description})
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    table = Table(title="edgeslim plugins")
+    for col in ("kind", "name", "available", "plugin", "description / why not"):
+        table.add_column(col)
+    for r in rows:
+        table.add_row(r["kind"], r["name"], "yes" if r["available"] else "[red]no[/red]", r["plugin"],
+                      r["description"] if r["available"] else r["detail"])
+    out_console.print(table)
+
+
+@cli.command()
+@click.argument("name", required=False)
+@click.option("--json", "as_json", is_flag=True, help="machine-readable output")
+def profiles(name: str | None, as_json: bool) -> None:
+    """List built-in profiles, or show one (a name or a TOML path) fully resolved."""
+    from edgeslim.profile import builtin_profile_names, load_profile
+
+    if name:
+        profile = load_profile(name)
+        data = profile.model_dump(mode="json")
+        if as_json:
+            click.echo(json.dumps(data, indent=2))
+        else:
+            out_console.print_json(json.dumps(data))
+        return
+    loaded = [load_profile(n) for n in builtin_profile_names()]
+    if as_json:
+        click.echo(json.dumps([p.model_dump(mode="json") for p in loaded], indent=2))
+        return
+    table = Table(title="built-in profiles")
+    for col in ("name", "target", "budget", "description"):
+        table.add_column(col)
+    for p in loaded:
+        budget = f"{p.budget.latency_ms} ms" if p.budget.latency_ms else f"{p.budget.ratio} x baseline"
+        table.add_row(p.name, p.target.name, f"{budget} ({p.budget.statistic})", p.description)
+    out_console.print(table)
+
+
+def _shapes(items: tuple[str, ...]) -> dict[str, list[int]]:
+    from edgeslim.model import parse_input_shapes
+
+    return parse_input_shapes(items)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--profile", "profile_ref", default="local-cpu", show_default=True, help="built-in name or TOML path")
+@click.option("--input-shape", "input_shapes", multiple=True, help="NAME=1,3,224,224 for symbolic inputs")
+@click.option("--json", "as_json", is_flag=True)
+def bench(model: str, profile_ref: str, input_shapes: tuple[str, ...], as_json: bool) -> None:
+    """Measure one ONNX model's latency on the profile's device."""
+    from edgeslim.search import bench as run_bench
+
+    stats = run_bench(model, profile_ref, _shapes(input_shapes))
+    data = stats.to_dict()
+    if as_json:
+        data.pop("samples_ms")
+        click.echo(json.dumps(data, indent=2))
+    else:
+        table = Table(title=f"{model} on {profile_ref}")
+        for col in ("status", "p50 ms", "p90 ms", "mean ms", "cv", "n", "load ms", "peak RSS MB", "runtime"):
+            table.add_column(col)
+        f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
+        table.add_row(stats.status, f(stats.p50_ms), f(stats.p90_ms), f(stats.mean_ms), f(stats.cv), str(stats.n),
+                      f(stats.load_ms), f(stats.peak_rss_mb), f"{stats.runtime} {stats.runtime_version}")
+        out_console.print(table)
+    if not stats.usable:
+        raise EdgeslimError(f"measurement {stats.status}: {stats.error}")
+
+
+def _finish(manifest: dict[str, Any], out_dir: str, as_json: bool) -> None:
+    from edgeslim.report import print_report
+
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+    else:
+        print_report(Path(out_dir), out_console)
+    if manifest["status"] != "ok":
+        fastest = manifest.get("fastest")
+        if fastest:
+            raise BudgetNotMet(
+                f"no candidate met the budget of {manifest['budget']['latency_ms']:.3f} ms; the fastest was "
+                f"{fastest['key']} at {fastest['latency']['p50_ms']:.3f} ms p50 ({fastest['artifact']}), "
+                f"see {out_dir}/manifest.json")
+        raise BudgetNotMet(f"no candidate met the budget of {manifest['budget']['latency_ms']:.3f} ms and none "
+                           f"could be measured; see {out_dir}/report.md")
+
+
+def _run_search(config: Any, as_json: bool) -> None:
+    from edgeslim.search import SearchSession
+
+    with RichReporter(enabled=not as_json or sys.stderr.isatty()) as reporter:
+        session = SearchSession(config, reporter)
+        manifest = session.run()
+    _finish(manifest, config.out_dir, as_json)
+
+
+@cli.command()
+@click.argument("model", required=False)
+@click.option("--profile", "profile_ref", default="local-cpu", show_default=True)
+@click.option("--budget-ms", type=float, help="latency budget in ms (overrides the profile)")
+@click.option("--budget-ratio", type=float, help="budget as a fraction of the measured baseline (overrides)")
+@click.option("--calib", type=str, help="calibration inputs: .npz with one array per model input")
+@click.option("--input-shape", "input_shapes", multiple=True, help="NAME=1,3,320,320 (repeatable)")
+@click.option("--strategy", default="greedy", show_default=True)
+@click.option("--trials", type=click.IntRange(min=1), default=30, show_default=True,
+              help="at most this many measured candidates")
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=2, show_default=True,
+              help="recovery fine-tune after pruning (task files with train_data)")
+@click.option("--out", "out_dir", type=str, help="run directory (default edgeslim-runs/NAME-TIME)")
+@click.option("--resume", "resume_dir", type=str, help="continue a killed or failed search in DIR")
+@click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
+def search(model: str | None, profile_ref: str, budget_ms: float | None, budget_ratio: float | None,
+           calib: str | None, input_shapes: tuple[str, ...], strategy: str, trials: int, finetune_epochs: int,
+           out_dir: str | None, resume_dir: str | None, as_json: bool) -> None:
+    """Search for the most accurate compressed MODEL (.onnx or TASK.py) that meets the budget."""
+    from edgeslim.search import SearchConfig
+
+    if resume_dir:
+        if model:
+            raise EdgeslimError("--resume DIR repeats the stored run; do not give MODEL as well")
+        if not Path(resume_dir).is_dir():
+            raise EdgeslimError(f"--resume {resume_dir}: no such run directory")
+        config = SearchConfig.load(Path(resume_dir) / "run.json")
+        config.out_dir = resume_dir
+        _run_search(config, as_json)
+        return
+    if not model:
+        raise EdgeslimError("search needs MODEL (.onnx or TASK.py) or --resume DIR")
+    if budget_ms is not None and budget_ratio is not None:
+        raise EdgeslimError("give --budget-ms or --budget-ratio, not both")
+    if budget_ms is not None and budget_ms <= 0:
+        raise EdgeslimError(f"--budget-ms must be positive, got {budget_ms}")
+    if budget_ratio is not None and not 0 < budget_ratio <= 1:
+        raise EdgeslimError(f"--budget-ratio must be in (0, 1], got {budget_ratio}")
+    from edgeslim.profile import load_profile
+
+    load_profile(profile_ref)  # fail on a bad profile before any work
+    config = SearchConfig(model=model, profile=profile_ref, out_dir=out_dir or _default_out(model),
+                          budget_ms=budget_ms, budget_ratio=budget_ratio, calib=calib,
+                          input_shapes=_shapes(input_shapes), strategy=strategy, trials=trials,
+                          finetune_epochs=finetune_epochs)
+    if (Path(config.out_dir) / "manifest.json").exists():
+        raise EdgeslimError(f"--out {config.out_dir} already holds a finished run; choose another directory "
+                            "(or --resume it)")
+    _run_search(config, as_json)
+
+
+@cli.command()
+@click.argument("model")
+@click.option("--plan", "plan_path", required=True, help="PLAN.json (e.g. best/plan.json of a search)")
+@click.option("--profile", "profile_ref", default="local-cpu", show_default=True)
+@click.option("--out", "out_dir", required=True)
+@click.option("--calib", type=str)
+@click.option("--input-shape", "input_shapes", multiple=True)
+@click.option("--budget-ms", type=float)
+@click.option("--finetune-epochs", type=click.IntRange(min=0), default=2, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def apply(model: str, plan_path: str, profile_ref: str, out_dir: str, calib: str | None,
+          input_shapes: tuple[str, ...], budget_ms: float | None, finetune_epochs: int, as_json: bool) -> None:
+    """Replay a plan on MODEL: build, measure against the original (interleaved), write DIR."""
+    from edgeslim.search import SearchConfig, apply_plan
+
+    try:
+        plan = json.loads(Path(plan_path).read_text())
+    except OSError:
+        raise EdgeslimError(f"--plan {plan_path}: file not found") from None
+    except ValueError as exc:
+        raise EdgeslimError(f"--plan {plan_path}: not valid JSON ({exc})") from None
+    config = SearchConfig(model=model, profile=profile_ref, out_dir=out_dir, calib=calib,
+                          input_shapes=_shapes(input_shapes), budget_ms=budget_ms, finetune_epochs=finetune_epochs)
+    with RichReporter(enabled=not as_json) as reporter:
+        manifest = apply_plan(config, plan, reporter)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+    else:
+        from edgeslim.report import print_report
+
+        print_report(Path(out_dir), out_console)
+
+
+@cli.command()
+@click.argument("run_dir")
+@click.option("--json", "as_json", is_flag=True)
+def report(run_dir: str, as_json: bool) -> None:
+    """Summarise a finished run directory."""
+    from edgeslim.report import load_manifest, print_report
+
+    if as_json:
+        click.echo(json.dumps(load_manifest(Path(run_dir)), indent=2))
+    else:
+        print_report(Path(run_dir), out_console)
+
+
+@cli.command()
+@click.option("--out", "out_dir", type=str, help="run directory (default edgeslim-runs/demo-TIME)")
+@click.option("--trials", type=click.IntRange(min=1), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+def demo(out_dir: str | None, trials: int, as_json: bool) -> None:
+    """The embedded default: a CNN on scikit-learn's digits, budget half its FP32 latency, this machine."""
+    from edgeslim.search import SearchConfig
+
+    config = SearchConfig(model="builtin:demo", profile="local-cpu", out_dir=out_dir or _default_out("builtin:demo"),
+                          budget_ratio=0.5, trials=trials)
+    if not as_json:
+        err_console.print(f"edgeslim demo: digits CNN, budget 0.5 x measured FP32 latency, run dir {config.out_dir}")
+    _run_search(config, as_json)
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        cli.main(args=argv, prog_name="edgeslim", standalone_mode=False)
+    except EdgeslimError as exc:
+        err_console.print(f"[bold red]edgeslim: error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(exc.exit_code)
+    except click.exceptions.Abort:
+        err_console.print("edgeslim: interrupted")
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(1)
+    except KeyboardInterrupt:
+        err_console.print("edgeslim: interrupted; resume with --resume DIR")
+        sys.exit(130)
+    except Exception as exc:
+        if os.environ.get("EDGESLIM_DEBUG"):
+            raise
+        err_console.print(f"[bold red]edgeslim: internal error:[/bold red] {type(exc).__name__}: {exc} "
+                          "(set EDGESLIM_DEBUG=1 for the traceback, and please report it)", highlight=False)
+        sys.exit(1)
+    sys.exit(0)
+
+
+if __name__ == "__main__":
+    main()

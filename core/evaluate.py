@@ -1,0 +1,61 @@
+"""Scoring on the host: a task's metric, or fidelity to the original model's outputs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+from edgeslim.target import HostSession
+from edgeslim.task import Task
+
+
+@dataclass
+class MetricInfo:
+    name: str
+    higher_is_better: bool
+    description: str
+
+
+class TaskEvaluator:
+    """Runs the task's eval inputs one at a time (batch of 1, as exported) and applies its metric."""
+
+    def __init__(self, task: Task) -> None:
+        self.task = task
+        self.info = MetricInfo(task.metric_name, task.higher_is_better,
+                               f"task metric {task.metric_name} on {len(task.eval_data[0])} eval samples")
+
+    def score(self, session: HostSession) -> float:
+        inputs, labels = self.task.eval_data
+        name = session.input_names[0]
+        outputs = [session.run({name: np.asarray(inputs[i : i + 1], dtype=np.float32)})[0] for i in range(len(inputs))]
+        return float(self.task.metric(np.concatenate(outputs, axis=0), np.asarray(labels)))
+
+
+def _cosine(a: np.ndarray, b: np.ndarray) -> float:
+    a, b = a.astype(np.float64).ravel(), b.astype(np.float64).ravel()
+    denom = np.linalg.norm(a) * np.linalg.norm(b)
+    if denom == 0:
+        return 1.0 if np.allclose(a, b) else 0.0
+    return float(np.dot(a, b) / denom)
+
+
+class FidelityEvaluator:
+    """For a bare ONNX model: mean cosine similarity of all outputs to the original's, per input."""
+
+    def __init__(self, feeds: list[dict[str, np.ndarray]], reference: Callable[[dict[str, np.ndarray]], list],
+                 inputs_origin: str) -> None:
+        self.feeds = feeds
+        self.reference_outputs = [reference(f) for f in feeds]
+        self.info = MetricInfo(
+            "fidelity_cosine", True,
+            f"mean cosine similarity between the candidate's and the original model's outputs (all outputs, "
+            f"flattened) over {len(feeds)} {inputs_origin} inputs; 1.0 = identical",
+        )
+
+    def score(self, session: HostSession) -> float:
+        sims = []
+        for feed, ref in zip(self.feeds, self.reference_outputs, strict=True):
+            outs = session.run(feed)
+            sims.append(np.mean([_cosine(o, r) for o, r in zip(outs, ref, strict=True)]))
+        return float(np.mean(sims))

@@ -1,0 +1,91 @@
+"""The plugin host: one pluggy manager, built-ins registered like third-party plugins."""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass, field
+from typing import Any
+
+import pluggy
+from edgeslim import hookspecs
+from edgeslim.errors import EdgeslimError
+
+DEFAULT_PLUGINS = (
+    "edgeslim.plugins.pruning",
+    "edgeslim.plugins.quantization",
+    "edgeslim.plugins.greedy",
+    "edgeslim.targets.onnxruntime",
+)
+
+ENTRY_POINT_GROUP = "edgeslim"
+
+
+@dataclass
+class Registry:
+    """Everything the loaded plugins provide, keyed by name, with the providing plugin."""
+
+    techniques: dict[str, Any] = field(default_factory=dict)
+    targets: dict[str, Any] = field(default_factory=dict)
+    strategies: dict[str, Any] = field(default_factory=dict)
+    provided_by: dict[tuple[str, str], str] = field(default_factory=dict)
+
+
+_manager: pluggy.PluginManager | None = None
+
+
+def get_plugin_manager(extra_plugins: tuple[Any, ...] = ()) -> pluggy.PluginManager:
+    """The process-wide plugin manager, created on first use."""
+    global _manager
+    if _manager is None:
+        pm = pluggy.PluginManager("edgeslim")
+        pm.add_hookspecs(hookspecs)
+        for module_name in DEFAULT_PLUGINS:
+            pm.register(importlib.import_module(module_name), name=module_name)
+        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        # A misspelled hook name in any plugin is a startup error, not a silent no-op.
+        pm.check_pending()
+        _manager = pm
+    for plugin in extra_plugins:
+        if not _manager.is_registered(plugin):
+            _manager.register(plugin)
+            _manager.check_pending()
+    return _manager
+
+
+def reset_plugin_manager() -> None:
+    """Forget the manager (tests register throwaway plugins and then clean up)."""
+    global _manager
+    _manager = None
+
+
+def _collect(pm: pluggy.PluginManager, hook_name: str, kind: str, registry: Registry) -> dict[str, Any]:
+    found: dict[str, Any] = {}
+    hook = getattr(pm.hook, hook_name)
+    for impl in hook.get_hookimpls():
+        plugin_name = impl.plugin_name
+
+        def register(thing: Any, _plugin: str = plugin_name) -> None:
+            name = getattr(thing, "name", None)
+            if not name:
+                raise EdgeslimError(f"plugin {_plugin} registered a {kind} without a name")
+            if name in found:
+                other = registry.provided_by[(kind, name)]
+                raise EdgeslimError(
+                    f"{kind} name {name!r} is registered twice: by plugin {other} and by plugin {_plugin}; "
+                    "uninstall or rename one of them"
+                )
+            found[name] = thing
+            registry.provided_by[(kind, name)] = _plugin
+
+        impl.function(register=register)
+    return found
+
+
+def load_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
+    """Ask every plugin what it provides."""
+    pm = get_plugin_manager(extra_plugins)
+    registry = Registry()
+    registry.techniques = _collect(pm, "edgeslim_register_techniques", "technique", registry)
+    registry.targets = _collect(pm, "edgeslim_register_targets", "target", registry)
+    registry.strategies = _collect(pm, "edgeslim_register_strategies", "strategy", registry)
+    return registry

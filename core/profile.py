@@ -1,0 +1,149 @@
+"""Device profiles: TOML files naming the target, the budget, the measurement protocol and the boards."""
+
+from __future__ import annotations
+
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import tomllib
+from edgeslim.errors import EdgeslimError
+from edgeslim.settings import describe_validation_error
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class BudgetSettings(Strict):
+    latency_ms: float | None = Field(default=None, gt=0, description="absolute latency budget")
+    ratio: float | None = Field(
+        default=None, gt=0, le=1, description="budget as a fraction of the uncompressed model's latency"
+    )
+    statistic: Literal["p50", "p90"] = "p50"
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> BudgetSettings:
+        if self.latency_ms is not None and self.ratio is not None:
+            raise ValueError("give either latency_ms or ratio, not both")
+        return self
+
+
+class MeasurementSettings(Strict):
+    """How the agent times a model. Defaults suit a shared, noisy machine: many short runs, medians."""
+
+    warmup: int = Field(default=10, ge=0)
+    min_runs: int = Field(default=50, ge=5)
+    min_seconds: float = Field(default=1.0, ge=0)
+    max_seconds: float = Field(default=60.0, gt=0)
+    max_cv: float = Field(default=0.25, gt=0, description="coefficient of variation above which a run is noisy")
+    retries: int = Field(default=2, ge=0, description="re-measurements of a noisy result")
+    timeout_s: float = Field(default=300.0, gt=0)
+    verify_rounds: int = Field(default=5, ge=1, description="interleaved rounds when comparing two models")
+
+
+class BoardSettings(Strict):
+    host: str
+    user: str | None = None
+    port: int = Field(default=22, ge=1, le=65535)
+    key: str | None = None
+    known_hosts: str = "~/.ssh/known_hosts"
+    python: str = "python3"
+    workdir: str = "edgeslim-work"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_passwords(cls, data: Any) -> Any:
+        if isinstance(data, dict) and ("password" in data or "passphrase" in data):
+            raise ValueError("passwords are not accepted in profiles; use key = '~/.ssh/id_ed25519' or an ssh agent")
+        return data
+
+
+class TargetSection(BaseModel):
+    """``[target]``: the name picks the target plugin, which validates the remaining options."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str
+
+    def options(self) -> dict[str, Any]:
+        return dict(self.model_extra or {})
+
+
+class Profile(Strict):
+    name: str
+    description: str = ""
+    extends: str | None = None
+    target: TargetSection
+    budget: BudgetSettings = BudgetSettings()
+    measurement: MeasurementSettings = MeasurementSettings()
+    boards: list[BoardSettings] = []
+    source: str = Field(default="", description="where the profile was read from (set by the loader)")
+
+    @field_validator("name")
+    @classmethod
+    def _nonempty(cls, v: str) -> str:
+        if not v.strip():
+            raise ValueError("must not be empty")
+        return v
+
+
+def builtin_profile_names() -> list[str]:
+    root = resources.files("edgeslim.profiles")
+    return sorted(p.name[: -len(".toml")] for p in root.iterdir() if p.name.endswith(".toml"))
+
+
+def _read_toml(ref: str, base_dir: Path | None) -> tuple[dict[str, Any], str]:
+    candidate = Path(ref).expanduser()
+    if not candidate.is_absolute() and base_dir is not None and (base_dir / candidate).exists():
+        candidate = base_dir / candidate
+    if ref.endswith(".toml") or candidate.exists():
+        if not candidate.is_file():
+            raise EdgeslimError(f"profile file not found: {ref}")
+        text, source = candidate.read_text(), str(candidate.resolve())
+    elif ref in builtin_profile_names():
+        text, source = resources.files("edgeslim.profiles").joinpath(f"{ref}.toml").read_text(), f"builtin:{ref}"
+    else:
+        raise EdgeslimError(
+            f"unknown profile {ref!r}: not a built-in ({', '.join(builtin_profile_names())}) and not a file"
+        )
+    try:
+        return tomllib.loads(text), source
+    except tomllib.TOMLDecodeError as exc:
+        raise EdgeslimError(f"profile {source}: not valid TOML: {exc}") from None
+
+
+def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _merge(merged[key], value)
+        else:
+            merged[key] = value  # arrays (boards) are replaced, not appended
+    return merged
+
+
+def _resolve(ref: str, base_dir: Path | None, seen: tuple[str, ...]) -> tuple[dict[str, Any], str]:
+    data, source = _read_toml(ref, base_dir)
+    if source in seen:
+        raise EdgeslimError(f"profile {source}: extends itself through {' -> '.join(seen)}")
+    parent = data.get("extends")
+    if parent is not None:
+        if not isinstance(parent, str):
+            raise EdgeslimError(f"profile {source}: extends: must be a profile name or path")
+        here = Path(source).parent if not source.startswith("builtin:") else None
+        if source.startswith("builtin:") and parent == source.removeprefix("builtin:"):
+            raise EdgeslimError(f"profile {source}: extends itself")
+        parent_data, _ = _resolve(parent, here, (*seen, source))
+        data = _merge(parent_data, data)
+    return data, source
+
+
+def load_profile(ref: str) -> Profile:
+    """Load a built-in name or a TOML path, following ``extends``, and validate it."""
+    data, source = _resolve(ref, Path.cwd(), ())
+    data["source"] = source
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as exc:
+        raise EdgeslimError(f"profile {source}: {describe_validation_error(exc)}") from None

@@ -1,0 +1,79 @@
+"""The search store: every candidate's result in SQLite inside the run directory.
+
+Results are keyed by a content hash of (model, target, plan), committed as
+soon as they exist, so a killed search resumes without re-measuring.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS candidates (
+    key TEXT PRIMARY KEY,
+    plan TEXT NOT NULL,
+    purpose TEXT NOT NULL,
+    metric REAL,
+    latency TEXT,
+    artifact TEXT,
+    status TEXT NOT NULL,
+    note TEXT NOT NULL DEFAULT '',
+    details TEXT,
+    created REAL NOT NULL,
+    updated REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
+"""
+
+
+class Store:
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._db = sqlite3.connect(str(path), isolation_level=None)  # autocommit: a kill loses nothing stored
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def get(self, key: str) -> dict[str, Any] | None:
+        row = self._db.execute(
+            "SELECT key, plan, purpose, metric, latency, artifact, status, note, details FROM candidates WHERE key=?",
+            (key,),
+        ).fetchone()
+        if row is None:
+            return None
+        return {"key": row[0], "plan": json.loads(row[1]), "purpose": row[2], "metric": row[3],
+                "latency": json.loads(row[4]) if row[4] else None, "artifact": row[5], "status": row[6],
+                "note": row[7], "details": json.loads(row[8]) if row[8] else {}}
+
+    def put(self, record: dict[str, Any]) -> None:
+        now = time.time()
+        self._db.execute(
+            "INSERT INTO candidates (key, plan, purpose, metric, latency, artifact, status, note, details, created, "
+            "updated) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET purpose=excluded.purpose, "
+            "metric=excluded.metric, latency=excluded.latency, artifact=excluded.artifact, status=excluded.status, "
+            "note=excluded.note, details=excluded.details, updated=excluded.updated",
+            (record["key"], json.dumps(record["plan"], sort_keys=True), record["purpose"], record.get("metric"),
+             json.dumps(record["latency"]) if record.get("latency") else None, record.get("artifact"),
+             record["status"], record.get("note", ""), json.dumps(record.get("details") or {}), now, now),
+        )
+
+    def all(self) -> list[dict[str, Any]]:
+        keys = [r[0] for r in self._db.execute("SELECT key FROM candidates ORDER BY created")]
+        return [rec for k in keys if (rec := self.get(k)) is not None]
+
+    def count_measured(self) -> int:
+        return self._db.execute("SELECT COUNT(*) FROM candidates WHERE latency IS NOT NULL").fetchone()[0]
+
+    def get_meta(self, name: str) -> Any:
+        row = self._db.execute("SELECT value FROM meta WHERE name=?", (name,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def set_meta(self, name: str, value: Any) -> None:
+        self._db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
+                         "value=excluded.value", (name, json.dumps(value)))

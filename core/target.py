@@ -1,0 +1,69 @@
+"""The contract of a backend target: compile QDQ ONNX into an artifact, score it on the host, describe its benchmark."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+import numpy as np
+from edgeslim.errors import EdgeslimError
+from edgeslim.settings import describe_validation_error
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+
+class HostSession(Protocol):
+    """Runs an artifact on this machine to compute the metric (same arithmetic as the device)."""
+
+    input_names: list[str]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
+
+
+class Target:
+    """Base class for targets. Subclasses set ``name``, ``description`` and a ``Settings`` model."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    artifact_suffix: ClassVar[str] = ".onnx"
+
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    def __init__(self, settings: BaseModel) -> None:
+        self.settings = settings
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        """(True, version) when the runtime this target needs on the host is importable, else (False, how to fix)."""
+        return True, ""
+
+    @classmethod
+    def from_options(cls, options: dict[str, Any]) -> Target:
+        try:
+            settings = cls.Settings.model_validate(options)
+        except ValidationError as exc:
+            raise EdgeslimError(f"profile: {describe_validation_error(exc, prefix='target')}") from None
+        return cls(settings)
+
+    def compile(self, onnx_path: Path, out_dir: Path) -> Path:
+        """Turn a (QDQ) ONNX model into this backend's artifact inside ``out_dir``; return its path."""
+        raise NotImplementedError
+
+    def host_session(self, artifact: Path) -> HostSession:
+        """A session on this machine that computes the artifact's outputs, for scoring."""
+        raise NotImplementedError
+
+    def benchmark_job(self, artifact: Path, input_shapes: dict[str, list[int]]) -> dict[str, Any]:
+        """The agent job (runtime, artifact, options, input shapes) that times ``artifact`` on the device."""
+        raise NotImplementedError
+
+    def effective_precision(self, artifact: Path) -> dict[str, str]:
+        """{weighted node name: "int8" | "float"} as the backend will really run it, where it can tell.
+
+        Backends change precisions behind the model's back (a float layer fused into an int8 kernel, an
+        int8 layer left in float); the search records what runs, not what was asked for.
+        """
+        return {}
+
+    def versions(self) -> dict[str, str]:
+        return {}

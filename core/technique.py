@@ -1,0 +1,76 @@
+"""The contract of a compression technique: which knobs it offers per layer, and how it applies a plan."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+from edgeslim.model import ModelSource
+from edgeslim.plan import Plan
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One decision a technique offers. ``levels[0]`` is "off"; later levels compress more.
+
+    ``layer`` is None for a model-wide knob.
+    """
+
+    technique: str
+    name: str
+    layer: str | None
+    levels: tuple[Any, ...]
+
+
+@dataclass
+class BuildContext:
+    """What a technique may use while applying a plan."""
+
+    source: ModelSource
+    calibration: list[dict[str, np.ndarray]]
+    work_dir: Path
+    train_data: tuple[np.ndarray, np.ndarray] | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+class Technique:
+    """Base class. ``stage`` is "torch" (before export, needs a torch model) or "onnx" (after export)."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    stage: ClassVar[str] = "onnx"
+    #: A plan using this technique needs a recovery fine-tune when training data exist.
+    needs_recovery: ClassVar[bool] = False
+    #: Probe the uniform setting (every layer at its first level) before the search, and drop the
+    #: technique when it makes the model slower on the target (e.g. INT8 slower than FP32).
+    speed_gated: ClassVar[bool] = False
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        return True, ""
+
+    def knobs(self, source: ModelSource) -> list[Knob]:
+        """The per-layer (and model-wide) knobs this technique offers for ``source``."""
+        return []
+
+    def variants(self, source: ModelSource) -> list[dict[str, Any]]:
+        """Model-wide settings worth probing on the target (each a dict merged into ``plan["model"]``)."""
+        return []
+
+    def is_active(self, plan: Plan) -> bool:
+        names = {k.name for k in self.knob_names()}
+        return any(names & set(d) for d in plan.get("layers", {}).values())
+
+    def knob_names(self) -> list[Knob]:
+        """Knob templates (layer=None) used to recognise this technique's decisions in a plan."""
+        return []
+
+    def apply_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:
+        """Torch stage: return the module with the plan's decisions applied (may modify in place)."""
+        raise NotImplementedError(f"{self.name} has no torch stage")
+
+    def apply_onnx(self, onnx_path: Path, plan: Plan, ctx: BuildContext, out_path: Path) -> Path:
+        """ONNX stage: write the transformed model to ``out_path`` and return it."""
+        raise NotImplementedError(f"{self.name} has no ONNX stage")

@@ -1,0 +1,1 @@
+"""Backend targets (one module each) and the board-side benchmark agent (``agent.py``)."""

@@ -1,0 +1,105 @@
+"""ONNX Runtime target: the artifact is the QDQ ONNX model itself, run by ONNX Runtime's CPU kernels."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from edgeslim import hookimpl
+from edgeslim.target import Target
+from pydantic import BaseModel, ConfigDict, Field
+
+INT8_KERNELS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat", "ConvInteger", "MatMulInteger",
+                "DynamicQuantizeMatMul")
+FLOAT_KERNELS = ("Conv", "FusedConv", "Gemm", "MatMul", "FusedMatMul", "ConvTranspose")
+
+
+class OnnxRuntimeSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    threads: int = Field(default=1, ge=0, description="intra-op threads; 0 lets ONNX Runtime choose")
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = "all"
+    providers: list[str] = ["CPUExecutionProvider"]
+
+
+class OrtHostSession:
+    def __init__(self, path: Path, settings: OnnxRuntimeSettings) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        # Scoring runs beside other work: spinning worker threads would only burn the other core.
+        so.intra_op_num_threads = max(1, settings.threads)
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), so, providers=settings.providers)
+        self.input_names = [i.name for i in self._session.get_inputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._session.run(None, feeds)
+
+
+class OnnxRuntimeTarget(Target):
+    name = "onnxruntime"
+    description = "ONNX Runtime (CPU execution provider by default; x86 and aarch64)"
+
+    Settings = OnnxRuntimeSettings
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        try:
+            import onnxruntime
+        except ImportError as exc:
+            return False, f"onnxruntime not importable ({exc}); pip install onnxruntime"
+        return True, f"onnxruntime {onnxruntime.__version__}"
+
+    def compile(self, onnx_path: Path, out_dir: Path) -> Path:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        artifact = out_dir / "model.onnx"
+        if Path(onnx_path).resolve() != artifact.resolve():
+            shutil.copyfile(onnx_path, artifact)
+        return artifact
+
+    def host_session(self, artifact: Path) -> OrtHostSession:
+        return OrtHostSession(artifact, self.settings)
+
+    def benchmark_job(self, artifact: Path, input_shapes: dict[str, list[int]]) -> dict[str, Any]:
+        return {
+            "runtime": "onnxruntime",
+            "artifact": str(Path(artifact).resolve()),
+            "options": {"threads": self.settings.threads, "graph_optimization": self.settings.graph_optimization,
+                        "providers": self.settings.providers},
+            "input_shapes": input_shapes,
+        }
+
+    def effective_precision(self, artifact: Path) -> dict[str, str]:
+        import tempfile
+
+        import onnx
+        import onnxruntime as ort
+
+        # EXTENDED is the last hardware-independent level; the QDQ fusions that decide precision happen there.
+        with tempfile.TemporaryDirectory(prefix="edgeslim-ort-opt-") as tmp:
+            so = ort.SessionOptions()
+            so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED
+            so.optimized_model_filepath = str(Path(tmp) / "optimized.onnx")
+            so.log_severity_level = 3
+            ort.InferenceSession(str(artifact), so, providers=self.settings.providers)
+            optimized = onnx.load(so.optimized_model_filepath)
+        precision = {}
+        for node in optimized.graph.node:
+            if node.op_type in INT8_KERNELS:
+                precision[node.name] = "int8"
+            elif node.op_type in FLOAT_KERNELS:
+                precision[node.name] = "float"
+        return precision
+
+    def versions(self) -> dict[str, str]:
+        import onnxruntime
+
+        return {"onnxruntime": onnxruntime.__version__}
+
+
+@hookimpl
+def edgeslim_register_targets(register):
+    register(OnnxRuntimeTarget)
