@@ -10,10 +10,11 @@ from pathlib import Path
 from typing import Any
 
 import click
-from edgeslim.errors import BudgetNotMet, EdgeslimError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
+
+from edgeslim.errors import BudgetNotMet, EdgeslimError
 
 err_console = Console(stderr=True)
 out_console = Console()

@@ -13,6 +13,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+
 from edgeslim.errors import EdgeslimError
 from edgeslim.task import Task
 

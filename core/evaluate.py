@@ -6,6 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
+
 from edgeslim.target import HostSession
 from edgeslim.task import Task
 

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pluggy
+
 from edgeslim import hookspecs
 from edgeslim.errors import EdgeslimError
 
@@ -41,15 +42,28 @@ def get_plugin_manager(extra_plugins: tuple[Any, ...] = ()) -> pluggy.PluginMana
         pm.add_hookspecs(hookspecs)
         for module_name in DEFAULT_PLUGINS:
             pm.register(importlib.import_module(module_name), name=module_name)
-        pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
-        # A misspelled hook name in any plugin is a startup error, not a silent no-op.
-        pm.check_pending()
+        try:
+            pm.load_setuptools_entrypoints(ENTRY_POINT_GROUP)
+        except Exception as exc:
+            raise EdgeslimError(f"a plugin in entry-point group {ENTRY_POINT_GROUP!r} failed to load: "
+                                f"{type(exc).__name__}: {exc}") from None
+        _check_pending(pm)
         _manager = pm
     for plugin in extra_plugins:
         if not _manager.is_registered(plugin):
             _manager.register(plugin)
-            _manager.check_pending()
+            _check_pending(_manager)
     return _manager
+
+
+def _check_pending(pm: pluggy.PluginManager) -> None:
+    """A misspelled hook name in any plugin is a startup error, not a silent no-op."""
+    try:
+        pm.check_pending()
+    except pluggy.PluginValidationError as exc:
+        pm.unregister(exc.plugin)
+        raise EdgeslimError(f"plugin {pm.get_name(exc.plugin) or exc.plugin}: {exc}; known hooks: "
+                            + ", ".join(sorted(h for h in dir(pm.hook) if h.startswith("edgeslim_")))) from None
 
 
 def reset_plugin_manager() -> None:

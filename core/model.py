@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+
 from edgeslim.errors import EdgeslimError
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import tomllib
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
 from edgeslim.errors import EdgeslimError
 from edgeslim.settings import describe_validation_error
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class Strict(BaseModel):

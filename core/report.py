@@ -6,9 +6,10 @@ import json
 from pathlib import Path
 from typing import Any
 
-from edgeslim.errors import EdgeslimError
 from rich.console import Console
 from rich.table import Table
+
+from edgeslim.errors import EdgeslimError
 
 
 def _fmt(value: Any, digits: int = 3) -> str:

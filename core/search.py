@@ -13,9 +13,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import edgeslim
 import numpy as np
 import onnx
+
+import edgeslim
 from edgeslim.errors import EdgeslimError
 from edgeslim.evaluate import FidelityEvaluator, TaskEvaluator
 from edgeslim.host import Registry, get_plugin_manager, load_registry

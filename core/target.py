@@ -6,9 +6,10 @@ from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
 from edgeslim.errors import EdgeslimError
 from edgeslim.settings import describe_validation_error
-from pydantic import BaseModel, ConfigDict, ValidationError
 
 
 class HostSession(Protocol):

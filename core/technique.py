@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+
 from edgeslim.model import ModelSource
 from edgeslim.plan import Plan
 

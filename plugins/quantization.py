@@ -17,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import onnx
+
 from edgeslim import hookimpl
 from edgeslim.errors import EdgeslimError
 from edgeslim.model import ModelSource, weighted_nodes

@@ -7,9 +7,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
+
 from edgeslim import hookimpl
 from edgeslim.target import Target
-from pydantic import BaseModel, ConfigDict, Field
 
 INT8_KERNELS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat", "ConvInteger", "MatMulInteger",
                 "DynamicQuantizeMatMul")

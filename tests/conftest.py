@@ -1,0 +1,134 @@
+"""Shared fixtures: real models (exported from torch), real ONNX Runtime, a fast measurement profile."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+nn = torch.nn
+
+FAST_MEASUREMENT = """
+[measurement]
+warmup = 3
+min_runs = 15
+min_seconds = 0.15
+verify_rounds = 3
+"""
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn1 = nn.BatchNorm2d(channels)
+        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(channels)
+
+    def forward(self, x):
+        return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
+
+
+class TinyResNet(nn.Module):
+    """A ResNet-style classifier: stem, two residual stages, pooled linear head."""
+
+    def __init__(self, width: int = 32, classes: int = 10) -> None:
+        super().__init__()
+        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
+        self.layer1 = BasicBlock(width)
+        self.down = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False),
+                                  nn.BatchNorm2d(2 * width), nn.ReLU())
+        self.layer2 = BasicBlock(2 * width)
+        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, classes))
+
+    def forward(self, x):
+        return self.head(self.layer2(self.down(self.layer1(self.stem(x)))))
+
+
+def make_resnet(seed: int = 0, width: int = 32) -> nn.Module:
+    torch.manual_seed(seed)
+    model = TinyResNet(width)
+    # give batch norms non-trivial statistics, as a trained model has
+    model.train()
+    with torch.no_grad():
+        for _ in range(3):
+            model(torch.randn(16, 3, 32, 32))
+    return model.eval()
+
+
+@pytest.fixture(scope="session")
+def resnet_onnx(tmp_path_factory) -> Path:
+    """A ResNet-style classifier exported from torch, fixed input shape 1x3x32x32, never seen by edgeslim."""
+    path = tmp_path_factory.mktemp("models") / "tiny_resnet.onnx"
+    torch.onnx.export(make_resnet(), (torch.randn(1, 3, 32, 32),), str(path), input_names=["images"],
+                      output_names=["logits"], opset_version=17, dynamo=False)
+    return path
+
+
+@pytest.fixture(scope="session")
+def symbolic_onnx(tmp_path_factory) -> Path:
+    """The same network with symbolic batch, height and width."""
+    path = tmp_path_factory.mktemp("models") / "symbolic.onnx"
+    torch.onnx.export(make_resnet(1, 16), (torch.randn(1, 3, 32, 32),), str(path), input_names=["images"],
+                      output_names=["logits"], opset_version=17, dynamo=False,
+                      dynamic_axes={"images": {0: "batch", 2: "height", 3: "width"}})
+    return path
+
+
+@pytest.fixture
+def fast_profile(tmp_path) -> Path:
+    """local-cpu with a short measurement protocol (the tests check behaviour, benchmarks check speed)."""
+    path = tmp_path / "fast.toml"
+    path.write_text('name = "fast-local"\nextends = "local-cpu"\n' + FAST_MEASUREMENT)
+    return path
+
+
+DIGITS_TASK = '''
+"""A digits task small enough for tests: a 3-layer CNN trained for a few epochs."""
+import numpy as np
+import torch
+import torch.nn as nn
+from sklearn.datasets import load_digits
+
+import edgeslim
+
+
+def make_task():
+    digits = load_digits()
+    x = (digits.images.astype(np.float32) / 16.0)[:, None]
+    y = digits.target.astype(np.int64)
+    order = np.random.default_rng(0).permutation(len(x))
+    x, y = x[order], y[order]
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, 10),
+    )
+    from edgeslim.finetune import finetune
+    finetune(model, (x[:1200], y[:1200]), epochs=EPOCHS)
+    return edgeslim.Task(model=model, example_input=x[:1], eval_data=(x[1200:], y[1200:]),
+                         train_data=(x[:1200], y[:1200]), name="test-digits")
+'''
+
+
+@pytest.fixture
+def digits_task_file(tmp_path) -> Path:
+    path = tmp_path / "digits_task.py"
+    path.write_text(textwrap.dedent(DIGITS_TASK).replace("EPOCHS", "10"))
+    return path
+
+
+def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """Run the real command line in a fresh process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "edgeslim.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, timeout=timeout)
+
+
+def random_feed(shape=(1, 3, 32, 32), seed=0) -> dict[str, np.ndarray]:
+    return {"images": np.random.default_rng(seed).standard_normal(shape).astype(np.float32)}

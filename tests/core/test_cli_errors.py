@@ -1,0 +1,103 @@
+"""Bad input: a one-line reason naming the thing, a non-zero exit, no traceback, no result presented."""
+
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import run_cli
+
+
+def assert_clean_failure(proc, *fragments: str, code: int = 1) -> None:
+    assert proc.returncode == code, proc.stdout + proc.stderr
+    assert "Traceback" not in proc.stderr + proc.stdout
+    lines = [ln for ln in proc.stderr.strip().splitlines() if ln.strip()]
+    error_lines = [ln for ln in lines if "error" in ln]
+    assert error_lines, proc.stderr
+    text = " ".join(proc.stderr.split())
+    for fragment in fragments:
+        assert fragment in text, text
+
+
+def test_missing_model(tmp_path: Path):
+    proc = run_cli("search", tmp_path / "absent.onnx", "--out", tmp_path / "out")
+    assert_clean_failure(proc, "model not found", "absent.onnx")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_file_that_is_not_onnx(tmp_path: Path):
+    bogus = tmp_path / "photo.onnx"
+    bogus.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)
+    proc = run_cli("search", bogus, "--out", tmp_path / "out")
+    assert_clean_failure(proc, "photo.onnx")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_truncated_onnx(tmp_path: Path, resnet_onnx: Path):
+    cut = tmp_path / "cut.onnx"
+    data = resnet_onnx.read_bytes()
+    cut.write_bytes(data[: len(data) // 2])
+    proc = run_cli("search", cut, "--out", tmp_path / "out")
+    assert_clean_failure(proc, "cut.onnx")
+    assert not (tmp_path / "out" / "manifest.json").exists()
+
+
+def test_symbolic_input_needs_a_shape(tmp_path: Path, symbolic_onnx: Path):
+    proc = run_cli("search", symbolic_onnx, "--out", tmp_path / "out")
+    assert_clean_failure(proc, "input 'images' has symbolic dimensions", "--input-shape images=N,3,N,N")
+
+
+def test_bad_input_shape_syntax(tmp_path: Path, symbolic_onnx: Path):
+    proc = run_cli("search", symbolic_onnx, "--input-shape", "images=1,3,x", "--out", tmp_path / "out")
+    assert_clean_failure(proc, "--input-shape 'images=1,3,x'")
+
+
+def test_unknown_profile(tmp_path: Path, resnet_onnx: Path):
+    proc = run_cli("search", resnet_onnx, "--profile", "raspberry-pi-9", "--out", tmp_path / "out")
+    assert_clean_failure(proc, "unknown profile 'raspberry-pi-9'")
+
+
+@pytest.mark.parametrize("body, fragment", [
+    ('name = "p"\nextends = "local-cpu"\n[budget]\nlatncy_ms = 2\n', "budget.latncy_ms: unknown field"),
+    ('name = "p"\nextends = "local-cpu"\n[budget\n', "not valid TOML"),
+    ('name = "p"\nextends = "local-cpu"\n[target]\nthreads = "many"\n', "target.threads"),
+])
+def test_bad_profile_fields(tmp_path: Path, resnet_onnx: Path, body: str, fragment: str):
+    profile = tmp_path / "p.toml"
+    profile.write_text(body)
+    proc = run_cli("search", resnet_onnx, "--profile", profile, "--out", tmp_path / "out")
+    assert_clean_failure(proc, fragment)
+
+
+def test_task_file_that_raises(tmp_path: Path):
+    task = tmp_path / "broken_task.py"
+    task.write_text("import numpy\n\ndef make_task():\n    raise ValueError('labels.csv is missing')\n")
+    proc = run_cli("search", task, "--out", tmp_path / "out")
+    assert_clean_failure(proc, "broken_task.py raised ValueError: labels.csv is missing (line 4)")
+
+
+def test_task_file_with_syntax_error(tmp_path: Path):
+    task = tmp_path / "typo_task.py"
+    task.write_text("def make_task(:\n    pass\n")
+    proc = run_cli("search", task, "--out", tmp_path / "out")
+    assert_clean_failure(proc, "typo_task.py raised SyntaxError")
+
+
+def test_bad_calib_file(tmp_path: Path, resnet_onnx: Path):
+    calib = tmp_path / "calib.npz"
+    calib.write_text("not numpy")
+    proc = run_cli("search", resnet_onnx, "--calib", calib, "--out", tmp_path / "out")
+    assert_clean_failure(proc, "--calib", "not a readable .npz")
+
+
+def test_report_on_a_directory_without_a_run(tmp_path: Path):
+    assert_clean_failure(run_cli("report", tmp_path), "holds no manifest.json")
+
+
+def test_plugins_and_profiles_listings():
+    proc = run_cli("plugins", "--json")
+    assert proc.returncode == 0, proc.stderr
+    names = {(p["kind"], p["name"]) for p in __import__("json").loads(proc.stdout)}
+    assert {("technique", "quantization"), ("technique", "pruning"), ("target", "onnxruntime"),
+            ("strategy", "greedy")} <= names
+    proc = run_cli("profiles", "local-cpu", "--json")
+    assert proc.returncode == 0 and '"onnxruntime"' in proc.stdout

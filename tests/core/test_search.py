@@ -1,0 +1,153 @@
+"""End-to-end searches through the real command line, on models edgeslim has never seen."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeslim.measure import LocalRunner, compare_interleaved
+from edgeslim.profile import load_profile
+from tests.conftest import run_cli
+
+MANIFEST_FIELDS = [
+    ("profile",), ("target",), ("budget", "latency_ms"), ("baseline", "latency", "p50_ms"),
+    ("baseline", "metric", "value"), ("baseline", "artifact"), ("best", "latency", "p50_ms"),
+    ("best", "latency", "p90_ms"), ("best", "metric", "name"), ("best", "metric", "value"),
+    ("best", "meets_budget"), ("best", "plan"), ("best", "artifact"), ("candidates_evaluated",), ("versions",),
+]
+
+
+def dig(data, path):
+    for key in path:
+        data = data[key]
+    return data
+
+
+def ort_job(path: Path, shapes=None) -> dict:
+    return {"runtime": "onnxruntime", "artifact": str(path), "options": {"threads": 1}, "input_shapes": shapes or {}}
+
+
+def test_onnx_search_reports_only_what_an_independent_measurement_reproduces(tmp_path, resnet_onnx, fast_profile):
+    out = tmp_path / "run"
+    proc = run_cli("search", resnet_onnx, "--profile", fast_profile, "--budget-ratio", "0.6", "--trials", "8",
+                   "--out", out, "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    manifest = json.loads(proc.stdout)
+    for path in MANIFEST_FIELDS:
+        dig(manifest, path)
+    assert manifest["metric"]["name"] == "fidelity_cosine"
+    assert "cosine similarity" in manifest["metric"]["description"]
+    assert (out / "report.md").is_file() and (out / "candidates.jsonl").is_file()
+    if proc.returncode == 3:
+        assert manifest["best"]["meets_budget"] is False
+        assert manifest["fastest"]["key"] in proc.stderr
+        return
+    best = out / manifest["best"]["artifact"]
+    baseline = out / manifest["baseline"]["artifact"]
+    assert best.is_file() and baseline.is_file()
+    assert 0.9 < manifest["best"]["metric"]["value"] <= 1.0 + 1e-9
+    # independent re-measurement: fresh processes, interleaved, by the test itself
+    settings = load_profile(str(fast_profile)).measurement
+    comparison = compare_interleaved(LocalRunner(), ort_job(baseline), ort_job(best), settings, rounds=5)
+    claimed = manifest["best"]["verification"]["ratio"]
+    assert comparison.ratio <= 0.6 * 1.15, (comparison.to_dict(), claimed)
+    assert comparison.ratio < 1.0
+
+
+def test_symbolic_detector_style_model_with_calib(tmp_path, symbolic_onnx, fast_profile):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, images=np.random.default_rng(0).standard_normal((8, 3, 48, 64)).astype(np.float32))
+    proc = run_cli("search", symbolic_onnx, "--profile", fast_profile, "--calib", calib, "--budget-ratio", "0.7",
+                   "--trials", "5", "--out", tmp_path / "run", "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    manifest = json.loads(proc.stdout)
+    assert manifest["layers"] and manifest["baseline"]["latency"]["p50_ms"] > 0
+    assert "--calib" in manifest["metric"]["description"]
+
+
+def test_impossible_budget_exits_3_naming_the_fastest(tmp_path, resnet_onnx, fast_profile):
+    out = tmp_path / "run"
+    proc = run_cli("search", resnet_onnx, "--profile", fast_profile, "--budget-ms", "0.0001", "--trials", "4",
+                   "--out", out)
+    assert proc.returncode == 3, proc.stderr
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["status"] == "budget_not_met" and manifest["best"]["meets_budget"] is False
+    fastest = manifest["fastest"]
+    assert fastest["key"] in proc.stderr and "fastest" in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def _measured_keys(db: Path) -> dict[str, str]:
+    with sqlite3.connect(str(db)) as conn:
+        return dict(conn.execute("SELECT key, latency FROM candidates WHERE latency IS NOT NULL").fetchall())
+
+
+def test_sigkilled_search_resumes_without_remeasuring(tmp_path, resnet_onnx, fast_profile):
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "edgeslim.cli", "search", str(resnet_onnx), "--profile", str(fast_profile),
+           "--budget-ratio", "0.5", "--trials", "8", "--out", str(out)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    db = out / "store.sqlite"
+    deadline = time.time() + 300
+    before: dict[str, str] = {}
+    while time.time() < deadline and proc.poll() is None:
+        if db.exists():
+            try:
+                before = _measured_keys(db)
+            except sqlite3.OperationalError:
+                before = {}
+            if len(before) >= 3:
+                break
+        time.sleep(0.2)
+    assert proc.poll() is None, "the search finished before it could be killed; make it longer"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = _measured_keys(db)
+    assert len(before) >= 3 and not (out / "manifest.json").exists()
+
+    resumed = run_cli("search", "--resume", out, "--json")
+    assert resumed.returncode in (0, 3), resumed.stderr
+    manifest = json.loads(resumed.stdout)
+    after = _measured_keys(db)
+    # every measurement taken before the kill is still the stored one (not repeated) ...
+    assert {k: after[k] for k in before} == before
+    # ... and this run measured only the new candidates (verification re-measures are not stored candidates)
+    assert manifest["measured_this_run"] == len(after) - len(before)
+
+
+def test_apply_replays_a_plan(tmp_path, resnet_onnx, fast_profile):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"layers": {"/stem/stem.0/Conv": {"bits": 8}}, "model": {}}))
+    proc = run_cli("apply", resnet_onnx, "--plan", plan, "--profile", fast_profile, "--out", tmp_path / "a", "--json")
+    if proc.returncode == 1 and "no such layer" in proc.stderr:
+        pytest.fail(proc.stderr)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(proc.stdout)
+    assert manifest["best"]["plan"]["layers"] == {"/stem/stem.0/Conv": {"bits": 8}}
+    assert (tmp_path / "a" / manifest["best"]["artifact"]).is_file()
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({"layers": {"conv99": {"bits": 8}}}))
+    proc = run_cli("apply", resnet_onnx, "--plan", bad, "--profile", fast_profile, "--out", tmp_path / "b")
+    assert proc.returncode == 1 and "plan.layers.conv99: the model has no such layer" in " ".join(proc.stderr.split())
+
+
+def test_task_file_search_prunes_and_quantizes(tmp_path, digits_task_file, fast_profile):
+    out = tmp_path / "run"
+    proc = run_cli("search", digits_task_file, "--profile", fast_profile, "--budget-ratio", "0.5", "--trials", "6",
+                   "--finetune-epochs", "1", "--out", out, "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    manifest = json.loads(proc.stdout)
+    assert manifest["metric"]["name"] == "accuracy"
+    assert manifest["baseline"]["metric"]["value"] > 0.8
+    records = [json.loads(line) for line in (out / "candidates.jsonl").open()]
+    knobs = {k for r in records for d in r["plan"]["layers"].values() for k in d}
+    assert {"bits", "sparsity"} <= knobs
