@@ -1,0 +1,33 @@
+"""The embedded default: meets half its FP32 latency, loses at most one point, and the speed-up reproduces."""
+
+import json
+
+import pytest
+
+from edgeslim.measure import LocalRunner, compare_interleaved
+from edgeslim.profile import load_profile
+from tests.conftest import run_cli
+
+
+@pytest.mark.slow
+def test_demo_meets_its_budget_and_an_independent_measurement_agrees(tmp_path):
+    out = tmp_path / "demo"
+    proc = run_cli("demo", "--out", out, "--json", timeout=900)
+    assert proc.returncode == 0, proc.stderr
+    manifest = json.loads(proc.stdout)
+    assert manifest["status"] == "ok" and manifest["best"]["meets_budget"] is True
+    baseline_acc = manifest["baseline"]["metric"]["value"]
+    best_acc = manifest["best"]["metric"]["value"]
+    assert manifest["best"]["metric"]["name"] == "accuracy"
+    assert baseline_acc > 0.95
+    assert best_acc >= baseline_acc - 0.01
+    assert manifest["baseline"]["latency"]["p50_ms"] > 0.5  # big enough for compression to buy something
+    # independent re-measurement by the test: fresh agent processes, interleaved, default protocol
+    settings = load_profile("local-cpu").measurement
+
+    def job(rel):
+        return {"runtime": "onnxruntime", "artifact": str(out / rel), "options": {"threads": 1}, "input_shapes": {}}
+
+    comparison = compare_interleaved(LocalRunner(), job(manifest["baseline"]["artifact"]),
+                                     job(manifest["best"]["artifact"]), settings, rounds=5)
+    assert comparison.ratio <= 0.5, comparison.to_dict()
