@@ -116,6 +116,36 @@ def profiles(name: str | None, as_json: bool) -> None:
     out_console.print(table)
 
 
+@cli.command()
+@click.option("--profile", "profile_ref", default="local-cpu", show_default=True)
+@click.option("--accept-new-host-keys", is_flag=True,
+              help="trust boards whose host key is not yet in known_hosts and add it there (first use only)")
+@click.option("--json", "as_json", is_flag=True)
+def doctor(profile_ref: str, accept_new_host_keys: bool, as_json: bool) -> None:
+    """Check every device of a profile: connection, host key, Python, runtime, governor, temperature, space."""
+    from edgeslim.doctor import diagnose
+    from edgeslim.profile import load_profile
+
+    report = diagnose(load_profile(profile_ref), accept_new_host_keys=accept_new_host_keys)
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        table = Table(title=f"edgeslim doctor: {report['profile']} (target {report['target']})")
+        for col in ("device", "ok", "python", "runtime", "problems (fix)", "warnings"):
+            table.add_column(col, overflow="fold")
+        for b in report["boards"]:
+            facts = b["facts"]
+            runtimes = ", ".join(f"{k} {v}" for k, v in (facts.get("runtimes") or {}).items() if v)
+            table.add_row(b["where"], "yes" if b["ok"] else "[red]no[/red]", facts.get("python", "-"), runtimes,
+                          "\n".join(b["problems"]) or "-", "\n".join(b["warnings"]) or "-")
+        out_console.print(table)
+        for warning in report["warnings"]:
+            err_console.print(f"warning: {warning}")
+    bad = [b["where"] for b in report["boards"] if not b["ok"]]
+    if bad:
+        raise EdgeslimError(f"{len(bad)} of {len(report['boards'])} device(s) cannot measure: {', '.join(bad)}")
+
+
 def _shapes(items: tuple[str, ...]) -> dict[str, list[int]]:
     from edgeslim.model import parse_input_shapes
 

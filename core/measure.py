@@ -26,7 +26,9 @@ def agent_path() -> Path:
     return Path(edgeslim.targets.__file__).resolve().parent / "agent.py"
 
 
-USABLE = ("ok", "noisy")
+USABLE = ("ok", "noisy", "throttled")
+#: Usable but suspicious: measured again, the steadiest result kept.
+REMEASURE = ("noisy", "throttled")
 
 
 @dataclass
@@ -45,6 +47,7 @@ class LatencyStats:
     runtime: str | None = None
     runtime_version: str | None = None
     error: str | None = None
+    throttling: list[str] = field(default_factory=list)
     where: str = "local"
     attempts: int = 1
     samples_ms: list[float] = field(default_factory=list)
@@ -118,7 +121,7 @@ class LocalRunner:
 def measurement_job(base: dict[str, Any], settings: MeasurementSettings) -> dict[str, Any]:
     job = dict(base)
     job.update(warmup=settings.warmup, min_runs=settings.min_runs, min_seconds=settings.min_seconds,
-               max_seconds=settings.max_seconds, max_cv=settings.max_cv)
+               max_seconds=settings.max_seconds, max_cv=settings.max_cv, deadline_s=settings.timeout_s)
     return job
 
 
@@ -127,7 +130,7 @@ def measure(runner: Runner, job: dict[str, Any], settings: MeasurementSettings) 
     full_job = measurement_job(job, settings)
     result = runner.run_job(full_job, settings.timeout_s)
     attempts = 1
-    while result.status == "noisy" and attempts <= settings.retries:
+    while result.status in REMEASURE and attempts <= settings.retries:
         again = runner.run_job(full_job, settings.timeout_s)
         attempts += 1
         if again.usable and (again.status == "ok" or (again.cv or 1e9) < (result.cv or 1e9)):

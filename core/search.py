@@ -168,18 +168,17 @@ class SearchSession:
         if not ok:
             raise EdgeslimError(f"target {target_cls.name} is not available here: {why}")
         self.target: Target = target_cls.from_options(self.profile.target.options())
+        self.notes: list[str] = []
         self.runner = runner or self._runner_for_profile()
         self.techniques = {name: t for name, t in self.registry.techniques.items() if t.available()[0]}
         self.measured_this_run = 0
-        self.notes: list[str] = []
         self.baseline: dict[str, Any] | None = None
         self.budget_ms: float | None = None
 
     def _runner_for_profile(self) -> Runner:
-        if self.profile.boards:
-            raise EdgeslimError(f"profile {self.profile.name} lists boards; measuring on boards over SSH is not "
-                                "available in this version: remove [[boards]] to measure on this machine")
-        return LocalRunner()
+        runner = runner_for_profile(self.profile)
+        self.notes.extend(getattr(runner, "warnings", []))
+        return runner
 
     # --- setup -------------------------------------------------------------------------------------------
 
@@ -527,6 +526,23 @@ class SearchSession:
         return manifest
 
 
+def runner_for_profile(profile: Profile, accept_new_host_keys: bool = False) -> Runner:
+    """This machine when the profile lists no boards; otherwise a pool of its boards over SSH."""
+    if not profile.boards:
+        return LocalRunner()
+    try:
+        import paramiko  # noqa: F401
+    except ImportError:
+        raise EdgeslimError(f"profile {profile.name} lists boards: measuring over SSH needs paramiko "
+                            "(pip install 'edgeslim[ssh]')") from None
+    from edgeslim.pool import BoardPool
+    from edgeslim.ssh import SSHRunner
+
+    pool = BoardPool([SSHRunner(b, accept_new_host_keys=accept_new_host_keys) for b in profile.boards])
+    pool.check_host_keys()
+    return pool
+
+
 def _optional_versions() -> dict[str, str]:
     versions = {}
     for module in ("onnx", "torch", "torch_pruning"):
@@ -578,5 +594,5 @@ def bench(model: str, profile_ref: str, input_shapes: dict[str, list[int]],
     with tempfile.TemporaryDirectory(prefix="edgeslim-bench-") as tmp:
         source = load_onnx_source(Path(model), Path(tmp), input_shapes, None)
         artifact = target.compile(source.onnx_path, Path(tmp) / "artifact")
-        runner = runner_factory(profile) if runner_factory else LocalRunner()
+        runner = runner_factory(profile) if runner_factory else runner_for_profile(profile)
         return measure(runner, target.benchmark_job(artifact, source.input_shapes()), profile.measurement)

@@ -14,8 +14,10 @@ Exit status 0 with ``"status": "ok"`` or ``"noisy"``; otherwise a typed status
 import argparse
 import glob
 import json
+import math
 import os
 import platform
+import signal
 import statistics
 import sys
 import time
@@ -61,7 +63,39 @@ def board_state():
     freq = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
     state["cpu0_freq_mhz"] = int(freq) / 1000.0 if freq and freq.isdigit() else None
     state["cpu_count"] = os.cpu_count()
+    state["throttled"] = _command_output(["vcgencmd", "get_throttled"])  # Raspberry Pi: "throttled=0x0"
+    state["power_mode"] = _command_output(["nvpmodel", "-q"])  # Jetson: "NV Power Mode: 15W"
     return state
+
+
+def _command_output(argv):
+    try:
+        import subprocess
+
+        proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, timeout=5)
+    except (OSError, Exception):
+        return None
+    text = proc.stdout.decode("utf-8", "replace").strip()
+    return text or None
+
+
+HOT_C = 80.0
+
+
+def throttling_reasons(state):
+    """Why a run on this board may be slower than the board really is."""
+    reasons = []
+    throttled = state.get("throttled") or ""
+    if "=" in throttled:
+        try:
+            if int(throttled.split("=", 1)[1], 16) & 0xF:  # bits 0-3: under-voltage, capped, throttled, soft limit
+                reasons.append("vcgencmd reports %s" % throttled)
+        except ValueError:
+            pass
+    for zone, temp in (state.get("temperatures_c") or {}).items():
+        if temp >= HOT_C:
+            reasons.append("%s at %.0f C" % (zone, temp))
+    return reasons
 
 
 def peak_rss_mb():
@@ -180,6 +214,10 @@ def main(argv=None):
             raise AgentFailure("unsupported", "this agent does not know runtime %r" % runtime)
         if not os.path.isfile(job.get("artifact", "")):
             raise AgentFailure("bad_job", "artifact not found: %s" % job.get("artifact"))
+        deadline = float(job.get("deadline_s", 0))
+        if deadline > 0 and hasattr(signal, "alarm"):
+            # The agent ends itself: a runner that lost its connection cannot always kill it.
+            signal.alarm(int(math.ceil(deadline)))
         result["board_before"] = board_state()
         run_once, load_ms, version = RUNTIMES[runtime](job)
         samples = time_model(
@@ -193,8 +231,12 @@ def main(argv=None):
         mean = statistics.fmean(samples)
         cv = statistics.pstdev(samples) / mean if mean > 0 else 0.0
         max_cv = float(job.get("max_cv", 0.25))
+        after = board_state()
+        throttling = throttling_reasons(result["board_before"]) + throttling_reasons(after)
+        status = "throttled" if throttling else ("ok" if cv <= max_cv else "noisy")
         result.update(
-            status="ok" if cv <= max_cv else "noisy",
+            status=status,
+            throttling=throttling,
             runtime=runtime,
             runtime_version=version,
             samples_ms=[round(s, 5) for s in samples],
@@ -206,7 +248,7 @@ def main(argv=None):
             cv=cv,
             load_ms=load_ms,
             peak_rss_mb=peak_rss_mb(),
-            board_after=board_state(),
+            board_after=after,
         )
         code = 0
     except AgentFailure as exc:

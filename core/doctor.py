@@ -1,0 +1,97 @@
+"""`edgeslim doctor`: can we reach and measure on the profile's devices? What is wrong, and how to fix it."""
+
+from __future__ import annotations
+
+import platform
+import shutil
+from typing import Any
+
+from edgeslim.profile import Profile
+
+#: which Python module (or command) each target needs on the device
+RUNTIME_OF_TARGET = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "trtexec"}
+MIN_FREE_BYTES = 500 * 1024 * 1024
+HOT_C = 75.0
+
+
+def check_facts(facts: dict[str, Any], target: str) -> tuple[list[str], list[str]]:
+    problems, warnings = [], []
+    runtime = RUNTIME_OF_TARGET.get(target)
+    if runtime == "trtexec":
+        if not facts.get("trtexec"):
+            problems.append("trtexec not on PATH: install TensorRT (JetPack) or add /usr/src/tensorrt/bin to PATH")
+    elif runtime and not (facts.get("runtimes") or {}).get(runtime):
+        problems.append(f"Python module {runtime} is missing: pip install {runtime} (in the board's `python`)")
+    if runtime and runtime != "trtexec" and not (facts.get("runtimes") or {}).get("numpy"):
+        problems.append("numpy is missing: pip install numpy")
+    if facts.get("free_bytes", MIN_FREE_BYTES) < MIN_FREE_BYTES:
+        problems.append(f"only {facts['free_bytes'] / 1e6:.0f} MB free for the workdir {facts.get('workdir')}: "
+                        "free space or point workdir at a larger disk")
+    governor = facts.get("governor")
+    if governor and governor != "performance":
+        warnings.append(f"CPU governor is {governor!r}: timings vary with frequency; for steady numbers run "
+                        "`sudo cpupower frequency-set -g performance`")
+    for zone, temp in (facts.get("temperatures_c") or {}).items():
+        if temp >= HOT_C:
+            warnings.append(f"{zone} is at {temp:.0f} C: the board may throttle; add cooling or let it cool down")
+    load = (facts.get("load_avg") or [0])[0]
+    if load > 1.0:
+        warnings.append(f"load average {load:.1f}: other work on the board distorts measurements")
+    return problems, warnings
+
+
+def local_facts() -> dict[str, Any]:
+    import os
+
+    def version(module: str) -> str | None:
+        try:
+            return __import__(module).__version__
+        except Exception:
+            return None
+
+    return {"python": platform.python_version(), "machine": platform.machine(), "workdir": os.getcwd(),
+            "free_bytes": shutil.disk_usage(os.getcwd()).free, "load_avg": list(os.getloadavg()),
+            "runtimes": {m: version(m) for m in ("onnxruntime", "openvino", "numpy")},
+            "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
+            "trtexec": shutil.which("trtexec")}
+
+
+def _read(path: str) -> str | None:
+    try:
+        with open(path) as fh:
+            return fh.read().strip()
+    except OSError:
+        return None
+
+
+def diagnose(profile: Profile, accept_new_host_keys: bool = False) -> dict[str, Any]:
+    boards = []
+    if not profile.boards:
+        facts = local_facts()
+        problems, warnings = check_facts(facts, profile.target.name)
+        boards.append({"where": "local", "ok": not problems, "problems": problems, "warnings": warnings,
+                       "facts": facts})
+        return {"profile": profile.name, "target": profile.target.name, "boards": boards, "warnings": []}
+    from edgeslim.pool import BoardPool
+    from edgeslim.ssh import SSHFailure, SSHRunner
+
+    runners = [SSHRunner(b, accept_new_host_keys=accept_new_host_keys) for b in profile.boards]
+    for runner in runners:
+        entry: dict[str, Any] = {"where": runner.where, "problems": [], "warnings": [], "facts": {}}
+        try:
+            runner.connect()
+            entry["host_key"] = f"SHA256:{runner.host_key_fingerprint} (known)"
+            entry["facts"] = runner.probe()
+            problems, warnings = check_facts(entry["facts"], profile.target.name)
+            entry["problems"] += problems
+            entry["warnings"] += warnings
+        except SSHFailure as failure:
+            entry["problems"].append(f"{failure.status}: {failure}")
+        finally:
+            runner.close()
+        entry["ok"] = not entry["problems"]
+        boards.append(entry)
+    pool = BoardPool(runners)
+    warnings = pool.check_host_keys()
+    pool.close()
+    return {"profile": profile.name, "target": profile.target.name, "boards": boards, "warnings": warnings}

@@ -1,0 +1,392 @@
+"""Measuring on a board over SSH (paramiko): the same agent as the local runner, run on the device.
+
+Every step has a deadline, every failure becomes a typed LatencyStats (never a latency of 0), host keys
+are checked against the profile's known_hosts, and artifacts are cached on the board by content hash.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import select
+import shlex
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edgeslim.measure import LatencyStats, agent_path
+from edgeslim.profile import BoardSettings
+
+#: Failures that say something about the board or the network, not about the model.
+BOARD_FAILURES = ("unreachable", "auth", "host_key", "disconnected", "timeout")
+
+
+class SSHFailure(Exception):
+    def __init__(self, status: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+@dataclass
+class Deadlines:
+    connect_s: float = 10.0
+    banner_s: float = 10.0
+    auth_s: float = 10.0
+    upload_s: float = 300.0
+    command_s: float = 60.0
+
+
+@dataclass
+class CommandResult:
+    exit_status: int
+    stdout: bytes
+    stderr: bytes
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+class StrictHostKeys:
+    """paramiko policy: refuse unknown hosts, or with ``accept_new`` add them to known_hosts (trust on first use)."""
+
+    def __init__(self, known_hosts: Path, accept_new: bool) -> None:
+        self.known_hosts = known_hosts
+        self.accept_new = accept_new
+
+    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
+        import paramiko
+
+        if not self.accept_new:
+            raise SSHFailure(
+                "host_key",
+                f"host key of {hostname} ({key.get_name()} SHA256:{_fingerprint(key)}) is not in {self.known_hosts}; "
+                f"verify it on the board (ssh-keygen -lf /etc/ssh/ssh_host_{_short(key)}_key.pub) and add it with "
+                f"`ssh-keyscan -p PORT HOST >> {self.known_hosts}`, or run `edgeslim doctor --profile P "
+                "--accept-new-host-keys` to trust it on first use",
+            )
+        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+        host_keys = paramiko.HostKeys()
+        if self.known_hosts.exists():
+            host_keys.load(str(self.known_hosts))
+        host_keys.add(hostname, key.get_name(), key)
+        host_keys.save(str(self.known_hosts))
+
+
+def _fingerprint(key: Any) -> str:
+    import base64
+
+    return base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
+
+
+def _short(key: Any) -> str:
+    name = key.get_name()
+    return {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa"}.get(name, "ecdsa" if "ecdsa" in name else name)
+
+
+class SSHRunner:
+    """One board. One connection, reused; artifacts and the agent cached on the board by sha256."""
+
+    def __init__(self, board: BoardSettings, accept_new_host_keys: bool = False,
+                 deadlines: Deadlines | None = None) -> None:
+        self.board = board
+        self.accept_new_host_keys = accept_new_host_keys
+        self.deadlines = deadlines or Deadlines()
+        self.where = f"ssh://{board.user + '@' if board.user else ''}{board.host}:{board.port}"
+        self._client: Any = None
+        self._lock = threading.Lock()
+        self.uploads = 0  # artifacts sent (tests and benchmarks read it)
+        self.host_key_fingerprint: str | None = None
+
+    # --- connection ------------------------------------------------------------------------------------
+
+    def connect(self) -> Any:
+        import paramiko
+
+        if self._client is not None and self._client.get_transport() and self._client.get_transport().is_active():
+            return self._client
+        self.close()
+        known_hosts = Path(self.board.known_hosts).expanduser()
+        client = paramiko.SSHClient()
+        if known_hosts.exists():
+            try:
+                client.load_host_keys(str(known_hosts))
+            except Exception as exc:
+                raise SSHFailure("host_key", f"cannot read known_hosts {known_hosts}: {exc}") from None
+        client.set_missing_host_key_policy(StrictHostKeys(known_hosts, self.accept_new_host_keys))
+        key = str(Path(self.board.key).expanduser()) if self.board.key else None
+        if key and not Path(key).is_file():
+            raise SSHFailure("auth", f"{self.where}: key file {self.board.key} not found")
+        try:
+            client.connect(
+                self.board.host, port=self.board.port, username=self.board.user, key_filename=key,
+                timeout=self.deadlines.connect_s, banner_timeout=self.deadlines.banner_s,
+                auth_timeout=self.deadlines.auth_s, channel_timeout=self.deadlines.connect_s,
+                allow_agent=key is None, look_for_keys=key is None, password=None,
+            )
+        except SSHFailure:
+            client.close()
+            raise
+        except paramiko.BadHostKeyException as exc:
+            client.close()
+            raise SSHFailure(
+                "host_key",
+                f"host key of {self.where} CHANGED (now {exc.key.get_name()} SHA256:{_fingerprint(exc.key)}, "
+                f"known_hosts has SHA256:{_fingerprint(exc.expected_key)}): refusing to connect. If the board was "
+                f"reinstalled, verify the new key on the board and replace its line in {known_hosts} "
+                f"(ssh-keygen -R '[{self.board.host}]:{self.board.port}' -f {known_hosts})",
+            ) from None
+        except paramiko.AuthenticationException as exc:
+            client.close()
+            raise SSHFailure("auth", f"{self.where}: authentication failed ({exc}); check key = ... in the profile "
+                                     "and the board's ~/.ssh/authorized_keys") from None
+        except TimeoutError as exc:
+            client.close()
+            raise SSHFailure("unreachable", f"{self.where}: no answer within {self.deadlines.connect_s:.0f}s "
+                                            f"({exc or 'timeout'})") from None
+        except (OSError, paramiko.SSHException, EOFError) as exc:
+            client.close()
+            raise SSHFailure("unreachable", f"{self.where}: cannot connect: {type(exc).__name__}: {exc}") from None
+        transport = client.get_transport()
+        transport.set_keepalive(5)
+        self.host_key_fingerprint = _fingerprint(transport.get_remote_server_key())
+        self._client = client
+        return client
+
+    def close(self) -> None:
+        if self._client is not None:
+            try:
+                self._client.close()
+            except Exception:
+                pass
+        self._client = None
+
+    # --- commands ----------------------------------------------------------------------------------------
+
+    def exec(self, command: str, deadline_s: float | None = None, max_output: int = 64 << 20) -> CommandResult:
+        """Run a shell command on the board; stdout and stderr drained concurrently; a deadline on the whole."""
+        client = self.connect()
+        deadline = time.monotonic() + (deadline_s or self.deadlines.command_s)
+        try:
+            channel = client.get_transport().open_session(timeout=self.deadlines.connect_s)
+            channel.exec_command(command)
+        except Exception as exc:
+            self.close()
+            raise SSHFailure("disconnected", f"{self.where}: cannot start a command: {exc}") from None
+        out, err = bytearray(), bytearray()
+        try:
+            while True:
+                progressed = False
+                while channel.recv_ready():
+                    out += channel.recv(1 << 16)
+                    progressed = True
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(1 << 16)
+                    progressed = True
+                if len(out) > max_output:
+                    del out[: len(out) - max_output]
+                if len(err) > max_output:
+                    del err[: len(err) - max_output]
+                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
+                    break
+                if channel.closed or not client.get_transport().is_active():
+                    if channel.exit_status_ready():
+                        break
+                    self.close()
+                    raise SSHFailure("disconnected", f"{self.where}: connection lost while running a command")
+                if time.monotonic() > deadline:
+                    channel.close()
+                    raise SSHFailure("timeout", f"{self.where}: command did not finish within "
+                                                f"{deadline_s or self.deadlines.command_s:.0f}s")
+                if not progressed:
+                    select.select([channel], [], [], 0.05)
+            status = channel.recv_exit_status()
+            if status == -1:  # the server never sent an exit status: the connection died under the command
+                self.close()
+                raise SSHFailure("disconnected", f"{self.where}: connection lost while running a command")
+            return CommandResult(status, bytes(out), bytes(err))
+        finally:
+            channel.close()
+
+    def _python(self) -> str:
+        return self.board.python  # a command line on purpose (e.g. "/opt/venv/bin/python3 -X utf8"): not quoted
+
+    def _remote(self, *parts: str) -> str:
+        return "/".join([self.board.workdir.rstrip("/"), *parts])
+
+    def _sftp(self) -> Any:
+        sftp = self.connect().open_sftp()
+        sftp.get_channel().settimeout(self.deadlines.connect_s)
+        return sftp
+
+    def ensure_file(self, local: Path, remote_name: str, digest: str) -> str:
+        """Upload ``local`` as ``workdir/cache/remote_name`` unless the board already has it.
+
+        Uploads go to a temporary name, are checked by sha256 on the board, then renamed: a connection that
+        dies half-way never leaves a partial file under the final name.
+        """
+        final = self._remote("cache", remote_name)
+        sftp = self._sftp()
+        try:
+            try:
+                sftp.stat(final)
+                return final
+            except OSError:
+                pass
+            self._mkdirs(sftp, self._remote("cache"))
+            tmp = self._remote("cache", f".{remote_name}.{secrets.token_hex(4)}.part")
+            started = time.monotonic()
+
+            def check_deadline(done: int, total: int) -> None:
+                if time.monotonic() - started > self.deadlines.upload_s:
+                    raise SSHFailure("timeout", f"{self.where}: upload of {local.name} exceeded "
+                                                f"{self.deadlines.upload_s:.0f}s ({done}/{total} bytes)")
+
+            try:
+                sftp.put(str(local), tmp, callback=check_deadline, confirm=True)
+            except SSHFailure:
+                self._try_remove(sftp, tmp)
+                raise
+            except (OSError, EOFError, Exception) as exc:
+                self.close()
+                raise SSHFailure("disconnected", f"{self.where}: upload of {local.name} failed: "
+                                                 f"{type(exc).__name__}: {exc}") from None
+            check = (f"{self._python()} -c {shlex.quote(_SHA_SNIPPET)} {shlex.quote(tmp)}")
+            result = self.exec(check, deadline_s=self.deadlines.upload_s)
+            remote_digest = result.stdout.decode().strip()
+            if remote_digest != digest:
+                self._try_remove(sftp, tmp)
+                raise SSHFailure("crash", f"{self.where}: uploaded {local.name} has sha256 {remote_digest[:16]} on "
+                                          f"the board, {digest[:16]} here (python: {result.stderr.decode()[-200:]})")
+            sftp.posix_rename(tmp, final)
+            self.uploads += 1
+            return final
+        finally:
+            sftp.close()
+
+    @staticmethod
+    def _try_remove(sftp: Any, path: str) -> None:
+        try:
+            sftp.remove(path)
+        except Exception:
+            pass
+
+    @staticmethod
+    def _mkdirs(sftp: Any, path: str) -> None:
+        parts = path.split("/")
+        for i in range(1, len(parts) + 1):
+            sub = "/".join(parts[:i])
+            if not sub:
+                continue
+            try:
+                sftp.stat(sub)
+            except OSError:
+                sftp.mkdir(sub)
+
+    # --- the Runner protocol -------------------------------------------------------------------------------
+
+    def run_job(self, job: dict[str, Any], timeout_s: float) -> LatencyStats:
+        with self._lock:  # one job per board at a time
+            import paramiko
+
+            try:
+                return self._run_job(job, timeout_s)
+            except SSHFailure as failure:
+                return LatencyStats(status=failure.status, error=str(failure), where=self.where)
+            except (OSError, EOFError, paramiko.SSHException) as exc:
+                self.close()
+                return LatencyStats(status="disconnected", where=self.where,
+                                    error=f"{self.where}: connection lost: {type(exc).__name__}: {exc}")
+
+    def _run_job(self, job: dict[str, Any], timeout_s: float) -> LatencyStats:
+        artifact = Path(job["artifact"])
+        if not artifact.is_file():
+            return LatencyStats(status="bad_job", error=f"artifact not found: {artifact}", where=self.where)
+        digest = sha256_of(artifact)
+        agent = agent_path()
+        remote_agent = self.ensure_file(agent, f"agent-{sha256_of(agent)[:16]}.py", sha256_of(agent))
+        remote_artifact = self.ensure_file(artifact, f"{digest}{''.join(artifact.suffixes)[-16:]}", digest)
+        for extra in job.get("extra_files", []):  # e.g. OpenVINO's .bin next to the .xml
+            extra_path = Path(extra)
+            self.ensure_file(extra_path, f"{digest}{extra_path.suffix}", sha256_of(extra_path))
+        remote_job = dict(job, artifact=remote_artifact)
+        job_name = self._remote("jobs", f"{secrets.token_hex(8)}.json")
+        sftp = self._sftp()
+        try:
+            self._mkdirs(sftp, self._remote("jobs"))
+            with sftp.open(job_name, "w") as fh:
+                fh.write(json.dumps(remote_job))
+        except OSError as exc:
+            self.close()
+            raise SSHFailure("disconnected", f"{self.where}: cannot write the job file: {exc}") from None
+        finally:
+            sftp.close()
+        command = (f"cd {shlex.quote(self.board.workdir)} 2>/dev/null || cd ~/{shlex.quote(self.board.workdir)}; "
+                   f"{self._python()} {shlex.quote(remote_agent)} --job {shlex.quote(job_name)}; "
+                   f"status=$?; rm -f {shlex.quote(job_name)}; exit $status")
+        result = self.exec(command, deadline_s=timeout_s + 10)
+        lines = [ln for ln in result.stdout.decode("utf-8", "replace").splitlines() if ln.startswith("{")]
+        if not lines:
+            tail = (result.stderr.decode("utf-8", "replace").strip().splitlines() or ["no output"])[-1]
+            status = "unsupported" if result.exit_status == 127 else "crash"
+            return LatencyStats(status=status, error=f"agent exited {result.exit_status} on {self.where}: {tail}",
+                                where=self.where)
+        return LatencyStats.from_agent(json.loads(lines[-1]), self.where)
+
+    def probe(self) -> dict[str, Any]:
+        """Facts for `edgeslim doctor`: Python, runtimes, governor, temperature, free space in the workdir."""
+        result = self.exec(f"{self._python()} -c {shlex.quote(_PROBE_SNIPPET)} {shlex.quote(self.board.workdir)}",
+                           deadline_s=self.deadlines.command_s)
+        if result.exit_status != 0:
+            raise SSHFailure("unsupported", f"{self.where}: `{self.board.python}` failed (exit "
+                                            f"{result.exit_status}): {result.stderr.decode()[-300:].strip()}")
+        return json.loads(result.stdout.decode().strip().splitlines()[-1])
+
+
+_SHA_SNIPPET = (
+    "import hashlib,sys\nh=hashlib.sha256()\nf=open(sys.argv[1],'rb')\n"
+    "for b in iter(lambda: f.read(1<<20), b''): h.update(b)\nprint(h.hexdigest())"
+)
+
+_PROBE_SNIPPET = r"""
+import json, os, platform, shutil, sys, glob
+wd = sys.argv[1]
+wd = wd if os.path.isabs(wd) else os.path.join(os.path.expanduser('~'), wd)
+def ver(m):
+    try:
+        return __import__(m).__version__
+    except Exception:
+        return None
+def read(p):
+    try:
+        return open(p).read().strip()
+    except OSError:
+        return None
+temps = {}
+for z in sorted(glob.glob('/sys/class/thermal/thermal_zone*')):
+    t = read(z + '/temp')
+    if t and t.lstrip('-').isdigit():
+        temps[read(z + '/type') or z] = int(t) / 1000.0
+probe_dir = wd if os.path.isdir(wd) else os.path.dirname(wd.rstrip('/')) or '/'
+print(json.dumps({
+    'python': platform.python_version(), 'machine': platform.machine(), 'workdir': wd,
+    'workdir_exists': os.path.isdir(wd), 'free_bytes': shutil.disk_usage(probe_dir).free,
+    'runtimes': {m: ver(m) for m in ('onnxruntime', 'openvino', 'tensorrt', 'numpy')},
+    'governor': read('/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor'),
+    'temperatures_c': temps, 'load_avg': list(os.getloadavg()),
+    'trtexec': shutil.which('trtexec'),
+}))
+"""
+
+
+def default_key_exists() -> bool:
+    return any((Path.home() / ".ssh" / n).exists() for n in ("id_ed25519", "id_rsa", "id_ecdsa")) or bool(
+        os.environ.get("SSH_AUTH_SOCK"))
