@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -96,23 +97,24 @@ def profiles(name: str | None, as_json: bool) -> None:
     from edgeslim.profile import builtin_profile_names, load_profile
 
     if name:
-        profile = load_profile(name)
+        profile = load_profile(name, allow_template=True)
         data = profile.model_dump(mode="json")
         if as_json:
             click.echo(json.dumps(data, indent=2))
         else:
             out_console.print_json(json.dumps(data))
         return
-    loaded = [load_profile(n) for n in builtin_profile_names()]
+    loaded = [load_profile(n, allow_template=True) for n in builtin_profile_names()]
     if as_json:
         click.echo(json.dumps([p.model_dump(mode="json") for p in loaded], indent=2))
         return
     table = Table(title="built-in profiles")
-    for col in ("name", "target", "budget", "description"):
+    for col in ("name", "target", "budget", "use", "description"):
         table.add_column(col)
     for p in loaded:
         budget = f"{p.budget.latency_ms} ms" if p.budget.latency_ms else f"{p.budget.ratio} x baseline"
-        table.add_row(p.name, p.target.name, f"{budget} ({p.budget.statistic})", p.description)
+        kind = "template (extend with [[boards]])" if p.template else "ready"
+        table.add_row(p.name, p.target.name, f"{budget} ({p.budget.statistic})", escape(kind), escape(p.description))
     out_console.print(table)
 
 
@@ -137,10 +139,10 @@ def doctor(profile_ref: str, accept_new_host_keys: bool, as_json: bool) -> None:
             facts = b["facts"]
             runtimes = ", ".join(f"{k} {v}" for k, v in (facts.get("runtimes") or {}).items() if v)
             table.add_row(b["where"], "yes" if b["ok"] else "[red]no[/red]", facts.get("python", "-"), runtimes,
-                          "\n".join(b["problems"]) or "-", "\n".join(b["warnings"]) or "-")
+                          escape("\n".join(b["problems"]) or "-"), escape("\n".join(b["warnings"]) or "-"))
         out_console.print(table)
         for warning in report["warnings"]:
-            err_console.print(f"warning: {warning}")
+            err_console.print(f"warning: {escape(warning)}")
     bad = [b["where"] for b in report["boards"] if not b["ok"]]
     if bad:
         raise EdgeslimError(f"{len(bad)} of {len(report['boards'])} device(s) cannot measure: {', '.join(bad)}")
@@ -321,7 +323,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         cli.main(args=argv, prog_name="edgeslim", standalone_mode=False)
     except EdgeslimError as exc:
-        err_console.print(f"[bold red]edgeslim: error:[/bold red] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]edgeslim: error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
     except click.exceptions.Abort:
         err_console.print("edgeslim: interrupted")
@@ -335,7 +337,7 @@ def main(argv: list[str] | None = None) -> None:
     except Exception as exc:
         if os.environ.get("EDGESLIM_DEBUG"):
             raise
-        err_console.print(f"[bold red]edgeslim: internal error:[/bold red] {type(exc).__name__}: {exc} "
+        err_console.print(f"[bold red]edgeslim: internal error:[/bold red] {type(exc).__name__}: {escape(str(exc))} "
                           "(set EDGESLIM_DEBUG=1 for the traceback, and please report it)", highlight=False)
         sys.exit(1)
     sys.exit(0)

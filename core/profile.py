@@ -79,6 +79,7 @@ class Profile(Strict):
     budget: BudgetSettings = BudgetSettings()
     measurement: MeasurementSettings = MeasurementSettings()
     boards: list[BoardSettings] = []
+    template: bool = Field(default=False, description="a board template: usable only through extends + [[boards]]")
     source: str = Field(default="", description="where the profile was read from (set by the loader)")
 
     @field_validator("name")
@@ -140,11 +141,21 @@ def _resolve(ref: str, base_dir: Path | None, seen: tuple[str, ...]) -> tuple[di
     return data, source
 
 
-def load_profile(ref: str) -> Profile:
-    """Load a built-in name or a TOML path, following ``extends``, and validate it."""
+def load_profile(ref: str, allow_template: bool = False) -> Profile:
+    """Load a built-in name or a TOML path, following ``extends``, and validate it.
+
+    A board template (``template = true``, e.g. ``raspberry-pi-5``) without ``[[boards]]`` is refused for
+    measuring: used as-is it would silently measure this machine instead of the board.
+    """
     data, source = _resolve(ref, Path.cwd(), ())
     data["source"] = source
     try:
-        return Profile.model_validate(data)
+        profile = Profile.model_validate(data)
     except ValidationError as exc:
         raise EdgeslimError(f"profile {source}: {describe_validation_error(exc)}") from None
+    if profile.template and not profile.boards and not allow_template:
+        raise EdgeslimError(
+            f"profile {profile.name} is a board template: write a profile with extends = \"{profile.name}\" and a "
+            "[[boards]] table (host, user, key, known_hosts); see the README's 'Measure on your board'"
+        )
+    return profile

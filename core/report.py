@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from edgeslim.errors import EdgeslimError
@@ -90,8 +91,8 @@ def print_report(run_dir: Path, console: Console) -> dict[str, Any]:
     manifest = load_manifest(run_dir)
     console.print(summary_table(manifest))
     best = manifest["best"]
-    console.print(f"best plan: {_plan_text(best.get('plan'))}")
+    console.print(f"best plan: {escape(_plan_text(best.get('plan')))}", highlight=False)
     for note in manifest.get("notes", []):
-        console.print(f"note: {note}")
+        console.print(f"note: {escape(note)}", highlight=False)
     console.print(f"report: {run_dir / 'report.md'}")
     return manifest

@@ -104,6 +104,9 @@ class SSHRunner:
         self._client: Any = None
         self._lock = threading.Lock()
         self.uploads = 0  # artifacts sent (tests and benchmarks read it)
+        self._sftp_client: Any = None
+        self._sftp_owner: Any = None
+        self._present: set[str] = set()  # remote files seen on this connection: no need to stat them again
         self.host_key_fingerprint: str | None = None
 
     # --- connection ------------------------------------------------------------------------------------
@@ -162,6 +165,9 @@ class SSHRunner:
         return client
 
     def close(self) -> None:
+        self._sftp_client = None
+        self._sftp_owner = None
+        self._present = set()
         if self._client is not None:
             try:
                 self._client.close()
@@ -223,9 +229,14 @@ class SSHRunner:
         return "/".join([self.board.workdir.rstrip("/"), *parts])
 
     def _sftp(self) -> Any:
-        sftp = self.connect().open_sftp()
-        sftp.get_channel().settimeout(self.deadlines.connect_s)
-        return sftp
+        """One SFTP session per connection, reused (opening one costs a round trip and a subsystem start)."""
+        client = self.connect()
+        if self._sftp_client is None or self._sftp_owner is not client or self._sftp_client.get_channel().closed:
+            self._sftp_client = client.open_sftp()
+            self._sftp_client.get_channel().settimeout(self.deadlines.connect_s)
+            self._sftp_owner = client
+            self._present = set()
+        return self._sftp_client
 
     def ensure_file(self, local: Path, remote_name: str, digest: str) -> str:
         """Upload ``local`` as ``workdir/cache/remote_name`` unless the board already has it.
@@ -235,42 +246,43 @@ class SSHRunner:
         """
         final = self._remote("cache", remote_name)
         sftp = self._sftp()
-        try:
-            try:
-                sftp.stat(final)
-                return final
-            except OSError:
-                pass
-            self._mkdirs(sftp, self._remote("cache"))
-            tmp = self._remote("cache", f".{remote_name}.{secrets.token_hex(4)}.part")
-            started = time.monotonic()
-
-            def check_deadline(done: int, total: int) -> None:
-                if time.monotonic() - started > self.deadlines.upload_s:
-                    raise SSHFailure("timeout", f"{self.where}: upload of {local.name} exceeded "
-                                                f"{self.deadlines.upload_s:.0f}s ({done}/{total} bytes)")
-
-            try:
-                sftp.put(str(local), tmp, callback=check_deadline, confirm=True)
-            except SSHFailure:
-                self._try_remove(sftp, tmp)
-                raise
-            except (OSError, EOFError, Exception) as exc:
-                self.close()
-                raise SSHFailure("disconnected", f"{self.where}: upload of {local.name} failed: "
-                                                 f"{type(exc).__name__}: {exc}") from None
-            check = (f"{self._python()} -c {shlex.quote(_SHA_SNIPPET)} {shlex.quote(tmp)}")
-            result = self.exec(check, deadline_s=self.deadlines.upload_s)
-            remote_digest = result.stdout.decode().strip()
-            if remote_digest != digest:
-                self._try_remove(sftp, tmp)
-                raise SSHFailure("crash", f"{self.where}: uploaded {local.name} has sha256 {remote_digest[:16]} on "
-                                          f"the board, {digest[:16]} here (python: {result.stderr.decode()[-200:]})")
-            sftp.posix_rename(tmp, final)
-            self.uploads += 1
+        if final in self._present:
             return final
-        finally:
-            sftp.close()
+        try:
+            sftp.stat(final)
+            self._present.add(final)
+            return final
+        except OSError:
+            pass
+        self._mkdirs(sftp, self._remote("cache"))
+        tmp = self._remote("cache", f".{remote_name}.{secrets.token_hex(4)}.part")
+        started = time.monotonic()
+
+        def check_deadline(done: int, total: int) -> None:
+            if time.monotonic() - started > self.deadlines.upload_s:
+                raise SSHFailure("timeout", f"{self.where}: upload of {local.name} exceeded "
+                                            f"{self.deadlines.upload_s:.0f}s ({done}/{total} bytes)")
+
+        try:
+            sftp.put(str(local), tmp, callback=check_deadline, confirm=True)
+        except SSHFailure:
+            self._try_remove(sftp, tmp)
+            raise
+        except (OSError, EOFError, Exception) as exc:
+            self.close()
+            raise SSHFailure("disconnected", f"{self.where}: upload of {local.name} failed: "
+                                             f"{type(exc).__name__}: {exc}") from None
+        check = (f"{self._python()} -c {shlex.quote(_SHA_SNIPPET)} {shlex.quote(tmp)}")
+        result = self.exec(check, deadline_s=self.deadlines.upload_s)
+        remote_digest = result.stdout.decode().strip()
+        if remote_digest != digest:
+            self._try_remove(sftp, tmp)
+            raise SSHFailure("crash", f"{self.where}: uploaded {local.name} has sha256 {remote_digest[:16]} on "
+                                      f"the board, {digest[:16]} here (python: {result.stderr.decode()[-200:]})")
+        sftp.posix_rename(tmp, final)
+        self._present.add(final)
+        self.uploads += 1
+        return final
 
     @staticmethod
     def _try_remove(sftp: Any, path: str) -> None:
@@ -307,6 +319,13 @@ class SSHRunner:
                                     error=f"{self.where}: connection lost: {type(exc).__name__}: {exc}")
 
     def _run_job(self, job: dict[str, Any], timeout_s: float) -> LatencyStats:
+        result = self._run_job_once(job, timeout_s)
+        if result.status == "bad_job" and "not found" in (result.error or "") and self._present:
+            self._present = set()  # someone cleaned the board's cache behind our back: upload again
+            result = self._run_job_once(job, timeout_s)
+        return result
+
+    def _run_job_once(self, job: dict[str, Any], timeout_s: float) -> LatencyStats:
         artifact = Path(job["artifact"])
         if not artifact.is_file():
             return LatencyStats(status="bad_job", error=f"artifact not found: {artifact}", where=self.where)
@@ -327,8 +346,6 @@ class SSHRunner:
         except OSError as exc:
             self.close()
             raise SSHFailure("disconnected", f"{self.where}: cannot write the job file: {exc}") from None
-        finally:
-            sftp.close()
         command = (f"cd {shlex.quote(self.board.workdir)} 2>/dev/null || cd ~/{shlex.quote(self.board.workdir)}; "
                    f"{self._python()} {shlex.quote(remote_agent)} --job {shlex.quote(job_name)}; "
                    f"status=$?; rm -f {shlex.quote(job_name)}; exit $status")
