@@ -16,6 +16,8 @@ DEFAULT_PLUGINS = (
     "edgeslim.plugins.quantization",
     "edgeslim.plugins.greedy",
     "edgeslim.targets.onnxruntime",
+    "edgeslim.targets.openvino",
+    "edgeslim.targets.tensorrt",
 )
 
 ENTRY_POINT_GROUP = "edgeslim"

@@ -256,15 +256,14 @@ class SearchSession:
         if len(nodes) == len(self.source.layers):
             layer_nodes = {layer.name: nodes[layer.onnx_index].name for layer in self.source.layers}
             (tmp_dir / "layer_nodes.json").write_text(json.dumps(layer_nodes, indent=1))
-        compiled = self.target.compile(onnx_path, tmp_dir)
+        compiled = self.target.compile(onnx_path, tmp_dir, plan)
         if compiled.name != artifact.name:
-            compiled.rename(tmp_dir / artifact.name)
+            raise EdgeslimError(f"target {self.target.name} wrote {compiled.name}, expected {artifact.name}")
         (tmp_dir / "plan.json").write_text(json.dumps(plan, indent=2, sort_keys=True))
         if ctx.notes:
             (tmp_dir / "notes.txt").write_text("\n".join(ctx.notes) + "\n")
         for leftover in tmp_dir.glob("*stage*.onnx"):
-            if leftover.name != artifact.name:
-                leftover.unlink()
+            leftover.unlink()  # intermediate models; the artifact is what the target compiled
         shutil.rmtree(final_dir, ignore_errors=True)
         tmp_dir.rename(final_dir)
         return artifact
@@ -337,8 +336,16 @@ class SearchSession:
         metric = record["metric"] if record is not None and record["metric"] is not None else \
             self._score_artifact(artifact)
         status = "measured" if stats.usable else f"measure_{stats.status}"
+        note = stats.error or ""
+        if stats.usable and not is_baseline and self.baseline is not None:
+            base_ms = self.latency_of(self.baseline)
+            mine = stats.statistic(self.profile.budget.statistic)
+            if base_ms is not None and mine >= base_ms:
+                # the speed-up gate: a compressed model that is not faster is never a result
+                status = "not_faster"
+                note = f"measured {mine:.3f} ms, baseline {base_ms:.3f} ms: not faster, dropped"
         record = {"key": key, "plan": plan, "purpose": purpose, "metric": metric, "latency": stats.to_dict(),
-                  "artifact": self._rel(artifact), "status": status, "note": stats.error or "",
+                  "artifact": self._rel(artifact), "status": status, "note": note,
                   "details": self.precision_details(plan, artifact)}
         self.measured_this_run += 1
         self.store.put(record)
@@ -352,6 +359,8 @@ class SearchSession:
         return lat[f"{self.profile.budget.statistic}_ms"]
 
     def meets_budget(self, record: dict[str, Any]) -> bool:
+        if record.get("status") == "not_faster":
+            return False
         latency = self.latency_of(record)
         return latency is not None and self.budget_ms is not None and latency <= self.budget_ms
 
@@ -504,6 +513,7 @@ class SearchSession:
             "metric": asdict(self.evaluator.info),
             "candidates_evaluated": len(measured),
             "candidates_scored_only": len([r for r in records if r["latency"] is None]),
+            "candidates_not_faster": len([r for r in records if r["status"] == "not_faster"]),
             "measured_this_run": self.measured_this_run,
             "strategy": self.config.strategy, "trials": self.config.trials,
             "layers": self.source.describe_layers(),
@@ -561,6 +571,7 @@ def apply_plan(config: SearchConfig, plan: Plan, reporter: Reporter | None = Non
     from edgeslim.plan import validate_plan
 
     knob_names = {k.name for t in session.techniques.values() for k in t.knob_names()}
+    knob_names |= {k.name for k in session.target.knobs()}
     try:
         plan = validate_plan(plan, {layer.name for layer in session.source.layers}, knob_names)
     except ValueError as exc:
@@ -593,6 +604,6 @@ def bench(model: str, profile_ref: str, input_shapes: dict[str, list[int]],
     target = target_cls.from_options(profile.target.options())
     with tempfile.TemporaryDirectory(prefix="edgeslim-bench-") as tmp:
         source = load_onnx_source(Path(model), Path(tmp), input_shapes, None)
-        artifact = target.compile(source.onnx_path, Path(tmp) / "artifact")
+        artifact = target.compile(source.onnx_path, Path(tmp) / "artifact", None)
         runner = runner_factory(profile) if runner_factory else runner_for_profile(profile)
         return measure(runner, target.benchmark_job(artifact, source.input_shapes()), profile.measurement)

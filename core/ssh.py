@@ -329,14 +329,22 @@ class SSHRunner:
         artifact = Path(job["artifact"])
         if not artifact.is_file():
             return LatencyStats(status="bad_job", error=f"artifact not found: {artifact}", where=self.where)
-        digest = sha256_of(artifact)
+        extras = [Path(e) for e in job.get("extra_files", [])]  # e.g. OpenVINO's .bin next to the .xml
+        missing = [str(p) for p in extras if not p.is_file()]
+        if missing:
+            return LatencyStats(status="bad_job", error=f"files of the artifact not found: {missing}",
+                                where=self.where)
+        digests = [sha256_of(artifact)] + [sha256_of(p) for p in extras]
+        # Cache names come from the whole bundle: two IRs can share an .xml and differ only in their .bin.
+        bundle = hashlib.sha256("".join(digests).encode()).hexdigest() if extras else digests[0]
         agent = agent_path()
-        remote_agent = self.ensure_file(agent, f"agent-{sha256_of(agent)[:16]}.py", sha256_of(agent))
-        remote_artifact = self.ensure_file(artifact, f"{digest}{''.join(artifact.suffixes)[-16:]}", digest)
-        for extra in job.get("extra_files", []):  # e.g. OpenVINO's .bin next to the .xml
-            extra_path = Path(extra)
-            self.ensure_file(extra_path, f"{digest}{extra_path.suffix}", sha256_of(extra_path))
+        agent_digest = sha256_of(agent)
+        remote_agent = self.ensure_file(agent, f"agent-{agent_digest[:16]}.py", agent_digest)
+        remote_artifact = self.ensure_file(artifact, f"{bundle}{artifact.suffix}", digests[0])
+        for extra_path, extra_digest in zip(extras, digests[1:], strict=True):
+            self.ensure_file(extra_path, f"{bundle}{extra_path.suffix}", extra_digest)
         remote_job = dict(job, artifact=remote_artifact)
+        remote_job.pop("extra_files", None)
         job_name = self._remote("jobs", f"{secrets.token_hex(8)}.json")
         sftp = self._sftp()
         try:

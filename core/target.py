@@ -10,6 +10,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.settings import describe_validation_error
+from edgeslim.technique import Knob
 
 
 class HostSession(Protocol):
@@ -46,8 +47,14 @@ class Target:
             raise EdgeslimError(f"profile: {describe_validation_error(exc, prefix='target')}") from None
         return cls(settings)
 
-    def compile(self, onnx_path: Path, out_dir: Path) -> Path:
-        """Turn a (QDQ) ONNX model into this backend's artifact inside ``out_dir``; return its path."""
+    def knobs(self) -> list[Knob]:
+        """Model-wide knobs of the backend itself (e.g. OpenVINO's inference precision); values in plan["model"]."""
+        return []
+
+    def compile(self, onnx_path: Path, out_dir: Path, plan: dict[str, Any] | None = None) -> Path:
+        """Turn a (QDQ) ONNX model into this backend's artifact inside ``out_dir``; return its path.
+
+        ``plan`` carries the values of this target's own knobs (``plan["model"]``)."""
         raise NotImplementedError
 
     def host_session(self, artifact: Path) -> HostSession:

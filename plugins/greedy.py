@@ -87,17 +87,16 @@ class GreedySensitivity(Strategy):
         # 2. sensitivity of every single move
         session.reporter.phase("per-layer sensitivity (scored on the host)")
         moves: list[Move] = []
-        for name, tech in techniques.items():
-            for knob in tech.knobs(session.source):
-                if knob.layer is None:
-                    continue
-                floor = 0.0
-                for level in knob.levels[1:]:
-                    record = session.score(set_knob(base, knob.layer, knob.name, level, knob.levels[0]))
-                    session.reporter.advance(f"{knob.layer} {knob.name}={level}")
-                    # a deeper level is never ranked before a shallower one of the same knob
-                    floor = max(floor, session.metric_drop(record))
-                    moves.append(Move(knob.layer, knob.name, level, knob.levels[0], floor, name))
+        offered = [(name, knob) for name, tech in techniques.items() for knob in tech.knobs(session.source)]
+        offered += [(session.target.name, knob) for knob in session.target.knobs()]  # e.g. OpenVINO precision
+        for name, knob in offered:
+            floor = 0.0
+            for level in knob.levels[1:]:
+                record = session.score(set_knob(base, knob.layer, knob.name, level, knob.levels[0]))
+                session.reporter.advance(f"{knob.layer} {knob.name}={level}")
+                # a deeper level is never ranked before a shallower one of the same knob
+                floor = max(floor, session.metric_drop(record))
+                moves.append(Move(knob.layer, knob.name, level, knob.levels[0], floor, name))
         if not moves:
             session.notes.append("no technique offers a knob for this model")
             return

@@ -169,7 +169,172 @@ def load_onnxruntime(job):
     return run_once, load_ms, ort.__version__
 
 
-RUNTIMES = {"onnxruntime": load_onnxruntime}
+def load_openvino(job):
+    try:
+        import numpy as np
+        import openvino as ov
+    except ImportError as exc:
+        raise AgentFailure("unsupported", "openvino is not importable here: %s" % exc) from None
+    opts = job.get("options", {})
+    core = ov.Core()
+    device = opts.get("device", "CPU")
+    if device not in core.available_devices:
+        raise AgentFailure("unsupported", "OpenVINO device %s not available (have %s)" % (
+            device, ", ".join(core.available_devices)))
+    t0 = time.perf_counter()
+    try:
+        model = core.read_model(job["artifact"])
+        shapes = job.get("input_shapes") or {}
+        if shapes:
+            model.reshape({name: dims for name, dims in shapes.items()})
+        compiled = core.compile_model(model, device, opts.get("properties", {}))
+    except Exception as exc:
+        raise AgentFailure("crash", "OpenVINO could not load the model: %s" % str(exc).splitlines()[0]) from None
+    load_ms = (time.perf_counter() - t0) * 1000.0
+    rng = np.random.default_rng(0)
+    feeds = {}
+    for port in compiled.inputs:
+        name = port.get_any_name()
+        if not port.get_partial_shape().is_static:
+            raise AgentFailure("bad_job", "input %r has a dynamic shape and the job gives no input_shapes" % name)
+        shape = list(port.get_shape())
+        dtype = port.get_element_type().to_dtype()
+        if np.issubdtype(dtype, np.floating):
+            feeds[name] = rng.standard_normal(shape).astype(dtype)
+        else:
+            feeds[name] = np.zeros(shape, dtype=dtype)
+    request = compiled.create_infer_request()
+
+    def run_once():
+        request.infer(feeds)
+
+    return run_once, load_ms, ov.__version__
+
+
+# --- TensorRT: trtexec builds and times the engine on the device ----------------------------------------------
+
+TRT_UNSUPPORTED_MARKERS = ("Unsupported", "UNSUPPORTED", "No importer registered", "could not find any implementation",
+                           "Could not find any implementation", "not supported")
+
+
+def trtexec_command(job, times_path, profile_path):
+    """The trtexec command line for a job (a list: never through a shell)."""
+    opts = job.get("options", {})
+    cmd = [opts.get("trtexec", "trtexec"), "--onnx=%s" % job["artifact"]]
+    precision = opts.get("precision", "fp16")
+    if precision in ("fp16", "best"):
+        cmd.append("--fp16")
+    if precision in ("int8", "best") or opts.get("explicit_int8"):
+        cmd.append("--int8")  # with QDQ nodes in the model this is explicit quantization: no calibrator
+    if precision == "best":
+        cmd.append("--best")
+    layer_precisions = opts.get("layer_precisions") or {}
+    if layer_precisions:
+        cmd.append("--layerPrecisions=" + ",".join("%s:%s" % (k, v) for k, v in sorted(layer_precisions.items())))
+        cmd.append("--precisionConstraints=%s" % opts.get("precision_constraints", "obey"))
+    elif opts.get("precision_constraints", "none") != "none":
+        cmd.append("--precisionConstraints=%s" % opts["precision_constraints"])
+    if opts.get("sparsity", "disable") != "disable":
+        cmd.append("--sparsity=%s" % opts["sparsity"])
+    shapes = job.get("input_shapes") or {}
+    if shapes:
+        cmd.append("--shapes=" + ",".join(
+            "%s:%s" % (k, "x".join(str(d) for d in v)) for k, v in sorted(shapes.items())))
+    if opts.get("workspace_mb"):
+        cmd.append("--memPoolSize=workspace:%dM" % int(opts["workspace_mb"]))
+    if opts.get("use_cuda_graph"):
+        cmd.append("--useCudaGraph")
+    cmd += [
+        "--warmUp=%d" % int(max(1, float(job.get("min_seconds", 1.0)) * 200)),  # ms of warm-up
+        "--iterations=%d" % int(job.get("min_runs", 50)),
+        "--duration=%d" % int(max(1, round(float(job.get("min_seconds", 1.0))))),
+        "--avgRuns=1",
+        "--noDataTransfers",
+        "--separateProfileRun",  # per-layer profiling distorts end-to-end times: profile in a run of its own
+        "--exportTimes=%s" % times_path,
+        "--exportProfile=%s" % profile_path,
+    ]
+    return cmd
+
+
+def parse_trtexec_times(data):
+    """--exportTimes JSON: one object per inference; latencyMs is host-observed, computeMs is GPU compute."""
+    samples = []
+    for entry in data:
+        if not isinstance(entry, dict):
+            continue
+        value = entry.get("latencyMs", entry.get("computeMs"))
+        if value is not None:
+            samples.append(float(value))
+    if not samples:
+        raise AgentFailure("crash", "trtexec --exportTimes held no timings")
+    return samples
+
+
+def parse_trtexec_profile(data):
+    """--exportProfile JSON: [{"count": N}, {"name", "timeMs", "averageMs", "percentage"}, ...] -> per layer."""
+    layers = []
+    for entry in data:
+        if isinstance(entry, dict) and "name" in entry:
+            layers.append({"name": entry["name"], "average_ms": float(entry.get("averageMs", 0.0)),
+                           "percentage": float(entry.get("percentage", 0.0))})
+    return layers
+
+
+def classify_trtexec_failure(returncode, output):
+    lines = [ln for ln in output.splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "[E]" in ln or "ERROR" in ln] or lines[-3:]
+    message = " | ".join(errors[-3:])[-600:] or "trtexec exited %d" % returncode
+    if any(marker in output for marker in TRT_UNSUPPORTED_MARKERS):
+        return AgentFailure("unsupported", "TensorRT cannot build this model: %s" % message)
+    return AgentFailure("crash", "trtexec exited %d: %s" % (returncode, message))
+
+
+def measure_tensorrt(job, workdir):
+    """Run trtexec; returns (samples, load_ms, version, extra) instead of a run_once callable."""
+    import shutil
+    import subprocess
+
+    opts = job.get("options", {})
+    exe = opts.get("trtexec", "trtexec")
+    if shutil.which(exe) is None and not os.path.isfile(exe):
+        raise AgentFailure("unsupported", "trtexec not found (%s): install TensorRT / JetPack or set target.trtexec"
+                           % exe)
+    times_path = os.path.join(workdir, "trt_times_%d.json" % os.getpid())
+    profile_path = os.path.join(workdir, "trt_profile_%d.json" % os.getpid())
+    cmd = trtexec_command(job, times_path, profile_path)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                              timeout=float(job.get("deadline_s", 1200)))
+    except subprocess.TimeoutExpired:
+        raise AgentFailure("timeout", "trtexec did not finish within %ss" % job.get("deadline_s")) from None
+    output = proc.stdout.decode("utf-8", "replace")
+    wall_ms = (time.perf_counter() - t0) * 1000.0
+    try:
+        if proc.returncode != 0:
+            raise classify_trtexec_failure(proc.returncode, output)
+        with open(times_path) as fh:
+            samples = parse_trtexec_times(json.load(fh))
+        layers = []
+        if os.path.exists(profile_path):
+            with open(profile_path) as fh:
+                layers = parse_trtexec_profile(json.load(fh))
+    finally:
+        for path in (times_path, profile_path):
+            if os.path.exists(path):
+                os.remove(path)
+    version = None
+    for line in output.splitlines():
+        if "TensorRT version" in line or "TRT version" in line:
+            version = line.split(":")[-1].strip()
+            break
+    return samples, wall_ms, version or "unknown", {"layer_profile": layers, "command": cmd}
+
+
+RUNTIMES = {"onnxruntime": load_onnxruntime, "openvino": load_openvino}
+#: runtimes whose own tool times the model (the agent only reads its results)
+TOOL_RUNTIMES = {"tensorrt": measure_tensorrt}
 
 
 def percentile(sorted_values, q):
@@ -210,7 +375,7 @@ def main(argv=None):
         except (OSError, ValueError) as exc:
             raise AgentFailure("bad_job", "cannot read job %s: %s" % (args.job, exc)) from None
         runtime = job.get("runtime")
-        if runtime not in RUNTIMES:
+        if runtime not in RUNTIMES and runtime not in TOOL_RUNTIMES:
             raise AgentFailure("unsupported", "this agent does not know runtime %r" % runtime)
         if not os.path.isfile(job.get("artifact", "")):
             raise AgentFailure("bad_job", "artifact not found: %s" % job.get("artifact"))
@@ -219,14 +384,19 @@ def main(argv=None):
             # The agent ends itself: a runner that lost its connection cannot always kill it.
             signal.alarm(int(math.ceil(deadline)))
         result["board_before"] = board_state()
-        run_once, load_ms, version = RUNTIMES[runtime](job)
-        samples = time_model(
-            run_once,
-            int(job.get("warmup", 10)),
-            int(job.get("min_runs", 50)),
-            float(job.get("min_seconds", 1.0)),
-            float(job.get("max_seconds", 60.0)),
-        )
+        if runtime in TOOL_RUNTIMES:
+            workdir = os.path.dirname(os.path.abspath(args.job))
+            samples, load_ms, version, extra = TOOL_RUNTIMES[runtime](job, workdir)
+            result.update(extra)
+        else:
+            run_once, load_ms, version = RUNTIMES[runtime](job)
+            samples = time_model(
+                run_once,
+                int(job.get("warmup", 10)),
+                int(job.get("min_runs", 50)),
+                float(job.get("min_seconds", 1.0)),
+                float(job.get("max_seconds", 60.0)),
+            )
         ordered = sorted(samples)
         mean = statistics.fmean(samples)
         cv = statistics.pstdev(samples) / mean if mean > 0 else 0.0

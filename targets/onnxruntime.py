@@ -54,7 +54,7 @@ class OnnxRuntimeTarget(Target):
             return False, f"onnxruntime not importable ({exc}); pip install onnxruntime"
         return True, f"onnxruntime {onnxruntime.__version__}"
 
-    def compile(self, onnx_path: Path, out_dir: Path) -> Path:
+    def compile(self, onnx_path: Path, out_dir: Path, plan: dict[str, Any] | None = None) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         artifact = out_dir / "model.onnx"
         if Path(onnx_path).resolve() != artifact.resolve():

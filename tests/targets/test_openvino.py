@@ -1,0 +1,72 @@
+import json
+
+import numpy as np
+import pytest
+
+from edgeslim.host import load_registry
+from edgeslim.measure import LocalRunner, measure
+from edgeslim.profile import MeasurementSettings, load_profile
+from tests.conftest import random_feed, run_cli
+
+ov = pytest.importorskip("openvino")
+FAST = MeasurementSettings(warmup=2, min_runs=10, min_seconds=0.05)
+
+
+@pytest.fixture
+def target():
+    return load_registry().targets["openvino"].from_options(load_profile("local-cpu-openvino").target.options())
+
+
+def test_compile_to_ir_runs_and_matches_onnx(tmp_path, resnet_onnx, target):
+    import onnxruntime as ort
+
+    xml = target.compile(resnet_onnx, tmp_path / "ir", None)
+    assert xml.suffix == ".xml" and xml.with_suffix(".bin").stat().st_size > 10_000
+    feed = random_feed()
+    ref = ort.InferenceSession(str(resnet_onnx), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    out = target.host_session(xml).run(feed)[0]
+    assert np.allclose(ref, out, atol=1e-3)
+    stats = measure(LocalRunner(), target.benchmark_job(xml, {}), FAST)
+    assert stats.usable and stats.runtime == "openvino"
+
+
+def test_qdq_int8_becomes_int8_kernels(tmp_path, resnet_onnx, target):
+    from edgeslim.model import load_onnx_source
+    from edgeslim.technique import BuildContext
+
+    source = load_onnx_source(resnet_onnx, tmp_path / "s", {}, None)
+    plan = {"layers": {layer.name: {"bits": 8} for layer in source.layers}, "model": {}}
+    tech = load_registry().techniques["quantization"]
+    ctx = BuildContext(source=source, calibration=[random_feed(seed=i) for i in range(8)], work_dir=tmp_path)
+    qdq = tech.apply_onnx(source.onnx_path, plan, ctx, tmp_path / "q.onnx")
+    xml = target.compile(qdq, tmp_path / "ir", plan)
+    precision = target.effective_precision(xml)
+    assert "int8" in precision.values(), precision
+
+
+def test_precision_is_a_knob_where_the_device_has_several(target):
+    knobs = target.knobs()
+    supported = target.supported_precisions()
+    assert ("bf16" in supported or "f16" in supported) == bool(knobs)
+    if knobs:
+        assert knobs[0].name == "ov_precision" and knobs[0].levels[0] == "f32"
+
+
+def test_unknown_option_is_refused():
+    from edgeslim.errors import EdgeslimError
+
+    with pytest.raises(EdgeslimError, match="target.precision: unknown field"):
+        load_registry().targets["openvino"].from_options({"precision": "f16"})
+
+
+def test_search_with_the_openvino_profile(tmp_path, resnet_onnx):
+    profile = tmp_path / "ov.toml"
+    profile.write_text('name = "fast-ov"\nextends = "local-cpu-openvino"\n[measurement]\nwarmup = 3\nmin_runs = 15\n'
+                       'min_seconds = 0.15\nverify_rounds = 3\n')
+    proc = run_cli("search", resnet_onnx, "--profile", profile, "--budget-ratio", "0.6", "--trials", "6",
+                   "--out", tmp_path / "run", "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    manifest = json.loads(proc.stdout)
+    assert manifest["target"]["name"] == "openvino"
+    assert manifest["baseline"]["artifact"].endswith(".xml")
+    assert "openvino" in manifest["versions"]
