@@ -22,6 +22,11 @@ import statistics
 import sys
 import time
 
+# Run from the source tree, the script's own folder (targets/) holds onnxruntime.py and openvino.py, which
+# would shadow the real runtimes: drop that folder from the import path.
+if sys.path and os.path.isfile(os.path.join(os.path.dirname(os.path.abspath(__file__)), "onnxruntime.py")):
+    sys.path.pop(0)
+
 AGENT_VERSION = 1
 
 ONNX_TYPES = {
