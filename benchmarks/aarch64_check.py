@@ -83,6 +83,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--root", type=Path, default=Path.home() / ".cache" / "edgeslim" / "aarch64")
     parser.add_argument("--ort", default="1.22.1")
+    parser.add_argument("--results", type=Path, default=ROOT / "benchmarks" / "results")
     args = parser.parse_args()
     python, site = setup(args.root, args.ort)
     sysroot = args.root / "sysroot"
@@ -153,8 +154,8 @@ def main() -> None:
               "agent_on_aarch64": {"status": agent_result.get("status"), "machine": agent_result.get("machine"),
                                    "runtime_version": agent_result.get("runtime_version"), "n": agent_result.get("n")},
               "emulated_wall_s": emulated_s, "all_within": all(r["within"] for r in rows)}
-    out = ROOT / "benchmarks" / "results"
-    out.mkdir(exist_ok=True)
+    out = args.results
+    out.mkdir(parents=True, exist_ok=True)
     (out / "aarch64_check.json").write_text(json.dumps(result, indent=2))
     md = [f"aarch64 onnxruntime {arm_info['onnxruntime']} (qemu-user) vs x86_64 onnxruntime {ort.__version__}, "
           "16 inputs, ResNet-style CNN:", "",
