@@ -337,7 +337,90 @@ def measure_tensorrt(job, workdir):
     return samples, wall_ms, version or "unknown", {"layer_profile": layers, "command": cmd}
 
 
-RUNTIMES = {"onnxruntime": load_onnxruntime, "openvino": load_openvino}
+def load_tensorrt_python(job):
+    """TensorRT through its Python API (a GPU host or a Jetson with python3-libnvinfer and cuda-python)."""
+    try:
+        import numpy as np
+        import tensorrt as trt
+    except ImportError as exc:
+        raise AgentFailure("unsupported", "tensorrt Python package not importable here: %s" % exc) from None
+    try:
+        from cuda import cudart
+    except ImportError:
+        try:
+            from cuda.bindings import runtime as cudart
+        except ImportError as exc:
+            raise AgentFailure("unsupported", "cuda-python is needed for device buffers: %s" % exc) from None
+
+    def check(result):
+        err = result[0] if isinstance(result, tuple) else result
+        if int(err) != 0:
+            raise AgentFailure("crash", "CUDA error %s" % err)
+        return result[1] if isinstance(result, tuple) and len(result) > 1 else None
+
+    opts = job.get("options", {})
+    logger = trt.Logger(trt.Logger.ERROR)
+    t0 = time.perf_counter()
+    builder = trt.Builder(logger)
+    network = builder.create_network(0)
+    parser = trt.OnnxParser(network, logger)
+    with open(job["artifact"], "rb") as fh:
+        if not parser.parse(fh.read()):
+            errors = "; ".join(str(parser.get_error(i)) for i in range(parser.num_errors))
+            raise AgentFailure("unsupported", "TensorRT cannot parse the model: %s" % errors)
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(opts.get("workspace_mb", 1024)) << 20)
+    precision = opts.get("precision", "fp16")
+    if precision in ("fp16", "best"):
+        config.set_flag(trt.BuilderFlag.FP16)
+    if precision in ("int8", "best") or opts.get("explicit_int8"):
+        config.set_flag(trt.BuilderFlag.INT8)
+    if opts.get("sparsity", "disable") != "disable":
+        config.set_flag(trt.BuilderFlag.SPARSE_WEIGHTS)
+    layer_precisions = opts.get("layer_precisions") or {}
+    if layer_precisions:
+        config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS
+                        if opts.get("precision_constraints", "obey") == "obey"
+                        else trt.BuilderFlag.PREFER_PRECISION_CONSTRAINTS)
+        types = {"fp32": trt.float32, "fp16": trt.float16, "int8": trt.int8}
+        for i in range(network.num_layers):
+            layer = network.get_layer(i)
+            if layer.name in layer_precisions:
+                layer.precision = types[layer_precisions[layer.name]]
+    shapes = job.get("input_shapes") or {}
+    if shapes:
+        profile = builder.create_optimization_profile()
+        for name, dims in shapes.items():
+            profile.set_shape(name, dims, dims, dims)
+        config.add_optimization_profile(profile)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise AgentFailure("unsupported", "TensorRT could not build an engine for this model")
+    engine = trt.Runtime(logger).deserialize_cuda_engine(serialized)
+    context = engine.create_execution_context()
+    stream = check(cudart.cudaStreamCreate())
+    buffers = []
+    for i in range(engine.num_io_tensors):
+        name = engine.get_tensor_name(i)
+        if engine.get_tensor_mode(name) == trt.TensorIOMode.INPUT and name in shapes:
+            context.set_input_shape(name, shapes[name])
+        shape = context.get_tensor_shape(name)
+        dtype = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
+        nbytes = int(np.prod(list(shape))) * dtype.itemsize
+        pointer = check(cudart.cudaMalloc(max(nbytes, 1)))
+        buffers.append(pointer)
+        context.set_tensor_address(name, int(pointer))
+    load_ms = (time.perf_counter() - t0) * 1000.0
+
+    def run_once():
+        if not context.execute_async_v3(stream):
+            raise AgentFailure("crash", "TensorRT execute_async_v3 failed")
+        check(cudart.cudaStreamSynchronize(stream))
+
+    return run_once, load_ms, trt.__version__
+
+
+RUNTIMES = {"onnxruntime": load_onnxruntime, "openvino": load_openvino, "tensorrt-python": load_tensorrt_python}
 #: runtimes whose own tool times the model (the agent only reads its results)
 TOOL_RUNTIMES = {"tensorrt": measure_tensorrt}
 

@@ -34,6 +34,8 @@ class TensorRTSettings(BaseModel):
     sparsity: Literal["disable", "enable", "force"] = "disable"
     workspace_mb: int = Field(default=1024, ge=16)
     use_cuda_graph: bool = True
+    api: Literal["trtexec", "python"] = Field(
+        default="trtexec", description="time with trtexec, or build and run through the tensorrt Python API")
 
 
 def gpu_available() -> tuple[bool, str]:
@@ -102,7 +104,7 @@ class TensorRTTarget(Target):
         s = self.settings
         opts = self._options(artifact)
         return {
-            "runtime": "tensorrt",
+            "runtime": "tensorrt" if s.api == "trtexec" else "tensorrt-python",
             "artifact": str(Path(artifact).resolve()),
             "options": {
                 "trtexec": s.trtexec, "precision": s.precision, "explicit_int8": True,

@@ -105,6 +105,16 @@ def test_agent_reports_missing_trtexec_and_build_failures(tmp_path, resnet_onnx)
     assert stats.status == "unsupported" and "Foo" in stats.error and stats.p50_ms is None
 
 
+def test_python_api_path_reports_what_is_missing(tmp_path, resnet_onnx):
+    target = trt_target(api="python")
+    artifact = target.compile(resnet_onnx, tmp_path / "b", None)
+    job = target.benchmark_job(artifact, {})
+    assert job["runtime"] == "tensorrt-python"
+    stats = measure(LocalRunner(), job, FAST)
+    if not gpu_available()[0]:
+        assert stats.status == "unsupported" and "tensorrt" in stats.error and stats.p50_ms is None
+
+
 @pytest.mark.skipif(not gpu_available()[0], reason=f"TensorRT engine run needs an NVIDIA GPU: {gpu_available()[1]}")
 def test_engine_runs_on_a_real_gpu(tmp_path, resnet_onnx):
     target = trt_target(trtexec="trtexec")
