@@ -14,6 +14,8 @@ from edgeslim.errors import EdgeslimError
 DEFAULT_PLUGINS = (
     "edgeslim.plugins.pruning",
     "edgeslim.plugins.quantization",
+    "edgeslim.plugins.lowrank",
+    "edgeslim.plugins.distillation",
     "edgeslim.plugins.greedy",
     "edgeslim.targets.onnxruntime",
     "edgeslim.targets.openvino",

@@ -55,6 +55,8 @@ class SearchConfig:
     strategy: str = "greedy"
     trials: int = 30
     finetune_epochs: int = 2
+    recovery: str = "distillation"
+    recovery_options: dict[str, Any] = field(default_factory=dict)
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -201,6 +203,7 @@ class SearchSession:
             "model": self.source.fingerprint, "target": self.target.name,
             "target_settings": self.target.settings.model_dump(), "finetune_epochs": self.config.finetune_epochs,
             "calibration": calib_origin, "input_shapes": self.source.input_shapes(),
+            "recovery": [self.config.recovery, self.config.recovery_options],
         })
         self.store = Store(self.run_dir / "store.sqlite")
         previous = self.store.get_meta("context")
@@ -230,8 +233,11 @@ class SearchSession:
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir(parents=True)
         ctx = BuildContext(source=self.source, calibration=self.calibration, work_dir=tmp_dir,
-                           train_data=self.task.train_data if self.task else None)
-        torch_stage = [t for t in self.techniques.values() if t.stage == "torch" and t.is_active(plan)]
+                           train_data=self.task.train_data if self.task else None,
+                           layer_nodes=self._source_layer_nodes())
+        active = sorted((t for t in self.techniques.values() if t.is_active(plan) and not t.recovers),
+                        key=lambda t: t.order)
+        torch_stage = [t for t in active if t.stage == "torch"]
         onnx_path = self.source.onnx_path
         if torch_stage:
             if self.source.torch_model is None:
@@ -242,20 +248,17 @@ class SearchSession:
                 module = tech.apply_torch(module, plan, ctx)
             if ctx.train_data is not None and self.config.finetune_epochs > 0 and any(
                     t.needs_recovery for t in torch_stage):
-                from edgeslim.finetune import finetune
-
-                finetune(module, ctx.train_data, epochs=self.config.finetune_epochs)
+                self._recover(module, ctx.train_data, self.config.finetune_epochs)
             onnx_path = tmp_dir / "torch_stage.onnx"
             export_torch(module, self.source.example_input, onnx_path, self.source.inputs[0].name)
             exported = onnx.load(str(onnx_path))
             ensure_node_names(exported)
             onnx.save(exported, str(onnx_path))
-        for index, tech in enumerate(t for t in self.techniques.values() if t.stage == "onnx" and t.is_active(plan)):
+            ctx.layer_nodes = traced_layer_nodes(module, self.source.example_input, exported)
+        for index, tech in enumerate(t for t in active if t.stage == "onnx"):
             onnx_path = tech.apply_onnx(onnx_path, plan, ctx, tmp_dir / f"onnx_stage_{index}_{tech.name}.onnx")
-        nodes = weighted_nodes(onnx.load(str(onnx_path), load_external_data=False))
-        if len(nodes) == len(self.source.layers):
-            layer_nodes = {layer.name: nodes[layer.onnx_index].name for layer in self.source.layers}
-            (tmp_dir / "layer_nodes.json").write_text(json.dumps(layer_nodes, indent=1))
+        layer_nodes = {name: node for name, node in ctx.layer_nodes.items()}
+        (tmp_dir / "layer_nodes.json").write_text(json.dumps(layer_nodes, indent=1))
         compiled = self.target.compile(onnx_path, tmp_dir, plan)
         if compiled.name != artifact.name:
             raise EdgeslimError(f"target {self.target.name} wrote {compiled.name}, expected {artifact.name}")
@@ -267,6 +270,37 @@ class SearchSession:
         shutil.rmtree(final_dir, ignore_errors=True)
         tmp_dir.rename(final_dir)
         return artifact
+
+    def size_details(self, plan: Plan, artifact: Path) -> dict[str, Any]:
+        """Artifact size; for unstructured-sparse ONNX candidates also the packed size (bitmask + values)."""
+        details: dict[str, Any] = {"artifact_bytes": sum(p.stat().st_size for p in artifact.parent.glob("model.*"))}
+        sparse = any(k in d for d in plan.get("layers", {}).values() for k in ("weight_sparsity", "nm_sparsity"))
+        sparse = sparse or "global_weight_sparsity" in plan.get("model", {})
+        if sparse and artifact.suffix == ".onnx":
+            from edgeslim.plugins.pruning import pack_sparse, zipped_size
+
+            details["packed_bytes"] = pack_sparse(artifact, artifact.parent / "model.sparse.zip")
+            details["zipped_dense_bytes"] = zipped_size(artifact)
+        return details
+
+    def _source_layer_nodes(self) -> dict[str, str]:
+        nodes = weighted_nodes(onnx.load(str(self.source.onnx_path), load_external_data=False))
+        return {layer.name: nodes[layer.onnx_index].name for layer in self.source.layers
+                if layer.onnx_index < len(nodes)}
+
+    def _recover(self, module: Any, train_data: tuple[np.ndarray, np.ndarray], epochs: int) -> None:
+        """Recovery after a structural change: the chosen recovery technique, or plain fine-tuning."""
+        name = self.config.recovery
+        if name != "finetune":
+            tech = self.techniques.get(name)
+            if tech is None or not tech.recovers:
+                known = ["finetune", *[n for n, t in self.techniques.items() if t.recovers]]
+                raise EdgeslimError(f"--recovery {name}: not an installed recovery technique ({', '.join(known)})")
+            tech.recover(module, self.source.torch_model, train_data, epochs, self.config.recovery_options)
+            return
+        from edgeslim.finetune import finetune
+
+        finetune(module, train_data, epochs=epochs)
 
     def precision_details(self, plan: Plan, artifact: Path) -> dict[str, Any]:
         """What precision each layer really runs at on the target, and where that differs from the plan."""
@@ -281,8 +315,14 @@ class SearchSession:
         effective = {layer: by_node[node] for layer, node in layer_nodes.items() if node in by_node}
         if not effective:
             return {}
-        asked = {layer: ("int8" if plan.get("layers", {}).get(layer, {}).get("bits") == 8 else "float")
-                 for layer in effective}
+        def planned_bits(layer: str) -> Any:
+            while layer:  # a factorized layer's parts ("fc.0") follow the plan of "fc"
+                if layer in plan.get("layers", {}):
+                    return plan["layers"][layer].get("bits")
+                layer = layer.rpartition(".")[0]
+            return None
+
+        asked = {layer: ("int8" if planned_bits(layer) == 8 else "float") for layer in effective}
         differs = {layer: f"planned {asked[layer]}, runs {effective[layer]}"
                    for layer in effective if asked[layer] != effective[layer]}
         return {"effective_precision": effective, "precision_differs_from_plan": differs}
@@ -346,7 +386,7 @@ class SearchSession:
                 note = f"measured {mine:.3f} ms, baseline {base_ms:.3f} ms: not faster, dropped"
         record = {"key": key, "plan": plan, "purpose": purpose, "metric": metric, "latency": stats.to_dict(),
                   "artifact": self._rel(artifact), "status": status, "note": note,
-                  "details": self.precision_details(plan, artifact)}
+                  "details": {**self.precision_details(plan, artifact), **self.size_details(plan, artifact)}}
         self.measured_this_run += 1
         self.store.put(record)
         get_plugin_manager().hook.edgeslim_candidate_measured(record={**record, "from_store": False})
@@ -536,6 +576,17 @@ class SearchSession:
         return manifest
 
 
+def traced_layer_nodes(module: Any, example: np.ndarray, exported: onnx.ModelProto) -> dict[str, str]:
+    """{module name: node name} for a (changed) torch module and its export, matched in execution order."""
+    from edgeslim.model import torch_layer_trace
+
+    trace = torch_layer_trace(module, example)
+    nodes = weighted_nodes(exported)
+    if len(trace) != len(nodes):
+        return {}
+    return {name: node.name for (name, _, _, _), node in zip(trace, nodes, strict=True)}
+
+
 def runner_for_profile(profile: Profile, accept_new_host_keys: bool = False) -> Runner:
     """This machine when the profile lists no boards; otherwise a pool of its boards over SSH."""
     if not profile.boards:
@@ -572,8 +623,10 @@ def apply_plan(config: SearchConfig, plan: Plan, reporter: Reporter | None = Non
 
     knob_names = {k.name for t in session.techniques.values() for k in t.knob_names()}
     knob_names |= {k.name for k in session.target.knobs()}
+    layer_names = {layer.name for layer in session.source.layers}
+    layer_names |= {k.layer for t in session.techniques.values() for k in t.knobs(session.source) if k.layer}
     try:
-        plan = validate_plan(plan, {layer.name for layer in session.source.layers}, knob_names)
+        plan = validate_plan(plan, layer_names, knob_names)
     except ValueError as exc:
         raise EdgeslimError(f"--plan: {exc}") from None
     record = session.evaluate(plan, purpose="apply")

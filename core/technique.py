@@ -34,6 +34,25 @@ class BuildContext:
     work_dir: Path
     train_data: tuple[np.ndarray, np.ndarray] | None = None
     notes: list[str] = field(default_factory=list)
+    #: {layer name: ONNX node name} for the model being built. Torch-stage techniques may replace a layer
+    #: (low-rank: "fc" -> "fc.0", "fc.1") or remove it (layer pruning); the build re-traces the result.
+    layer_nodes: dict[str, str] = field(default_factory=dict)
+
+    def layer_of_node(self, node_name: str) -> str | None:
+        """The plan's layer a node belongs to; a factorized layer's parts ("fc.0") belong to "fc"."""
+        if not self.layer_nodes:  # the uncompressed graph: layers map to its weighted nodes in order
+            import onnx
+
+            from edgeslim.model import weighted_nodes
+
+            nodes = weighted_nodes(onnx.load(str(self.source.onnx_path), load_external_data=False))
+            self.layer_nodes = {lay.name: nodes[lay.onnx_index].name for lay in self.source.layers}
+        for layer, node in self.layer_nodes.items():
+            if node == node_name:
+                while layer and layer not in {lay.name for lay in self.source.layers}:
+                    layer = layer.rpartition(".")[0]
+                return layer or None
+        return None
 
 
 class Technique:
@@ -47,6 +66,12 @@ class Technique:
     #: Probe the uniform setting (every layer at its first level) before the search, and drop the
     #: technique when it makes the model slower on the target (e.g. INT8 slower than FP32).
     speed_gated: ClassVar[bool] = False
+    #: Order within a stage (lower first): channel pruning must see the original module names.
+    order: ClassVar[int] = 50
+    #: False for techniques that buy size, not speed (unstructured zeros): a latency search skips them.
+    reduces_latency: ClassVar[bool] = True
+    #: A recovery method (fine-tune, distillation) rather than a compression: ``--recovery NAME`` picks it.
+    recovers: ClassVar[bool] = False
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -62,11 +87,16 @@ class Technique:
 
     def is_active(self, plan: Plan) -> bool:
         names = {k.name for k in self.knob_names()}
-        return any(names & set(d) for d in plan.get("layers", {}).values())
+        return any(names & set(d) for d in plan.get("layers", {}).values()) or bool(names & set(plan.get("model", {})))
 
     def knob_names(self) -> list[Knob]:
         """Knob templates (layer=None) used to recognise this technique's decisions in a plan."""
         return []
+
+    def recover(self, student: Any, teacher: Any, train_data: tuple[np.ndarray, np.ndarray], epochs: int,
+                options: dict[str, Any]) -> Any:
+        """Recovery techniques: train ``student`` (the compressed module) back towards ``teacher``."""
+        raise NotImplementedError(f"{self.name} is not a recovery technique")
 
     def apply_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:
         """Torch stage: return the module with the plan's decisions applied (may modify in place)."""

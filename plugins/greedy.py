@@ -87,7 +87,8 @@ class GreedySensitivity(Strategy):
         # 2. sensitivity of every single move
         session.reporter.phase("per-layer sensitivity (scored on the host)")
         moves: list[Move] = []
-        offered = [(name, knob) for name, tech in techniques.items() for knob in tech.knobs(session.source)]
+        offered = [(name, knob) for name, tech in techniques.items() if tech.reduces_latency
+                   for knob in tech.knobs(session.source)]
         offered += [(session.target.name, knob) for knob in session.target.knobs()]  # e.g. OpenVINO precision
         for name, knob in offered:
             floor = 0.0

@@ -1,21 +1,38 @@
-"""Pruning: structured channel pruning of torch models, channels physically removed.
+"""Pruning, every kind: channels/filters and neurons, whole residual blocks, unstructured weights, 2:4.
 
-Torch-Pruning's dependency graph finds every layer coupled to a pruned
-channel (the next layer's input, batch norms, residual partners), so the
-exported ONNX model is really smaller and faster, not just sparse.
-Importance: L1 magnitude of each output filter.
+- ``sparsity`` (torch stage): structured channel pruning of Conv2d filters and Linear neurons, channels
+  physically removed through Torch-Pruning's dependency graph (coupled layers, batch norms, residual
+  partners and depthwise groups shrink together), so the exported model is really smaller and faster.
+  Importance (``plan.model.prune_importance``): ``magnitude`` (L1 of each filter) or ``taylor`` (first-order
+  Taylor |w * dL/dw| summed over the filter, from a few batches of the task's training data).
+- ``remove`` (torch stage): drop a whole residual block (a module whose output has its input's shape),
+  replaced by the identity.
+- ``weight_sparsity`` / ``global_weight_sparsity`` (ONNX stage, any model): unstructured magnitude pruning
+  per layer or with one global threshold. Zeros do not make dense kernels faster; their size benefit is made
+  real by :func:`pack_sparse` (bitmask + non-zero values), which the search records as ``packed_bytes``.
+- ``nm_sparsity`` (ONNX stage): the 2:4 pattern (two of every four consecutive input weights zero), which
+  TensorRT's sparse tensor cores run (the TensorRT target turns ``--sparsity=enable`` on for such plans).
 """
 
 from __future__ import annotations
 
+import io
+import json
+import zipfile
+from pathlib import Path
 from typing import Any
 
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
 from edgeslim import hookimpl
-from edgeslim.model import ModelSource
+from edgeslim.model import ModelSource, weighted_nodes
 from edgeslim.plan import Plan, layer_decisions
 from edgeslim.technique import BuildContext, Knob, Technique
 
 SPARSITY_LEVELS = (0.0, 0.25, 0.5, 0.75)
+WEIGHT_SPARSITY_LEVELS = (0.0, 0.5, 0.75, 0.9)
 
 
 def channels_to_keep(channels: int, sparsity: float) -> int:
@@ -26,11 +43,36 @@ def channels_to_keep(channels: int, sparsity: float) -> int:
     return max(1, int(round(keep)))
 
 
+def taylor_importance(module: Any, ctx: BuildContext, names: list[str], batches: int = 8,
+                      batch_size: int = 64) -> dict[str, Any]:
+    """First-order Taylor importance per output channel, from the task's labelled training data."""
+    import torch
+
+    x, y = ctx.train_data
+    layers = {name: module.get_submodule(name) for name in names}
+    scores = {name: torch.zeros(layer.weight.shape[0]) for name, layer in layers.items()}
+    module.eval()  # batch-norm statistics stay as trained
+    loss_fn = torch.nn.CrossEntropyLoss()
+    for b in range(batches):
+        xb = torch.from_numpy(np.asarray(x[b * batch_size : (b + 1) * batch_size], dtype=np.float32))
+        yb = torch.from_numpy(np.asarray(y[b * batch_size : (b + 1) * batch_size]).astype(np.int64))
+        if len(xb) == 0:
+            break
+        module.zero_grad()
+        loss_fn(module(xb), yb).backward()
+        for name, layer in layers.items():
+            contribution = (layer.weight * layer.weight.grad).detach().abs()
+            scores[name] += contribution.reshape(contribution.shape[0], -1).sum(dim=1)
+    module.zero_grad()
+    return scores
+
+
 class ChannelPruning(Technique):
     name = "pruning"
-    description = "structured channel pruning (L1 magnitude), channels physically removed via Torch-Pruning"
+    description = "filter/channel and neuron pruning (magnitude or Taylor), channels removed via Torch-Pruning"
     stage = "torch"
     needs_recovery = True
+    order = 10
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -42,6 +84,9 @@ class ChannelPruning(Technique):
 
     def knob_names(self) -> list[Knob]:
         return [Knob(self.name, "sparsity", None, SPARSITY_LEVELS)]
+
+    def is_active(self, plan: Plan) -> bool:
+        return bool(layer_decisions(plan, "sparsity"))
 
     def knobs(self, source: ModelSource) -> list[Knob]:
         if source.kind != "torch":
@@ -56,24 +101,33 @@ class ChannelPruning(Technique):
         ratios = layer_decisions(plan, "sparsity")
         if not ratios:
             return module
+        criterion = plan.get("model", {}).get("prune_importance", "magnitude")
         example = torch.from_numpy(ctx.source.example_input.astype("float32"))
+        order = [layer.name for layer in ctx.source.layers if layer.name in ratios]
+        taylor = None
+        if criterion == "taylor":
+            if ctx.train_data is None:
+                ctx.notes.append("pruning: Taylor importance needs train_data; used magnitude")
+            else:
+                taylor = taylor_importance(module, ctx, order)
         module.eval()
         graph = tp.DependencyGraph().build_dependency(module, example_inputs=example)
-        order = [layer.name for layer in ctx.source.layers if layer.name in ratios]
         for name in order:
             layer = module.get_submodule(name)
             if isinstance(layer, torch.nn.Conv2d):
-                channels, prune_fn, dims = layer.out_channels, tp.prune_conv_out_channels, (1, 2, 3)
+                channels, prune_fn = layer.out_channels, tp.prune_conv_out_channels
             elif isinstance(layer, torch.nn.Linear):
-                channels, prune_fn, dims = layer.out_features, tp.prune_linear_out_channels, (1,)
+                channels, prune_fn = layer.out_features, tp.prune_linear_out_channels
             else:
                 continue
             original = ctx.source.layer(name).out_channels or channels
-            keep = channels_to_keep(original, float(ratios[name]))
-            remove = channels - keep
+            remove = channels - channels_to_keep(original, float(ratios[name]))
             if remove <= 0:
                 continue  # already narrowed through a coupled layer
-            importance = layer.weight.detach().abs().sum(dim=dims)
+            if taylor is not None and taylor[name].shape[0] == channels:
+                importance = taylor[name]
+            else:
+                importance = layer.weight.detach().abs().reshape(channels, -1).sum(dim=1)
             idxs = importance.argsort()[:remove].tolist()
             group = graph.get_pruning_group(layer, prune_fn, idxs=idxs)
             if graph.check_pruning_group(group):
@@ -83,6 +137,193 @@ class ChannelPruning(Technique):
         return module
 
 
+def removable_blocks(source: ModelSource) -> list[str]:
+    """Modules inside an nn.Sequential whose output has their input's shape and that hold a convolution:
+    residual blocks, which the identity can replace."""
+    import torch
+
+    found: list[str] = []
+    shapes: dict[str, tuple[tuple[int, ...], tuple[int, ...]]] = {}
+    hooks = []
+    model = source.torch_model
+    for parent_name, parent in model.named_modules():
+        if not isinstance(parent, torch.nn.Sequential):
+            continue
+        for child_name, child in parent.named_children():
+            full = f"{parent_name}.{child_name}" if parent_name else child_name
+            if any(isinstance(m, (torch.nn.Conv2d, torch.nn.Linear)) for m in child.modules()) and not isinstance(
+                    child, (torch.nn.Conv2d, torch.nn.Linear)):
+                hooks.append(child.register_forward_hook(
+                    lambda m, i, o, k=full: shapes.__setitem__(k, (tuple(i[0].shape), tuple(o.shape)))))
+    try:
+        with torch.no_grad():
+            model.eval()(torch.from_numpy(source.example_input.astype(np.float32)))
+    finally:
+        for h in hooks:
+            h.remove()
+    for name, (shape_in, shape_out) in shapes.items():
+        if shape_in == shape_out:
+            found.append(name)
+    return found
+
+
+class LayerPruning(Technique):
+    name = "layer_pruning"
+    description = "remove whole residual blocks (replaced by the identity) where shapes allow"
+    stage = "torch"
+    needs_recovery = True
+    order = 30
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        return ChannelPruning.available()
+
+    def knob_names(self) -> list[Knob]:
+        return [Knob(self.name, "remove", None, (False, True))]
+
+    def knobs(self, source: ModelSource) -> list[Knob]:
+        if source.kind != "torch":
+            return []
+        return [Knob(self.name, "remove", block, (False, True)) for block in removable_blocks(source)]
+
+    def apply_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:
+        import torch
+
+        for name, remove in layer_decisions(plan, "remove").items():
+            if not remove:
+                continue
+            parent_name, _, child = name.rpartition(".")
+            parent = module.get_submodule(parent_name) if parent_name else module
+            setattr(parent, child, torch.nn.Identity())
+        return module
+
+
+def _weight_initializers(model: onnx.ModelProto, ctx: BuildContext) -> dict[str, tuple[str, onnx.TensorProto]]:
+    """{layer: (node name, weight initializer)} for the weighted nodes whose weight is an initializer."""
+    inits = {init.name: init for init in model.graph.initializer}
+    found = {}
+    for node in weighted_nodes(model):
+        layer = ctx.layer_of_node(node.name)
+        weight = node.input[1] if len(node.input) > 1 else None
+        if layer is not None and weight in inits:
+            found[layer] = (node.name, inits[weight])
+    return found
+
+
+def nm_mask(w: np.ndarray, n: int = 2, m: int = 4) -> np.ndarray:
+    """Keep the n largest of every m consecutive weights along the input axis (TensorRT's 2:4 layout)."""
+    moved = np.moveaxis(w, 1, -1) if w.ndim == 4 else w  # conv: (O, kh, kw, I); linear/gemm: (O, I)
+    flat = moved.reshape(-1, moved.shape[-1])
+    cols = flat.shape[1] - flat.shape[1] % m
+    mask = np.ones_like(flat, dtype=bool)
+    groups = np.abs(flat[:, :cols]).reshape(flat.shape[0], -1, m)
+    drop = np.argsort(groups, axis=2)[:, :, : m - n]
+    group_mask = np.ones_like(groups, dtype=bool)
+    np.put_along_axis(group_mask, drop, False, axis=2)
+    mask[:, :cols] = group_mask.reshape(flat.shape[0], cols)
+    mask = mask.reshape(moved.shape)
+    return np.moveaxis(mask, -1, 1) if w.ndim == 4 else mask
+
+
+class UnstructuredPruning(Technique):
+    name = "weight_pruning"
+    description = "unstructured magnitude pruning (per layer or global) and the 2:4 pattern; sparse packing"
+    stage = "onnx"
+    order = 5  # before quantization: QDQ weights are stored quantized
+    reduces_latency = False  # dense kernels multiply zeros as fast as anything else
+
+    def knob_names(self) -> list[Knob]:
+        return [Knob(self.name, "weight_sparsity", None, WEIGHT_SPARSITY_LEVELS),
+                Knob(self.name, "global_weight_sparsity", None, WEIGHT_SPARSITY_LEVELS),
+                Knob(self.name, "nm_sparsity", None, ("off", "2:4"))]
+
+    def knobs(self, source: ModelSource) -> list[Knob]:
+        knobs = [Knob(self.name, "weight_sparsity", layer.name, WEIGHT_SPARSITY_LEVELS) for layer in source.layers
+                 if layer.params >= 256]
+        knobs.append(Knob(self.name, "global_weight_sparsity", None, WEIGHT_SPARSITY_LEVELS))
+        return knobs
+
+    def apply_onnx(self, onnx_path: Path, plan: Plan, ctx: BuildContext, out_path: Path) -> Path:
+        model = onnx.load(str(onnx_path))
+        weights = _weight_initializers(model, ctx)
+        per_layer = layer_decisions(plan, "weight_sparsity")
+        pattern = layer_decisions(plan, "nm_sparsity")
+        global_level = float(plan.get("model", {}).get("global_weight_sparsity", 0.0))
+        arrays = {layer: numpy_helper.to_array(init).copy() for layer, (_, init) in weights.items()}
+        masks = {layer: np.ones_like(a, dtype=bool) for layer, a in arrays.items()}
+        if global_level > 0:
+            magnitudes = np.concatenate([np.abs(a).ravel() for a in arrays.values()])
+            threshold = np.quantile(magnitudes, global_level)
+            for layer, a in arrays.items():
+                masks[layer] &= np.abs(a) > threshold
+        for layer, level in per_layer.items():
+            if layer in arrays and float(level) > 0:
+                a = arrays[layer]
+                masks[layer] &= np.abs(a) > np.quantile(np.abs(a), float(level))
+        for layer, value in pattern.items():
+            if layer in arrays and value == "2:4":
+                masks[layer] &= nm_mask(arrays[layer])
+        for layer, (_, init) in weights.items():
+            if not masks[layer].all():
+                init.CopyFrom(numpy_helper.from_array(np.where(masks[layer], arrays[layer], 0).astype(
+                    arrays[layer].dtype), init.name))
+        onnx.save(model, str(out_path))
+        return out_path
+
+
+# --- sparse packing --------------------------------------------------------------------------------------
+
+PACK_MIN_ZEROS = 0.3  # below this, a bitmask plus values is larger than the dense tensor
+
+
+def pack_sparse(onnx_path: Path, out_path: Path) -> int:
+    """Store a model with sparse initializers as bitmask + non-zero values (zip, deflated); return its size."""
+    model = onnx.load(str(onnx_path))
+    manifest = {}
+    with zipfile.ZipFile(out_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for init in model.graph.initializer:
+            array = numpy_helper.to_array(init)
+            zeros = float((array == 0).mean()) if array.size else 0.0
+            if array.size >= 64 and zeros >= PACK_MIN_ZEROS:
+                mask = array != 0
+                zf.writestr(f"{init.name}.mask", np.packbits(mask.ravel()).tobytes())
+                zf.writestr(f"{init.name}.values", array[mask].tobytes())
+                manifest[init.name] = {"dtype": str(array.dtype), "shape": list(array.shape)}
+                init.ClearField("raw_data")
+                for field in ("float_data", "int32_data", "int64_data", "double_data"):
+                    init.ClearField(field)
+        zf.writestr("manifest.json", json.dumps(manifest))
+        zf.writestr("model.onnx", model.SerializeToString())
+    return out_path.stat().st_size
+
+
+def unpack_sparse(packed: Path) -> onnx.ModelProto:
+    """Restore the exact model :func:`pack_sparse` stored."""
+    with zipfile.ZipFile(packed) as zf:
+        manifest = json.loads(zf.read("manifest.json"))
+        model = onnx.load_model_from_string(zf.read("model.onnx"))
+        for init in model.graph.initializer:
+            if init.name in manifest:
+                meta = manifest[init.name]
+                dtype, shape = np.dtype(meta["dtype"]), meta["shape"]
+                count = int(np.prod(shape))
+                mask = np.unpackbits(np.frombuffer(zf.read(f"{init.name}.mask"), dtype=np.uint8))[:count].astype(bool)
+                dense = np.zeros(count, dtype=dtype)
+                dense[mask] = np.frombuffer(zf.read(f"{init.name}.values"), dtype=dtype)
+                init.CopyFrom(numpy_helper.from_array(dense.reshape(shape), init.name))
+    return model
+
+
+def zipped_size(onnx_path: Path) -> int:
+    """The dense model deflated the same way, so packing is compared with compression, not with raw bytes."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        zf.write(onnx_path, "model.onnx")
+    return len(buffer.getvalue())
+
+
 @hookimpl
 def edgeslim_register_techniques(register):
     register(ChannelPruning())
+    register(LayerPruning())
+    register(UnstructuredPruning())

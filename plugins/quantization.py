@@ -119,16 +119,10 @@ class Int8Quantization(Technique):
         if not ctx.calibration:
             raise EdgeslimError("INT8 quantization needs calibration inputs (a task's data or --calib FILE.npz)")
         model = onnx.load(str(onnx_path))
-        nodes = weighted_nodes(model)
-        by_index = {layer.onnx_index: layer.name for layer in ctx.source.layers}
-        if len(nodes) != len(ctx.source.layers):
-            raise EdgeslimError(f"quantization: the candidate has {len(nodes)} weighted nodes, the source "
-                                f"{len(ctx.source.layers)}; cannot match layers")
-        # Exclude the float layers rather than listing the int8 ones: then Add/Pool/Relu between two int8
-        # layers are quantized too, which is what makes INT8 fast (no DQ->float op->Q round trips).
         float_nodes = []
-        for i, node in enumerate(nodes):
-            if bits.get(by_index[i], 32) != 8:
+        for node in weighted_nodes(model):
+            layer = ctx.layer_of_node(node.name)
+            if layer is None or bits.get(layer, 32) != 8:
                 float_nodes += [node.name, *_activation_chain(model, node)]
         activation, weight, per_channel = INT8_SCHEMES[scheme]
         with _quiet_root_logger():

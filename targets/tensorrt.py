@@ -86,7 +86,9 @@ class TensorRTTarget(Target):
         layer_nodes = json.loads(layer_nodes_file.read_text()) if layer_nodes_file.exists() else {}
         options = {
             "layer_precisions": layer_precisions_for(plan, layer_nodes, self.settings.precision),
-            "sparsity": (plan or {}).get("model", {}).get("trt_sparsity", self.settings.sparsity),
+            # 2:4 weights (pruning's nm_sparsity) only pay off when the builder may pick sparse kernels
+            "sparsity": "enable" if any(d.get("nm_sparsity") == "2:4" for d in (plan or {}).get("layers", {}).values())
+            else self.settings.sparsity,
         }
         (out_dir / OPTIONS_FILE).write_text(json.dumps(options, indent=1))
         return artifact
