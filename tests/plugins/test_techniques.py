@@ -1,0 +1,155 @@
+"""Each technique alone, on a torch model the test builds (real export, real ONNX Runtime)."""
+
+import copy
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+from onnx import numpy_helper
+
+from edgeslim.host import load_registry
+from edgeslim.model import export_torch, load_onnx_source, torch_source
+from edgeslim.plugins.lowrank import factorize_conv, factorize_linear
+from edgeslim.plugins.pruning import nm_mask, pack_sparse, removable_blocks, unpack_sparse
+from edgeslim.technique import BuildContext
+from tests.conftest import make_resnet
+
+EXAMPLE = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+
+
+@pytest.fixture
+def source(tmp_path):
+    return torch_source(make_resnet(), EXAMPLE, tmp_path / "src", "images")
+
+
+def run_torch(module, x=EXAMPLE):
+    with torch.no_grad():
+        return module.eval()(torch.from_numpy(x)).numpy()
+
+
+def test_lowrank_full_rank_is_exact_and_low_rank_is_smaller():
+    torch.manual_seed(0)
+    linear = torch.nn.Linear(64, 48)
+    x = torch.randn(5, 64)
+    with torch.no_grad():
+        assert torch.allclose(factorize_linear(linear, 1.0)(x), linear(x), atol=1e-4)
+    conv = torch.nn.Conv2d(16, 32, 3, padding=1, stride=2)
+    xc = torch.randn(2, 16, 9, 9)
+    with torch.no_grad():
+        full = factorize_conv(conv, 1.0)
+        assert torch.allclose(full(xc), conv(xc), atol=1e-4)
+        half = factorize_conv(conv, 0.5)
+        assert half(xc).shape == conv(xc).shape
+    assert sum(p.numel() for p in half.parameters()) < sum(p.numel() for p in conv.parameters())
+
+
+def test_lowrank_technique_replaces_layers_and_exports(source, tmp_path):
+    tech = load_registry().techniques["lowrank"]
+    knobs = {k.layer: k for k in tech.knobs(source)}
+    assert "layer2.conv1" in knobs and knobs["layer2.conv1"].levels[0] == 1.0
+    plan = {"layers": {"layer2.conv1": {"rank": 0.5}}, "model": {}}
+    module = tech.apply_torch(copy.deepcopy(source.torch_model), plan, BuildContext(source, [], tmp_path))
+    assert isinstance(module.layer2.conv1, torch.nn.Sequential)
+    out, ref = run_torch(module), run_torch(source.torch_model)
+    assert out.shape == ref.shape and np.corrcoef(out.ravel(), ref.ravel())[0, 1] > 0.9
+    export_torch(module, EXAMPLE, tmp_path / "lr.onnx", "images")
+
+
+def test_layer_pruning_finds_and_removes_residual_blocks(source, tmp_path):
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3, padding=1), torch.nn.ReLU(),
+                              torch.nn.Sequential(torch.nn.Conv2d(8, 8, 3, padding=1), torch.nn.ReLU()),
+                              torch.nn.Sequential(torch.nn.Conv2d(8, 16, 3, stride=2, padding=1)),
+                              torch.nn.Flatten(), torch.nn.Linear(16 * 16 * 16, 10))
+    src = torch_source(net, EXAMPLE, tmp_path / "s2", "images")
+    assert removable_blocks(src) == ["2"]  # "3" changes the shape; convs alone are not blocks
+    tech = load_registry().techniques["layer_pruning"]
+    module = tech.apply_torch(copy.deepcopy(net), {"layers": {"2": {"remove": True}}, "model": {}},
+                              BuildContext(src, [], tmp_path))
+    assert isinstance(module[2], torch.nn.Identity) and run_torch(module).shape == (1, 10)
+
+
+def test_taylor_importance_prunes_with_data(source, tmp_path):
+    tech = load_registry().techniques["pruning"]
+    rng = np.random.default_rng(1)
+    train = (rng.standard_normal((128, 3, 32, 32)).astype(np.float32), rng.integers(0, 10, 128))
+    ctx = BuildContext(source, [], tmp_path, train_data=train)
+    plan = {"layers": {"layer1.conv1": {"sparsity": 0.5}}, "model": {"prune_importance": "taylor"}}
+    pruned = tech.apply_torch(copy.deepcopy(source.torch_model), plan, ctx)
+    assert pruned.layer1.conv1.out_channels == 16 and not ctx.notes
+    magnitude = tech.apply_torch(copy.deepcopy(source.torch_model), {**plan, "model": {}}, ctx)
+    # different criteria keep different filters
+    assert not torch.equal(pruned.layer1.conv2.weight, magnitude.layer1.conv2.weight)
+
+
+def test_neuron_pruning_of_an_mlp(tmp_path):
+    torch.manual_seed(0)
+    mlp = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(3 * 32 * 32, 300), torch.nn.ReLU(),
+                              torch.nn.Linear(300, 100), torch.nn.ReLU(), torch.nn.Linear(100, 10))
+    src = torch_source(mlp, EXAMPLE, tmp_path / "mlp", "images")
+    tech = load_registry().techniques["pruning"]
+    plan = {"layers": {"1": {"sparsity": 0.5}, "3": {"sparsity": 0.75}}, "model": {}}
+    pruned = tech.apply_torch(copy.deepcopy(mlp), plan, BuildContext(src, [], tmp_path))
+    assert pruned[1].out_features == 152 and pruned[3].in_features == 152 and pruned[3].out_features == 24
+    assert run_torch(pruned).shape == (1, 10)
+
+
+def test_unstructured_global_and_2_4_with_bit_exact_packing(resnet_onnx, tmp_path):
+    src = load_onnx_source(resnet_onnx, tmp_path / "s", {}, None)
+    tech = load_registry().techniques["weight_pruning"]
+    ctx = BuildContext(src, [], tmp_path)
+    first, second = src.layers[1].name, src.layers[2].name
+    plan = {"layers": {first: {"weight_sparsity": 0.75}, second: {"nm_sparsity": "2:4"}},
+            "model": {"global_weight_sparsity": 0.5}}
+    out = tech.apply_onnx(src.onnx_path, plan, ctx, tmp_path / "sparse.onnx")
+    model = onnx.load(str(out))
+    inits = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    total = sum(a.size for a in inits.values() if a.ndim >= 2)
+    zeros = sum((a == 0).sum() for a in inits.values() if a.ndim >= 2)
+    assert zeros / total > 0.45
+    packed = pack_sparse(out, tmp_path / "m.zip")
+    assert packed < 0.75 * out.stat().st_size
+    assert unpack_sparse(tmp_path / "m.zip").SerializeToString() == model.SerializeToString()
+    feed = {"images": EXAMPLE}
+    a = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"]).run(None, feed)[0]
+    assert a.shape == (1, 10)
+
+
+def test_nm_mask_keeps_two_of_every_four():
+    w = np.random.default_rng(0).standard_normal((8, 16, 3, 3)).astype(np.float32)
+    mask = nm_mask(w)
+    groups = np.moveaxis(mask, 1, -1).reshape(-1, 4)
+    assert (groups.sum(axis=1) == 2).all()
+
+
+def test_distillation_recovers_a_pruned_student_without_labels(tmp_path):
+    """Teacher: a CNN trained on digits. Student: the teacher with 75% of its channels removed. Distilling on
+    unlabelled inputs (alpha=1: the teacher's logits only) must recover most of the lost accuracy."""
+    from sklearn.datasets import load_digits
+
+    from edgeslim.finetune import finetune
+    from edgeslim.plugins.distillation import DistillationSettings, distill
+
+    digits = load_digits()
+    x = (digits.images.astype(np.float32) / 16.0)[:, None]
+    y = digits.target
+    torch.manual_seed(0)
+    teacher = torch.nn.Sequential(torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(),
+                                  torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(),
+                                  torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10))
+    finetune(teacher, (x[:1200], y[:1200]), epochs=40, lr=3e-3)
+    src = torch_source(teacher, x[:1], tmp_path / "t", "input")
+    plan = {"layers": {"0": {"sparsity": 0.75}, "2": {"sparsity": 0.75}}, "model": {}}
+    student = load_registry().techniques["pruning"].apply_torch(copy.deepcopy(teacher), plan,
+                                                                BuildContext(src, [], tmp_path))
+
+    def accuracy(model):
+        return float((run_torch(model, x[1200:]).argmax(1) == y[1200:]).mean())
+
+    teacher_acc, pruned_acc = accuracy(teacher), accuracy(student)
+    distill(student, teacher, (x[:1200], None), epochs=10, settings=DistillationSettings(alpha=1.0, lr=3e-3))
+    recovered = accuracy(student)
+    assert teacher_acc > 0.9 and pruned_acc < teacher_acc - 0.05
+    assert recovered > pruned_acc + 0.5 * (teacher_acc - pruned_acc), (teacher_acc, pruned_acc, recovered)
