@@ -23,7 +23,7 @@ class BasicBlock(nn.Module):
 class FashionResNet(nn.Module):
     """ResNet-style: stem, three stages of basic blocks (28 -> 14 -> 7), pooled linear head."""
 
-    def __init__(self, widths=(32, 64, 128), classes: int = 10) -> None:
+    def __init__(self, widths=(16, 32, 64), classes: int = 10) -> None:
         super().__init__()
         w1, w2, w3 = widths
         self.stem = nn.Sequential(nn.Conv2d(1, w1, 3, padding=1, bias=False), nn.BatchNorm2d(w1), nn.ReLU())

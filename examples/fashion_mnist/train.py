@@ -32,14 +32,18 @@ def accuracy(model, x, y) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--epochs-resnet", type=int, default=4)
+    parser.add_argument("--epochs-resnet", type=int, default=2)
     parser.add_argument("--epochs-lenet", type=int, default=10)
+    parser.add_argument("--models", nargs="+", default=["lenet300100", "resnet"])
     args = parser.parse_args()
     torch.set_num_threads(2)
     x_train, y_train, x_test, y_test = load_fashion_mnist()
-    results = {}
+    results_file = HERE / "checkpoints.json"
+    results = json.loads(results_file.read_text()) if results_file.exists() else {}
     for name, model, epochs, lr in (("lenet300100", LeNet300100(), args.epochs_lenet, 1e-3),
                                     ("resnet", FashionResNet(), args.epochs_resnet, 2e-3)):
+        if name not in args.models:
+            continue
         torch.manual_seed(0)
         t0 = time.time()
         finetune(model, (x_train, y_train), epochs=epochs, lr=lr, batch_size=128, seed=0)
@@ -50,7 +54,7 @@ def main() -> None:
                          "params": sum(p.numel() for p in model.parameters()),
                          "checkpoint_bytes": (HERE / f"{name}.pt").stat().st_size}
         print(name, results[name], flush=True)
-    (HERE / "checkpoints.json").write_text(json.dumps(results, indent=2))
+        results_file.write_text(json.dumps(results, indent=2))
 
 
 if __name__ == "__main__":

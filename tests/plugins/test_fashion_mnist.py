@@ -1,0 +1,85 @@
+"""The reference task: every technique alone and combined through `edgeslim apply` and `edgeslim search`."""
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgeslim.errors import EdgeslimError
+from tests.conftest import run_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+LENET = ROOT / "examples" / "fashion_mnist" / "lenet_task.py"
+
+try:
+    from edgeslim.datasets import fashion_mnist_dir
+
+    fashion_mnist_dir()
+    HAVE_DATA = True
+except EdgeslimError as exc:
+    HAVE_DATA, WHY = False, str(exc)
+
+pytestmark = pytest.mark.skipif(not HAVE_DATA, reason="Fashion-MNIST absent" if HAVE_DATA else WHY)
+
+
+def fast_profile(tmp_path: Path) -> Path:
+    path = tmp_path / "fast.toml"
+    path.write_text('name = "fast"\nextends = "local-cpu"\n[measurement]\nwarmup = 3\nmin_runs = 15\n'
+                    'min_seconds = 0.15\nverify_rounds = 3\n')
+    return path
+
+
+def test_missing_data_is_a_clear_error(monkeypatch, tmp_path):
+    from edgeslim.datasets import load_fashion_mnist
+
+    monkeypatch.setattr("edgeslim.datasets.FASHION_MNIST_DIRS", (str(tmp_path),))
+    with pytest.raises(EdgeslimError, match="apt-get install dataset-fashion-mnist"):
+        load_fashion_mnist()
+
+
+def test_checkpoint_accuracy_is_as_documented():
+    import sys
+
+    sys.path.insert(0, str(ROOT / "examples" / "fashion_mnist"))
+    from tasks import make
+
+    from edgeslim.evaluate import TaskEvaluator
+    from edgeslim.model import export_torch
+    from edgeslim.targets.onnxruntime import OnnxRuntimeSettings, OrtHostSession
+
+    documented = json.loads((ROOT / "examples" / "fashion_mnist" / "checkpoints.json").read_text())
+    task = make("lenet300100", eval_samples=10000)
+    path = Path(__file__).parent / "_lenet.onnx"
+    export_torch(task.model, task.example_input, path, "input")
+    try:
+        acc = TaskEvaluator(task).score(OrtHostSession(path, OnnxRuntimeSettings()))
+    finally:
+        path.unlink()
+    assert abs(acc - documented["lenet300100"]["test_accuracy"]) < 0.005
+
+
+def test_apply_combines_techniques(tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"layers": {"net.1": {"sparsity": 0.5, "rank": 0.5, "bits": 8},
+                                           "net.3": {"bits": 8, "weight_sparsity": 0.5}, "net.5": {"bits": 8}},
+                                "model": {"int8_scheme": "u8s8-per-channel", "prune_importance": "taylor"}}))
+    proc = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), "--out", tmp_path / "a",
+                   "--finetune-epochs", "1", "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    manifest = json.loads(proc.stdout)
+    best = manifest["best"]
+    assert best["metric"]["value"] > 0.8
+    assert best["packed_bytes"] < best["artifact_bytes"]
+    assert best["effective_precision"]  # what ONNX Runtime runs, per layer
+    assert best["latency"]["p50_ms"] < manifest["baseline"]["latency"]["p50_ms"]
+
+
+def test_search_on_the_reference_task(tmp_path):
+    proc = run_cli("search", LENET, "--profile", fast_profile(tmp_path), "--budget-ratio", "0.5", "--trials", "6",
+                   "--finetune-epochs", "1", "--out", tmp_path / "s", "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    manifest = json.loads(proc.stdout)
+    records = [json.loads(line) for line in (tmp_path / "s" / "candidates.jsonl").open()]
+    knobs = {k for r in records for d in r["plan"]["layers"].values() for k in d}
+    assert {"bits", "sparsity", "rank"} <= knobs
+    assert manifest["baseline"]["metric"]["value"] > 0.8
