@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edgeslim.measure import LatencyStats, agent_path
+from edgeslim.model import file_sha256 as sha256_of
 from edgeslim.profile import BoardSettings
 
 #: Failures that say something about the board or the network, not about the model.
@@ -45,14 +46,6 @@ class CommandResult:
     exit_status: int
     stdout: bytes
     stderr: bytes
-
-
-def sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 class StrictHostKeys:
