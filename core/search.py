@@ -246,15 +246,23 @@ class SearchSession:
             module = copy.deepcopy(self.source.torch_model)
             for tech in torch_stage:
                 module = tech.apply_torch(module, plan, ctx)
-            if ctx.train_data is not None and self.config.finetune_epochs > 0 and any(
-                    t.needs_recovery for t in torch_stage):
-                self._recover(module, ctx.train_data, self.config.finetune_epochs)
+            if any(t.needs_recovery for t in torch_stage):
+                if ctx.train_data is not None and self.config.finetune_epochs > 0:
+                    self._recover(module, ctx.train_data, self.config.finetune_epochs)
+                elif ctx.train_data is None:
+                    # no training data (a bare ONNX model): rebuild each narrowed layer's weights by least
+                    # squares so it reproduces the original layer's outputs on the calibration inputs
+                    from edgeslim.plugins.pruning import reconstruct_least_squares
+
+                    inputs = np.concatenate([f[self.source.inputs[0].name] for f in self.calibration])
+                    ctx.notes += reconstruct_least_squares(module, self.source.torch_model, inputs)
             onnx_path = tmp_dir / "torch_stage.onnx"
             export_torch(module, self.source.example_input, onnx_path, self.source.inputs[0].name)
             exported = onnx.load(str(onnx_path))
             ensure_node_names(exported)
             onnx.save(exported, str(onnx_path))
-            ctx.layer_nodes = traced_layer_nodes(module, self.source.example_input, exported)
+            ctx.layer_nodes = {self.source.layer_of_module(mod): node for mod, node in
+                               traced_layer_nodes(module, self.source.example_input, exported).items()}
         for index, tech in enumerate(t for t in active if t.stage == "onnx"):
             onnx_path = tech.apply_onnx(onnx_path, plan, ctx, tmp_dir / f"onnx_stage_{index}_{tech.name}.onnx")
         layer_nodes = {name: node for name, node in ctx.layer_nodes.items()}

@@ -88,13 +88,13 @@ class LowRankFactorization(Technique):
         return [Knob(self.name, "rank", None, RANK_LEVELS)]
 
     def knobs(self, source: ModelSource) -> list[Knob]:
-        if source.kind != "torch":
+        if source.torch_model is None:
             return []
         import torch
 
         knobs = []
         for layer in source.layers:
-            module = source.torch_model.get_submodule(layer.name)
+            module = source.torch_model.get_submodule(source.module_name(layer.name))
             if isinstance(module, torch.nn.Linear):
                 levels = [f for f in RANK_LEVELS[1:] if linear_saves(module.in_features, module.out_features, f)]
             elif isinstance(module, torch.nn.Conv2d) and module.groups == 1 and module.kernel_size != (1, 1):
@@ -112,6 +112,7 @@ class LowRankFactorization(Technique):
         for name, fraction in layer_decisions(plan, "rank").items():
             if float(fraction) >= 1.0:
                 continue
+            name = ctx.source.module_name(name)
             try:
                 layer = module.get_submodule(name)
             except AttributeError:

@@ -49,7 +49,7 @@ def taylor_importance(module: Any, ctx: BuildContext, names: list[str], batches:
     import torch
 
     x, y = ctx.train_data
-    layers = {name: module.get_submodule(name) for name in names}
+    layers = {name: module.get_submodule(ctx.source.module_name(name)) for name in names}
     scores = {name: torch.zeros(layer.weight.shape[0]) for name, layer in layers.items()}
     module.eval()  # batch-norm statistics stay as trained
     loss_fn = torch.nn.CrossEntropyLoss()
@@ -89,7 +89,7 @@ class ChannelPruning(Technique):
         return bool(layer_decisions(plan, "sparsity"))
 
     def knobs(self, source: ModelSource) -> list[Knob]:
-        if source.kind != "torch":
+        if source.torch_model is None:
             return []
         return [Knob(self.name, "sparsity", layer.name, SPARSITY_LEVELS)
                 for layer in source.layers if layer.prunable and (layer.out_channels or 0) >= 4]
@@ -113,7 +113,7 @@ class ChannelPruning(Technique):
         module.eval()
         graph = tp.DependencyGraph().build_dependency(module, example_inputs=example)
         for name in order:
-            layer = module.get_submodule(name)
+            layer = module.get_submodule(ctx.source.module_name(name))
             if isinstance(layer, torch.nn.Conv2d):
                 channels, prune_fn = layer.out_channels, tp.prune_conv_out_channels
             elif isinstance(layer, torch.nn.Linear):
@@ -131,10 +131,91 @@ class ChannelPruning(Technique):
             idxs = importance.argsort()[:remove].tolist()
             group = graph.get_pruning_group(layer, prune_fn, idxs=idxs)
             if graph.check_pruning_group(group):
+                _record_kept_outputs(group)
                 group.prune()
             else:
                 ctx.notes.append(f"pruning: {name} cannot be pruned (dependency check failed); kept whole")
         return module
+
+
+def _record_kept_outputs(group: Any) -> None:
+    """Remember which original output channels each layer keeps (least-squares reconstruction needs it)."""
+    import torch
+
+    for item in group:
+        module = item.dep.target.module
+        if not isinstance(module, (torch.nn.Conv2d, torch.nn.Linear)):
+            continue
+        if getattr(item.dep.handler, "__name__", "") != "prune_out_channels":
+            continue
+        count = module.out_channels if isinstance(module, torch.nn.Conv2d) else module.out_features
+        previous = getattr(module, "_edgeslim_kept_out", list(range(count)))
+        removed = set(item.idxs)
+        module._edgeslim_kept_out = [previous[i] for i in range(len(previous)) if i not in removed]
+
+
+def reconstruct_least_squares(pruned: Any, original: Any, inputs: np.ndarray, max_rows: int = 20000,
+                              ridge: float = 1e-3) -> list[str]:
+    """Channel pruning without labels (He et al. 2017): every layer whose inputs were narrowed gets new
+    weights, by ridge least squares, that reproduce the original layer's (kept) outputs on ``inputs``."""
+    import torch
+    import torch.nn.functional as F
+
+    originals = dict(original.named_modules())
+    targets = {}
+    for name, module in pruned.named_modules():
+        ref = originals.get(name)
+        if isinstance(module, torch.nn.Conv2d) and isinstance(ref, torch.nn.Conv2d) and module.groups == 1:
+            if module.in_channels != ref.in_channels:
+                targets[name] = (module, ref)
+        elif isinstance(module, torch.nn.Linear) and isinstance(ref, torch.nn.Linear):
+            if module.in_features != ref.in_features:
+                targets[name] = (module, ref)
+    if not targets:
+        return []
+    seen_in: dict[str, list[Any]] = {name: [] for name in targets}
+    seen_out: dict[str, list[Any]] = {name: [] for name in targets}
+    hooks = []
+    for name, (module, ref) in targets.items():
+        hooks.append(module.register_forward_hook(lambda m, i, o, k=name: seen_in[k].append(i[0].detach())))
+        hooks.append(ref.register_forward_hook(lambda m, i, o, k=name: seen_out[k].append(o.detach())))
+    try:
+        with torch.no_grad():
+            for start in range(0, len(inputs), 16):
+                batch = torch.from_numpy(np.asarray(inputs[start : start + 16], dtype=np.float32))
+                pruned.eval()(batch)
+                original.eval()(batch)
+    finally:
+        for h in hooks:
+            h.remove()
+    notes = []
+    generator = torch.Generator().manual_seed(0)
+    for name, (module, _ref) in targets.items():
+        x, y = torch.cat(seen_in[name]), torch.cat(seen_out[name])
+        kept = getattr(module, "_edgeslim_kept_out", None)
+        if kept is not None:
+            y = y[:, kept]
+        if isinstance(module, torch.nn.Conv2d):
+            cols = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=module.padding,
+                            stride=module.stride)  # (N, C*k*k, L)
+            rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
+            target = y.reshape(y.shape[0], y.shape[1], -1).transpose(1, 2).reshape(-1, y.shape[1])
+        else:
+            rows, target = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
+        if rows.shape[0] > max_rows:
+            pick = torch.randperm(rows.shape[0], generator=generator)[:max_rows]
+            rows, target = rows[pick], target[pick]
+        has_bias = module.bias is not None
+        design = torch.cat([rows, torch.ones(rows.shape[0], 1)], dim=1) if has_bias else rows
+        gram = design.T @ design
+        gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0])
+        solution = torch.linalg.solve(gram.double(), (design.T @ target).double()).float()  # (in(+1), out)
+        weight = solution[: rows.shape[1]].T
+        module.weight.data.copy_(weight.reshape(module.weight.shape))
+        if has_bias:
+            module.bias.data.copy_(solution[-1])
+        notes.append(f"least squares: rebuilt {name} from {rows.shape[0]} calibration rows")
+    return notes
 
 
 def removable_blocks(source: ModelSource) -> list[str]:
@@ -182,7 +263,7 @@ class LayerPruning(Technique):
         return [Knob(self.name, "remove", None, (False, True))]
 
     def knobs(self, source: ModelSource) -> list[Knob]:
-        if source.kind != "torch":
+        if source.torch_model is None:
             return []
         return [Knob(self.name, "remove", block, (False, True)) for block in removable_blocks(source)]
 

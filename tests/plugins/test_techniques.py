@@ -153,3 +153,32 @@ def test_distillation_recovers_a_pruned_student_without_labels(tmp_path):
     recovered = accuracy(student)
     assert teacher_acc > 0.9 and pruned_acc < teacher_acc - 0.05
     assert recovered > pruned_acc + 0.5 * (teacher_acc - pruned_acc), (teacher_acc, pruned_acc, recovered)
+
+
+def test_onnx_model_gets_structured_pruning_with_least_squares(resnet_onnx, tmp_path):
+    """An ONNX-only model, no labels: onnx2torch twin, channels removed, successors rebuilt by least squares
+    from calibration inputs; the reconstruction must bring the outputs closer to the original's."""
+    from edgeslim.plugins.pruning import reconstruct_least_squares
+
+    src = load_onnx_source(resnet_onnx, tmp_path / "s", {}, None)
+    assert src.torch_model is not None, src.notes
+    tech = load_registry().techniques["pruning"]
+    names = [k.layer for k in tech.knobs(src)]
+    assert names and names[0] == src.layers[0].name  # plans keep the graph's node names
+    plan = {"layers": {n: {"sparsity": 0.5} for n in names}, "model": {}}
+    rng = np.random.default_rng(3)
+    calib, held_out = (rng.standard_normal((n, 3, 32, 32)).astype(np.float32) for n in (64, 16))
+    pruned = tech.apply_torch(copy.deepcopy(src.torch_model), plan, BuildContext(src, [], tmp_path))
+
+    def cosine(model):
+        a, b = run_torch(model, held_out), run_torch(src.torch_model, held_out)
+        return float(np.mean([np.dot(p, q) / np.linalg.norm(p) / np.linalg.norm(q) for p, q in zip(a, b, strict=True)]))
+
+    before = cosine(pruned)
+    notes = reconstruct_least_squares(pruned, src.torch_model, calib)
+    after = cosine(pruned)
+    assert notes and after > before + 0.02, (before, after)
+    export_torch(pruned, held_out[:1], tmp_path / "back.onnx", "images")
+    out = ort.InferenceSession(str(tmp_path / "back.onnx"), providers=["CPUExecutionProvider"]).run(
+        None, {"images": held_out[:1]})[0]
+    assert out.shape == (1, 10)
