@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from typing import TYPE_CHECKING, ClassVar
 
 if TYPE_CHECKING:
@@ -12,7 +13,7 @@ class TrialsExhausted(Exception):
     """Raised by ``SearchSession.evaluate`` when ``--trials`` measured candidates have been used."""
 
 
-class Strategy:
+class Strategy(abc.ABC):
     """Subclasses set ``name`` and ``description`` and implement :meth:`run`.
 
     ``run`` calls ``session.score(plan)`` (host-only scoring, cheap) and
@@ -27,5 +28,6 @@ class Strategy:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
 
+    @abc.abstractmethod
     def run(self, session: SearchSession) -> None:
-        raise NotImplementedError
+        """Propose and evaluate plans until done (or until TrialsExhausted)."""

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -21,7 +22,7 @@ class HostSession(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
-class Target:
+class Target(abc.ABC):
     """Base class for targets. Subclasses set ``name``, ``description`` and a ``Settings`` model."""
 
     name: ClassVar[str] = ""
@@ -51,19 +52,19 @@ class Target:
         """Model-wide knobs of the backend itself (e.g. OpenVINO's inference precision); values in plan["model"]."""
         return []
 
+    @abc.abstractmethod
     def compile(self, onnx_path: Path, out_dir: Path, plan: dict[str, Any] | None = None) -> Path:
         """Turn a (QDQ) ONNX model into this backend's artifact inside ``out_dir``; return its path.
 
         ``plan`` carries the values of this target's own knobs (``plan["model"]``)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def host_session(self, artifact: Path) -> HostSession:
         """A session on this machine that computes the artifact's outputs, for scoring."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def benchmark_job(self, artifact: Path, input_shapes: dict[str, list[int]]) -> dict[str, Any]:
         """The agent job (runtime, artifact, options, input shapes) that times ``artifact`` on the device."""
-        raise NotImplementedError
 
     def effective_precision(self, artifact: Path) -> dict[str, str]:
         """{weighted node name: "int8" | "float"} as the backend will really run it, where it can tell.

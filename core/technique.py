@@ -96,12 +96,12 @@ class Technique:
     def recover(self, student: Any, teacher: Any, train_data: tuple[np.ndarray, np.ndarray], epochs: int,
                 options: dict[str, Any]) -> Any:
         """Recovery techniques: train ``student`` (the compressed module) back towards ``teacher``."""
-        raise NotImplementedError(f"{self.name} is not a recovery technique")
+        raise TypeError(f"{self.name} is not a recovery technique")
 
     def apply_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:
         """Torch stage: return the module with the plan's decisions applied (may modify in place)."""
-        raise NotImplementedError(f"{self.name} has no torch stage")
+        raise TypeError(f"{self.name} has no torch stage (stage = {self.stage!r})")
 
     def apply_onnx(self, onnx_path: Path, plan: Plan, ctx: BuildContext, out_path: Path) -> Path:
         """ONNX stage: write the transformed model to ``out_path`` and return it."""
-        raise NotImplementedError(f"{self.name} has no ONNX stage")
+        raise TypeError(f"{self.name} has no ONNX stage (stage = {self.stage!r})")

@@ -37,10 +37,10 @@ class WeightRounding(Technique):
         decisions = layer_decisions(plan, "rounding")
         WeightRounding.calls.append(decisions)
         model = onnx.load(str(onnx_path))
-        by_index = {layer.onnx_index: layer.name for layer in ctx.source.layers}
         from edgeslim.model import weighted_nodes
 
-        weights = {node.input[1]: by_index[i] for i, node in enumerate(weighted_nodes(model))}
+        # layer_of_node also finds layers that earlier techniques pruned or factorized
+        weights = {node.input[1]: ctx.layer_of_node(node.name) for node in weighted_nodes(model)}
         for init in model.graph.initializer:
             if weights.get(init.name) in decisions:
                 w = numpy_helper.to_array(init)
