@@ -1,4 +1,4 @@
-"""Turning pydantic validation errors into the one-line ``field: message`` users see."""
+"""Small helpers shared by plugins: one-line validation errors, optional-dependency checks."""
 
 from __future__ import annotations
 
@@ -17,3 +17,18 @@ def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
             message = "unknown field (check the spelling; see `edgeslim profiles local-cpu` for the format)"
         parts.append(f"{location}: {message}" if location else message)
     return "; ".join(parts)
+
+
+def module_available(module: str, install: str) -> tuple[bool, str]:
+    """(True, "module VERSION") when ``module`` imports, else (False, why and how to install it).
+
+    Plugins answer ``available()`` with this: optional backends import lazily, and `edgeslim plugins`
+    shows the reason next to anything that cannot be used."""
+    import importlib
+
+    try:
+        imported = importlib.import_module(module)
+    except ImportError as exc:
+        return False, f"{module} not importable ({exc}); {install}"
+    version = getattr(imported, "__version__", "")
+    return True, f"{module} {version}".strip()

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgeslim import hookimpl
 from edgeslim.errors import EdgeslimError
-from edgeslim.settings import describe_validation_error
+from edgeslim.settings import describe_validation_error, module_available
 from edgeslim.technique import Technique
 
 
@@ -91,11 +91,7 @@ class KnowledgeDistillation(Technique):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        try:
-            import torch  # noqa: F401
-        except ImportError as exc:
-            return False, f"needs torch ({exc}); pip install 'edgeslim[torch]'"
-        return True, ""
+        return module_available("torch", "pip install 'edgeslim[torch]'")
 
     def is_active(self, plan: dict[str, Any]) -> bool:
         return False  # never a compression of its own: it runs as the recovery of one

@@ -13,6 +13,7 @@ from typing import Any
 from edgeslim import hookimpl
 from edgeslim.model import ModelSource
 from edgeslim.plan import Plan, layer_decisions
+from edgeslim.settings import module_available
 from edgeslim.technique import BuildContext, Knob, Technique
 
 RANK_LEVELS = (1.0, 0.5, 0.25)
@@ -78,11 +79,7 @@ class LowRankFactorization(Technique):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        try:
-            import torch  # noqa: F401
-        except ImportError as exc:
-            return False, f"needs torch ({exc}); pip install 'edgeslim[torch]'"
-        return True, ""
+        return module_available("torch", "pip install 'edgeslim[torch]'")
 
     def knob_names(self) -> list[Knob]:
         return [Knob(self.name, "rank", None, RANK_LEVELS)]

@@ -29,6 +29,7 @@ from onnx import numpy_helper
 from edgeslim import hookimpl
 from edgeslim.model import ModelSource, weighted_nodes
 from edgeslim.plan import Plan, layer_decisions
+from edgeslim.settings import module_available
 from edgeslim.technique import BuildContext, Knob, Technique
 
 SPARSITY_LEVELS = (0.0, 0.25, 0.5, 0.75)
@@ -76,11 +77,7 @@ class ChannelPruning(Technique):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        try:
-            import torch_pruning  # noqa: F401
-        except ImportError as exc:
-            return False, f"needs torch and torch-pruning ({exc}); pip install 'edgeslim[torch]'"
-        return True, ""
+        return module_available("torch_pruning", "pip install 'edgeslim[torch]'")
 
     def knob_names(self) -> list[Knob]:
         return [Knob(self.name, "sparsity", None, SPARSITY_LEVELS)]

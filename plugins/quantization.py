@@ -22,6 +22,7 @@ from edgeslim import hookimpl
 from edgeslim.errors import EdgeslimError
 from edgeslim.model import ModelSource, weighted_nodes
 from edgeslim.plan import Plan, layer_decisions
+from edgeslim.settings import module_available
 from edgeslim.technique import BuildContext, Knob, Technique
 
 #: name -> (activation type, weight type, per-channel weights)
@@ -93,11 +94,7 @@ class Int8Quantization(Technique):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        try:
-            from onnxruntime import quantization  # noqa: F401
-        except ImportError as exc:
-            return False, f"onnxruntime.quantization not importable: {exc}"
-        return True, ""
+        return module_available("onnxruntime.quantization", "pip install onnxruntime")
 
     def knob_names(self) -> list[Knob]:
         return [Knob(self.name, "bits", None, (32, 8))]

@@ -10,6 +10,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeslim import hookimpl
+from edgeslim.settings import module_available
 from edgeslim.target import Target
 
 INT8_KERNELS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat", "ConvInteger", "MatMulInteger",
@@ -48,11 +49,7 @@ class OnnxRuntimeTarget(Target):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        try:
-            import onnxruntime
-        except ImportError as exc:
-            return False, f"onnxruntime not importable ({exc}); pip install onnxruntime"
-        return True, f"onnxruntime {onnxruntime.__version__}"
+        return module_available("onnxruntime", "pip install onnxruntime")
 
     def compile(self, onnx_path: Path, out_dir: Path, plan: dict[str, Any] | None = None) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)

@@ -17,6 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgeslim import hookimpl
 from edgeslim.errors import EdgeslimError
+from edgeslim.settings import module_available
 from edgeslim.target import Target
 from edgeslim.technique import Knob
 
@@ -63,11 +64,7 @@ class OpenVINOTarget(Target):
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
-        try:
-            import openvino as ov
-        except ImportError as exc:
-            return False, f"openvino not importable ({exc}); pip install 'edgeslim[openvino]'"
-        return True, f"openvino {ov.__version__}"
+        return module_available("openvino", "pip install 'edgeslim[openvino]'")
 
     def supported_precisions(self) -> list[str]:
         import openvino as ov
