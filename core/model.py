@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import warnings
@@ -51,6 +52,12 @@ class ModelSource:
     torch_model: Any = None
     example_input: np.ndarray | None = None
     notes: list[str] = field(default_factory=list)
+
+    @functools.cached_property
+    def layer_nodes(self) -> dict[str, str]:
+        """{layer: node name} in the uncompressed graph (layers map to its weighted nodes in order); read once."""
+        nodes = weighted_nodes(onnx.load(str(self.onnx_path), load_external_data=False))
+        return {layer.name: nodes[layer.onnx_index].name for layer in self.layers if layer.onnx_index < len(nodes)}
 
     def input_shapes(self) -> dict[str, list[int]]:
         return {spec.name: spec.shape for spec in self.inputs}

@@ -234,7 +234,7 @@ class SearchSession:
         tmp_dir.mkdir(parents=True)
         ctx = BuildContext(source=self.source, calibration=self.calibration, work_dir=tmp_dir,
                            train_data=self.task.train_data if self.task else None,
-                           layer_nodes=self._source_layer_nodes())
+                           layer_nodes=dict(self.source.layer_nodes))
         active = sorted((t for t in self.techniques.values() if t.is_active(plan) and not t.recovers),
                         key=lambda t: t.order)
         torch_stage = [t for t in active if t.stage == "torch"]
@@ -290,11 +290,6 @@ class SearchSession:
             details["packed_bytes"] = pack_sparse(artifact, artifact.parent / "model.sparse.zip")
             details["zipped_dense_bytes"] = zipped_size(artifact)
         return details
-
-    def _source_layer_nodes(self) -> dict[str, str]:
-        nodes = weighted_nodes(onnx.load(str(self.source.onnx_path), load_external_data=False))
-        return {layer.name: nodes[layer.onnx_index].name for layer in self.source.layers
-                if layer.onnx_index < len(nodes)}
 
     def _recover(self, module: Any, train_data: tuple[np.ndarray, np.ndarray], epochs: int) -> None:
         """Recovery after a structural change: the chosen recovery technique, or plain fine-tuning."""

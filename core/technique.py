@@ -40,16 +40,12 @@ class BuildContext:
 
     def layer_of_node(self, node_name: str) -> str | None:
         """The plan's layer a node belongs to; a factorized layer's parts ("fc.0") belong to "fc"."""
-        if not self.layer_nodes:  # the uncompressed graph: layers map to its weighted nodes in order
-            import onnx
-
-            from edgeslim.model import weighted_nodes
-
-            nodes = weighted_nodes(onnx.load(str(self.source.onnx_path), load_external_data=False))
-            self.layer_nodes = {lay.name: nodes[lay.onnx_index].name for lay in self.source.layers}
+        if not self.layer_nodes:  # nothing changed the graph's structure: the uncompressed mapping holds
+            self.layer_nodes = dict(self.source.layer_nodes)
+        known = {lay.name for lay in self.source.layers}
         for layer, node in self.layer_nodes.items():
             if node == node_name:
-                while layer and layer not in {lay.name for lay in self.source.layers}:
+                while layer and layer not in known:
                     layer = layer.rpartition(".")[0]
                 return layer or None
         return None
