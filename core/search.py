@@ -237,7 +237,11 @@ class SearchSession:
                            layer_nodes=dict(self.source.layer_nodes))
         active = sorted((t for t in self.techniques.values() if t.is_active(plan) and not t.recovers),
                         key=lambda t: t.order)
-        torch_stage = [t for t in active if t.stage == "torch"]
+        can_train = (self.source.torch_model is not None and ctx.train_data is not None
+                     and self.config.finetune_epochs > 0)
+        # with a torch model and training data, ONNX-stage techniques that can retrain around their decisions
+        # (pruning masks held during the recovery) run in the torch stage too
+        torch_stage = [t for t in active if t.stage == "torch" or (can_train and t.retrains_in_torch)]
         onnx_path = self.source.onnx_path
         if torch_stage:
             if self.source.torch_model is None:
@@ -246,7 +250,7 @@ class SearchSession:
             module = copy.deepcopy(self.source.torch_model)
             for tech in torch_stage:
                 module = tech.apply_torch(module, plan, ctx)
-            if any(t.needs_recovery for t in torch_stage):
+            if any(t.needs_recovery or t.retrains_in_torch for t in torch_stage):
                 if ctx.train_data is not None and self.config.finetune_epochs > 0:
                     self._recover(module, ctx.train_data, self.config.finetune_epochs)
                 elif ctx.train_data is None:
@@ -256,6 +260,8 @@ class SearchSession:
 
                     inputs = np.concatenate([f[self.source.inputs[0].name] for f in self.calibration])
                     ctx.notes += reconstruct_least_squares(module, self.source.torch_model, inputs)
+            for tech in torch_stage:
+                module = tech.finalize_torch(module, plan, ctx)
             onnx_path = tmp_dir / "torch_stage.onnx"
             export_torch(module, self.source.example_input, onnx_path, self.source.inputs[0].name)
             exported = onnx.load(str(onnx_path))

@@ -68,6 +68,10 @@ class Technique:
     reduces_latency: ClassVar[bool] = True
     #: A recovery method (fine-tune, distillation) rather than a compression: ``--recovery NAME`` picks it.
     recovers: ClassVar[bool] = False
+    #: An ONNX-stage technique that also has a torch stage, used when a torch model and training data exist:
+    #: its decisions are applied before the recovery and held during it (e.g. pruning masks), so the
+    #: network retrains around them instead of losing accuracy to a one-shot change after training.
+    retrains_in_torch: ClassVar[bool] = False
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
@@ -97,6 +101,10 @@ class Technique:
     def apply_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:
         """Torch stage: return the module with the plan's decisions applied (may modify in place)."""
         raise TypeError(f"{self.name} has no torch stage (stage = {self.stage!r})")
+
+    def finalize_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:
+        """Torch stage, after the recovery and before export: make held decisions permanent (remove hooks)."""
+        return module
 
     def apply_onnx(self, onnx_path: Path, plan: Plan, ctx: BuildContext, out_path: Path) -> Path:
         """ONNX stage: write the transformed model to ``out_path`` and return it."""

@@ -276,15 +276,16 @@ class LayerPruning(Technique):
         return module
 
 
-def _weight_initializers(model: onnx.ModelProto, ctx: BuildContext) -> dict[str, tuple[str, onnx.TensorProto]]:
-    """{layer: (node name, weight initializer)} for the weighted nodes whose weight is an initializer."""
+def _weight_initializers(model: onnx.ModelProto, ctx: BuildContext) -> dict[tuple[str, str], onnx.TensorProto]:
+    """{(layer, node name): weight initializer} for weighted nodes whose weight is an initializer (a factorized
+    layer has several nodes)."""
     inits = {init.name: init for init in model.graph.initializer}
     found = {}
     for node in weighted_nodes(model):
         layer = ctx.layer_of_node(node.name)
         weight = node.input[1] if len(node.input) > 1 else None
         if layer is not None and weight in inits:
-            found[layer] = (node.name, inits[weight])
+            found[(layer, node.name)] = inits[weight]
     return found
 
 
@@ -303,12 +304,38 @@ def nm_mask(w: np.ndarray, n: int = 2, m: int = 4) -> np.ndarray:
     return np.moveaxis(mask, -1, 1) if w.ndim == 4 else mask
 
 
+def unstructured_masks(arrays: dict[tuple[str, str], np.ndarray], plan: Plan) -> dict[tuple[str, str], np.ndarray]:
+    """Keep-masks for weights keyed (layer, part): one global magnitude threshold, then each layer's own level,
+    then the 2:4 pattern. Shared by the torch stage (masks held while retraining) and the ONNX stage."""
+    per_layer = layer_decisions(plan, "weight_sparsity")
+    pattern = layer_decisions(plan, "nm_sparsity")
+    global_level = float(plan.get("model", {}).get("global_weight_sparsity", 0.0))
+    masks = {key: np.ones_like(a, dtype=bool) for key, a in arrays.items()}
+    if global_level > 0 and arrays:
+        magnitudes = np.concatenate([np.abs(a).ravel() for a in arrays.values()])
+        threshold = np.quantile(magnitudes, global_level)
+        for key, a in arrays.items():
+            masks[key] &= np.abs(a) > threshold
+    for (layer, part), a in arrays.items():
+        level = float(per_layer.get(layer, 0.0))
+        if level > 0:
+            masks[(layer, part)] &= np.abs(a) > np.quantile(np.abs(a), level)
+        if pattern.get(layer) == "2:4":
+            masks[(layer, part)] &= nm_mask(a)
+    return masks
+
+
 class UnstructuredPruning(Technique):
     name = "weight_pruning"
     description = "unstructured magnitude pruning (per layer or global) and the 2:4 pattern; sparse packing"
     stage = "onnx"
-    order = 5  # before quantization: QDQ weights are stored quantized
+    # ONNX stage: before quantization (QDQ weights are stored quantized); torch stage: after channel pruning,
+    # low-rank and block removal, so masks are computed on the weights that will be exported
+    order = 40
     reduces_latency = False  # dense kernels multiply zeros as fast as anything else
+    # masks held during the recovery (Han et al. 2015: prune, retrain the survivors) when training data exist;
+    # at 90% a one-shot mask after training loses most of the accuracy
+    retrains_in_torch = True
 
     def knob_names(self) -> list[Knob]:
         return [Knob(self.name, "weight_sparsity", None, WEIGHT_SPARSITY_LEVELS),
@@ -321,30 +348,52 @@ class UnstructuredPruning(Technique):
         knobs.append(Knob(self.name, "global_weight_sparsity", None, WEIGHT_SPARSITY_LEVELS))
         return knobs
 
+    @staticmethod
+    def _torch_weights(module: Any, ctx: BuildContext) -> dict[tuple[str, str], Any]:
+        """{(layer, submodule): Conv2d/Linear} for every layer; a factorized layer contributes its parts."""
+        import torch
+
+        found = {}
+        for layer in ctx.source.layers:
+            try:
+                holder = module.get_submodule(ctx.source.module_name(layer.name))
+            except AttributeError:
+                continue  # removed with its block
+            for part_name, part in holder.named_modules():
+                if isinstance(part, (torch.nn.Conv2d, torch.nn.Linear)):
+                    found[(layer.name, part_name)] = part
+        return found
+
+    def apply_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:
+        import torch
+        from torch.nn.utils import prune
+
+        parts = self._torch_weights(module, ctx)
+        arrays = {key: part.weight.detach().cpu().numpy() for key, part in parts.items()}
+        for key, mask in unstructured_masks(arrays, plan).items():
+            if not mask.all():
+                # weight = weight_orig * mask: the optimizer cannot revive a pruned weight during recovery
+                prune.custom_from_mask(parts[key], "weight", torch.from_numpy(mask))
+        return module
+
+    def finalize_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:
+        from torch.nn.utils import prune
+
+        for part in self._torch_weights(module, ctx).values():
+            if prune.is_pruned(part):
+                prune.remove(part, "weight")
+        return module
+
     def apply_onnx(self, onnx_path: Path, plan: Plan, ctx: BuildContext, out_path: Path) -> Path:
         model = onnx.load(str(onnx_path))
         weights = _weight_initializers(model, ctx)
-        per_layer = layer_decisions(plan, "weight_sparsity")
-        pattern = layer_decisions(plan, "nm_sparsity")
-        global_level = float(plan.get("model", {}).get("global_weight_sparsity", 0.0))
-        arrays = {layer: numpy_helper.to_array(init).copy() for layer, (_, init) in weights.items()}
-        masks = {layer: np.ones_like(a, dtype=bool) for layer, a in arrays.items()}
-        if global_level > 0:
-            magnitudes = np.concatenate([np.abs(a).ravel() for a in arrays.values()])
-            threshold = np.quantile(magnitudes, global_level)
-            for layer, a in arrays.items():
-                masks[layer] &= np.abs(a) > threshold
-        for layer, level in per_layer.items():
-            if layer in arrays and float(level) > 0:
-                a = arrays[layer]
-                masks[layer] &= np.abs(a) > np.quantile(np.abs(a), float(level))
-        for layer, value in pattern.items():
-            if layer in arrays and value == "2:4":
-                masks[layer] &= nm_mask(arrays[layer])
-        for layer, (_, init) in weights.items():
-            if not masks[layer].all():
-                init.CopyFrom(numpy_helper.from_array(np.where(masks[layer], arrays[layer], 0).astype(
-                    arrays[layer].dtype), init.name))
+        arrays = {key: numpy_helper.to_array(init).copy() for key, init in weights.items()}
+        # after a masked retraining the pruned weights are exactly zero: the same masks come out again
+        for key, mask in unstructured_masks(arrays, plan).items():
+            if not mask.all():
+                init = weights[key]
+                init.CopyFrom(numpy_helper.from_array(np.where(mask, arrays[key], 0).astype(arrays[key].dtype),
+                                                      init.name))
         onnx.save(model, str(out_path))
         return out_path
 

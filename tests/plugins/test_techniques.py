@@ -182,3 +182,24 @@ def test_onnx_model_gets_structured_pruning_with_least_squares(resnet_onnx, tmp_
     out = ort.InferenceSession(str(tmp_path / "back.onnx"), providers=["CPUExecutionProvider"]).run(
         None, {"images": held_out[:1]})[0]
     assert out.shape == (1, 10)
+
+
+def test_weight_pruning_masks_are_held_while_retraining(source, tmp_path):
+    """The torch stage holds the masks (the optimizer cannot revive a pruned weight); finalize makes them
+    permanent plain weights again."""
+    tech = load_registry().techniques["weight_pruning"]
+    ctx = BuildContext(source, [], tmp_path)
+    plan = {"layers": {"layer1.conv1": {"weight_sparsity": 0.75}, "head.2": {"nm_sparsity": "2:4"}}, "model": {}}
+    module = tech.apply_torch(copy.deepcopy(source.torch_model), plan, ctx)
+    optimizer = torch.optim.SGD(module.parameters(), lr=0.1)
+    module.train()
+    for _ in range(3):
+        optimizer.zero_grad()
+        module(torch.from_numpy(np.repeat(EXAMPLE, 4, axis=0))).square().mean().backward()
+        optimizer.step()
+    module = tech.finalize_torch(module, plan, ctx)
+    conv = module.layer1.conv1
+    assert not hasattr(conv, "weight_orig") and isinstance(conv.weight, torch.nn.Parameter)
+    assert abs(float((conv.weight == 0).float().mean()) - 0.75) < 0.01
+    fc_groups = (module.head[2].weight != 0).reshape(-1, 4).sum(dim=1)
+    assert (fc_groups <= 2).all()
