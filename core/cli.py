@@ -207,6 +207,56 @@ def _run_search(config: Any, as_json: bool) -> None:
     _finish(manifest, config.out_dir, as_json)
 
 
+def recovery_options(func: Any) -> Any:
+    """The recovery options shared by ``search`` and ``apply``."""
+    func = click.option("--distill-feature", "distill_features", multiple=True, metavar="STUDENT=TEACHER",
+                        help="also match an intermediate module's output (repeatable; shapes must agree)")(func)
+    func = click.option("--recovery-option", "recovery_option", multiple=True, metavar="KEY=VALUE",
+                        help="recovery setting, e.g. temperature=2 alpha=0.9 lr=5e-4 feature_weight=0.5")(func)
+    func = click.option("--recovery", default="distillation", show_default=True,
+                        help="how to recover after pruning/low-rank: distillation or finetune")(func)
+    return func
+
+
+def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) -> dict[str, Any]:
+    """Parse ``--recovery-option`` and ``--distill-feature`` into checked recovery options."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise EdgeslimError(f"--recovery-option {pair!r}: expected KEY=VALUE, e.g. temperature=2")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    for pair in features:
+        student, sep, teacher = pair.partition("=")
+        if not sep or not student or not teacher:
+            raise EdgeslimError(f"--distill-feature {pair!r}: expected STUDENT_MODULE=TEACHER_MODULE, "
+                                "e.g. layer2=layer2")
+        options.setdefault("features", []).append([student, teacher])
+    if features:
+        options.setdefault("feature_weight", 1.0)
+    from edgeslim.host import load_registry
+
+    known = ["finetune", *[name for name, t in load_registry().techniques.items() if t.recovers]]
+    if recovery not in known:
+        raise EdgeslimError(f"--recovery {recovery}: not an installed recovery technique ({', '.join(known)})")
+    if recovery == "distillation":
+        from edgeslim.plugins.distillation import DistillationSettings
+        from edgeslim.settings import describe_validation_error
+
+        try:
+            DistillationSettings.model_validate(options)
+        except Exception as exc:
+            detail = describe_validation_error(exc, "--recovery-option") if hasattr(exc, "errors") else str(exc)
+            raise EdgeslimError(detail) from None
+    elif recovery == "finetune" and (options or features):
+        raise EdgeslimError("--recovery finetune takes no --recovery-option/--distill-feature (they configure "
+                            "distillation)")
+    return options
+
+
 @cli.command()
 @click.argument("model", required=False)
 @click.option("--profile", "profile_ref", default="local-cpu", show_default=True)
@@ -222,9 +272,11 @@ def _run_search(config: Any, as_json: bool) -> None:
 @click.option("--out", "out_dir", type=str, help="run directory (default edgeslim-runs/NAME-TIME)")
 @click.option("--resume", "resume_dir", type=str, help="continue a killed or failed search in DIR")
 @click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
+@recovery_options
 def search(model: str | None, profile_ref: str, budget_ms: float | None, budget_ratio: float | None,
            calib: str | None, input_shapes: tuple[str, ...], strategy: str, trials: int, finetune_epochs: int,
-           out_dir: str | None, resume_dir: str | None, as_json: bool) -> None:
+           out_dir: str | None, resume_dir: str | None, as_json: bool, recovery: str,
+           recovery_option: tuple[str, ...], distill_features: tuple[str, ...]) -> None:
     """Search for the most accurate compressed MODEL (.onnx or TASK.py) that meets the budget."""
     from edgeslim.search import SearchConfig
 
@@ -251,7 +303,8 @@ def search(model: str | None, profile_ref: str, budget_ms: float | None, budget_
     config = SearchConfig(model=model, profile=profile_ref, out_dir=out_dir or _default_out(model),
                           budget_ms=budget_ms, budget_ratio=budget_ratio, calib=calib,
                           input_shapes=_shapes(input_shapes), strategy=strategy, trials=trials,
-                          finetune_epochs=finetune_epochs)
+                          finetune_epochs=finetune_epochs, recovery=recovery,
+                          recovery_options=_recovery(recovery, recovery_option, distill_features))
     if (Path(config.out_dir) / "manifest.json").exists():
         raise EdgeslimError(f"--out {config.out_dir} already holds a finished run; choose another directory "
                             "(or --resume it)")
@@ -268,8 +321,10 @@ def search(model: str | None, profile_ref: str, budget_ms: float | None, budget_
 @click.option("--budget-ms", type=float)
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@recovery_options
 def apply(model: str, plan_path: str, profile_ref: str, out_dir: str, calib: str | None,
-          input_shapes: tuple[str, ...], budget_ms: float | None, finetune_epochs: int, as_json: bool) -> None:
+          input_shapes: tuple[str, ...], budget_ms: float | None, finetune_epochs: int, as_json: bool,
+          recovery: str, recovery_option: tuple[str, ...], distill_features: tuple[str, ...]) -> None:
     """Replay a plan on MODEL: build, measure against the original (interleaved), write DIR."""
     from edgeslim.search import SearchConfig, apply_plan
 
@@ -280,7 +335,8 @@ def apply(model: str, plan_path: str, profile_ref: str, out_dir: str, calib: str
     except ValueError as exc:
         raise EdgeslimError(f"--plan {plan_path}: not valid JSON ({exc})") from None
     config = SearchConfig(model=model, profile=profile_ref, out_dir=out_dir, calib=calib,
-                          input_shapes=_shapes(input_shapes), budget_ms=budget_ms, finetune_epochs=finetune_epochs)
+                          input_shapes=_shapes(input_shapes), budget_ms=budget_ms, finetune_epochs=finetune_epochs,
+                          recovery=recovery, recovery_options=_recovery(recovery, recovery_option, distill_features))
     with RichReporter(enabled=not as_json) as reporter:
         manifest = apply_plan(config, plan, reporter)
     if as_json:

@@ -565,6 +565,10 @@ class SearchSession:
             "candidates_not_faster": len([r for r in records if r["status"] == "not_faster"]),
             "measured_this_run": self.measured_this_run,
             "strategy": self.config.strategy, "trials": self.config.trials,
+            # how structurally changed candidates were trained back (only used when the task has train_data)
+            "recovery": {"method": self.config.recovery, "epochs": self.config.finetune_epochs,
+                         "options": self.config.recovery_options,
+                         "used": bool(self.task and self.task.train_data is not None)},
             "layers": self.source.describe_layers(),
             "measurement": {
                 "how": "board-side agent in its own process per model: warm-up, then timed runs until min_runs "

@@ -101,3 +101,17 @@ def test_plugins_and_profiles_listings():
             ("strategy", "greedy")} <= names
     proc = run_cli("profiles", "local-cpu", "--json")
     assert proc.returncode == 0 and '"onnxruntime"' in proc.stdout
+
+
+@pytest.mark.parametrize(("args", "fragment"), [
+    (("--recovery", "magic"), "--recovery magic: not an installed recovery technique (finetune, distillation)"),
+    (("--recovery-option", "temperature"), "expected KEY=VALUE"),
+    (("--recovery-option", "temperature=-1"), "--recovery-option.temperature"),
+    (("--recovery-option", "tempreature=2"), "tempreature"),
+    (("--distill-feature", "layer2"), "expected STUDENT_MODULE=TEACHER_MODULE"),
+    (("--recovery", "finetune", "--recovery-option", "alpha=1"), "configure distillation"),
+])
+def test_bad_recovery_options(tmp_path: Path, resnet_onnx: Path, args: tuple[str, ...], fragment: str):
+    proc = run_cli("search", resnet_onnx, "--out", tmp_path / "out", *args)
+    assert_clean_failure(proc, fragment)
+    assert not (tmp_path / "out").exists()

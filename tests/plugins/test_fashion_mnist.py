@@ -89,7 +89,6 @@ def test_search_on_the_reference_task(tmp_path):
 def test_unstructured_90_percent_retrains_with_masks_held(tmp_path):
     """One-shot 90% magnitude pruning after training leaves LeNet-300-100 near 56%; with the masks held during
     the recovery it keeps most of its accuracy, and the exported weights stay 90% zero."""
-    import numpy as np
     import onnx
     from onnx import numpy_helper
 
@@ -105,3 +104,20 @@ def test_unstructured_90_percent_retrains_with_masks_held(tmp_path):
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.size for w in weights)
     assert 0.89 < zeros < 0.92
     assert best["packed_bytes"] < 0.2 * best["artifact_bytes"]
+
+
+def test_apply_with_feature_distillation_from_the_cli(tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"layers": {"net.1": {"sparsity": 0.5}}, "model": {}}))
+    proc = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), "--out", tmp_path / "a",
+                   "--finetune-epochs", "1", "--distill-feature", "net.3=net.3", "--recovery-option",
+                   "temperature=2", "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    manifest = json.loads(proc.stdout)
+    assert manifest["recovery"] == {"method": "distillation", "epochs": 1, "used": True,
+                                    "options": {"temperature": 2, "features": [["net.3", "net.3"]],
+                                                "feature_weight": 1.0}}
+    assert manifest["best"]["metric"]["value"] > 0.8
+    wrong = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), "--out", tmp_path / "b",
+                    "--finetune-epochs", "1", "--distill-feature", "net.1=net.1")
+    assert wrong.returncode == 1 and "shapes differ" in wrong.stderr and "Traceback" not in wrong.stderr

@@ -1,6 +1,7 @@
 """Each technique alone, on a torch model the test builds (real export, real ONNX Runtime)."""
 
 import copy
+import functools
 
 import numpy as np
 import onnx
@@ -124,13 +125,12 @@ def test_nm_mask_keeps_two_of_every_four():
     assert (groups.sum(axis=1) == 2).all()
 
 
-def test_distillation_recovers_a_pruned_student_without_labels(tmp_path):
-    """Teacher: a CNN trained on digits. Student: the teacher with 75% of its channels removed. Distilling on
-    unlabelled inputs (alpha=1: the teacher's logits only) must recover most of the lost accuracy."""
+@functools.cache
+def digits_teacher() -> tuple[torch.nn.Module, np.ndarray, np.ndarray]:
+    """A small CNN trained on scikit-learn's digits (the first 1200 images), shared by the distillation tests."""
     from sklearn.datasets import load_digits
 
     from edgeslim.finetune import finetune
-    from edgeslim.plugins.distillation import DistillationSettings, distill
 
     digits = load_digits()
     x = (digits.images.astype(np.float32) / 16.0)[:, None]
@@ -140,10 +140,23 @@ def test_distillation_recovers_a_pruned_student_without_labels(tmp_path):
                                   torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(),
                                   torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten(), torch.nn.Linear(64, 10))
     finetune(teacher, (x[:1200], y[:1200]), epochs=40, lr=3e-3)
+    return teacher, x, y
+
+
+def pruned_student(teacher: torch.nn.Module, x: np.ndarray, tmp_path, layers=("0", "2")) -> torch.nn.Module:
     src = torch_source(teacher, x[:1], tmp_path / "t", "input")
-    plan = {"layers": {"0": {"sparsity": 0.75}, "2": {"sparsity": 0.75}}, "model": {}}
-    student = load_registry().techniques["pruning"].apply_torch(copy.deepcopy(teacher), plan,
-                                                                BuildContext(src, [], tmp_path))
+    plan = {"layers": {name: {"sparsity": 0.75} for name in layers}, "model": {}}
+    return load_registry().techniques["pruning"].apply_torch(copy.deepcopy(teacher), plan,
+                                                             BuildContext(src, [], tmp_path))
+
+
+def test_distillation_recovers_a_pruned_student_without_labels(tmp_path):
+    """Teacher: a CNN trained on digits. Student: the teacher with 75% of its channels removed. Distilling on
+    unlabelled inputs (alpha=1: the teacher's logits only) must recover most of the lost accuracy."""
+    from edgeslim.plugins.distillation import DistillationSettings, distill
+
+    teacher, x, y = digits_teacher()
+    student = pruned_student(teacher, x, tmp_path)
 
     def accuracy(model):
         return float((run_torch(model, x[1200:]).argmax(1) == y[1200:]).mean())
@@ -153,6 +166,40 @@ def test_distillation_recovers_a_pruned_student_without_labels(tmp_path):
     recovered = accuracy(student)
     assert teacher_acc > 0.9 and pruned_acc < teacher_acc - 0.05
     assert recovered > pruned_acc + 0.5 * (teacher_acc - pruned_acc), (teacher_acc, pruned_acc, recovered)
+
+
+def test_feature_distillation_matches_intermediate_features(tmp_path):
+    """With a feature pair, the student's pooled features move much closer to the teacher's than with logits
+    alone; a pair naming no module, or modules of different shapes, is a clear error."""
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.plugins.distillation import DistillationSettings, distill
+
+    teacher, x, _ = digits_teacher()
+
+    def feature_gap(student):
+        pooled = {}
+        hooks = [m[5].register_forward_hook(lambda mod, i, o, k=k: pooled.__setitem__(k, o))
+                 for k, m in (("s", student), ("t", teacher))]
+        with torch.no_grad():
+            student.eval()(torch.from_numpy(x[1200:]))
+            teacher.eval()(torch.from_numpy(x[1200:]))
+        for h in hooks:
+            h.remove()
+        return float(torch.nn.functional.mse_loss(pooled["s"], pooled["t"]))
+
+    # the first conv loses 75% of its channels; the second keeps its 64, so the pooled features pair up
+    logits_only, with_features = (pruned_student(teacher, x, tmp_path, layers=("0",)) for _ in range(2))
+    settings = {"alpha": 1.0, "lr": 3e-3}
+    distill(logits_only, teacher, (x[:1200], None), 5, DistillationSettings(**settings))
+    distill(with_features, teacher, (x[:1200], None), 5,
+            DistillationSettings(**settings, features=[("5", "5")], feature_weight=1.0))
+    assert feature_gap(with_features) < 0.5 * feature_gap(logits_only)
+    with pytest.raises(EdgeslimError, match="no module 'nope'"):
+        distill(pruned_student(teacher, x, tmp_path, layers=("0",)), teacher, (x[:64], None), 1,
+                DistillationSettings(features=[("nope", "5")], feature_weight=1.0))
+    with pytest.raises(EdgeslimError, match="shapes differ"):
+        distill(pruned_student(teacher, x, tmp_path, layers=("0",)), teacher, (x[:64], None), 1,
+                DistillationSettings(features=[("1", "1")], feature_weight=1.0))
 
 
 def test_onnx_model_gets_structured_pruning_with_least_squares(resnet_onnx, tmp_path):
