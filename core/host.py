@@ -13,6 +13,7 @@ from edgeslim.errors import EdgeslimError
 
 DEFAULT_PLUGINS = (
     "edgeslim.plugins.pruning",
+    "edgeslim.plugins.clustering",
     "edgeslim.plugins.quantization",
     "edgeslim.plugins.lowrank",
     "edgeslim.plugins.distillation",

@@ -248,18 +248,23 @@ class SearchSession:
                 raise EdgeslimError(f"plan uses {', '.join(t.name for t in torch_stage)}, which need a torch model; "
                                     "this model is ONNX")
             module = copy.deepcopy(self.source.torch_model)
-            for tech in torch_stage:
-                module = tech.apply_torch(module, plan, ctx)
-            if any(t.needs_recovery or t.retrains_in_torch for t in torch_stage):
-                if ctx.train_data is not None and self.config.finetune_epochs > 0:
-                    self._recover(module, ctx.train_data, self.config.finetune_epochs)
-                elif ctx.train_data is None:
-                    # no training data (a bare ONNX model): rebuild each narrowed layer's weights by least
-                    # squares so it reproduces the original layer's outputs on the calibration inputs
-                    from edgeslim.plugins.pruning import reconstruct_least_squares
+            steps = sorted({t.pipeline_step for t in torch_stage})
+            for step, epochs in zip(steps, split_epochs(self.config.finetune_epochs, len(steps)), strict=True):
+                # Deep Compression's order: the network retrains around one step's changes (pruning) before
+                # the next builds on them (clustering the survivors), then that step recovers in its turn
+                group = [t for t in torch_stage if t.pipeline_step == step]
+                for tech in group:
+                    module = tech.apply_torch(module, plan, ctx)
+                if any(t.needs_recovery or t.retrains_in_torch for t in group):
+                    if ctx.train_data is not None and epochs > 0:
+                        self._recover(module, ctx.train_data, epochs)
+                    elif ctx.train_data is None:
+                        # no training data (a bare ONNX model): rebuild each narrowed layer's weights by least
+                        # squares so it reproduces the original layer's outputs on the calibration inputs
+                        from edgeslim.plugins.pruning import reconstruct_least_squares
 
-                    inputs = np.concatenate([f[self.source.inputs[0].name] for f in self.calibration])
-                    ctx.notes += reconstruct_least_squares(module, self.source.torch_model, inputs)
+                        inputs = np.concatenate([f[self.source.inputs[0].name] for f in self.calibration])
+                        ctx.notes += reconstruct_least_squares(module, self.source.torch_model, inputs)
             for tech in torch_stage:
                 module = tech.finalize_torch(module, plan, ctx)
             onnx_path = tmp_dir / "torch_stage.onnx"
@@ -287,7 +292,9 @@ class SearchSession:
 
     def size_details(self, plan: Plan, artifact: Path) -> dict[str, Any]:
         """Artifact size; for unstructured-sparse ONNX candidates also the packed size (bitmask + values)."""
-        details: dict[str, Any] = {"artifact_bytes": sum(p.stat().st_size for p in artifact.parent.glob("model.*"))}
+        # what the target loads (an engine may come with side files), not the packed copies written below
+        compiled = [p for p in artifact.parent.glob("model.*") if p.name not in ("model.sparse.zip", "model.dc")]
+        details: dict[str, Any] = {"artifact_bytes": sum(p.stat().st_size for p in compiled)}
         sparse = any(k in d for d in plan.get("layers", {}).values() for k in ("weight_sparsity", "nm_sparsity"))
         sparse = sparse or "global_weight_sparsity" in plan.get("model", {})
         if sparse and artifact.suffix == ".onnx":
@@ -295,6 +302,13 @@ class SearchSession:
 
             details["packed_bytes"] = pack_sparse(artifact, artifact.parent / "model.sparse.zip")
             details["zipped_dense_bytes"] = zipped_size(artifact)
+        clustered = any(int(d.get("cluster_bits", 0)) > 0 for d in plan.get("layers", {}).values())
+        if (sparse or clustered) and artifact.suffix == ".onnx" and "clustering" in self.techniques:
+            from edgeslim.plugins.clustering import pack_model
+
+            # Deep Compression file (mask + codebook + entropy-coded indices); unpack_model restores the ONNX
+            packed = pack_model(artifact, artifact.parent / "model.dc")
+            details["deep_compression_bytes"] = packed["packed_bytes"]
         return details
 
     def _recover(self, module: Any, train_data: tuple[np.ndarray, np.ndarray], epochs: int) -> None:
@@ -625,6 +639,16 @@ def _optional_versions() -> dict[str, str]:
         except Exception:
             continue
     return versions
+
+
+def split_epochs(epochs: int, steps: int) -> list[int]:
+    """Recovery epochs per pipeline step: an even share each (at least one), the remainder to the first."""
+    if epochs <= 0:
+        return [0] * max(steps, 1)
+    if steps <= 1:
+        return [epochs]
+    base, extra = divmod(epochs, steps)
+    return [max(1, base + (1 if i < extra else 0)) for i in range(steps)]
 
 
 def apply_plan(config: SearchConfig, plan: Plan, reporter: Reporter | None = None) -> dict[str, Any]:

@@ -72,6 +72,9 @@ class Technique:
     #: its decisions are applied before the recovery and held during it (e.g. pruning masks), so the
     #: network retrains around them instead of losing accuracy to a one-shot change after training.
     retrains_in_torch: ClassVar[bool] = False
+    #: Torch-stage techniques run in steps, each followed by its own share of the recovery: a later step
+    #: (weight sharing, 1) builds on a network that has already retrained around the earlier ones (pruning, 0).
+    pipeline_step: ClassVar[int] = 0
 
     @classmethod
     def available(cls) -> tuple[bool, str]:

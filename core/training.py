@@ -11,8 +11,9 @@ out of the same decisions by training with them in place:
   (quantization) and measures the result on the device.
 
     compressed = compress_for_training(model, plan, example_input)
-    for epoch in range(epochs):
-        train_one_epoch(compressed.module, optimizer_for(compressed.module))
+    train(compressed.module)                  # the user's own loop, any recipe
+    while compressed.next_step():             # e.g. weight sharing, after the pruned network has retrained
+        train(compressed.module)              # (a new optimizer: the step adds parameters)
     model = compressed.finish()
 """
 
@@ -130,9 +131,26 @@ class CompressedForTraining:
     techniques: list[Technique]
     context: BuildContext
     notes: list[str] = field(default_factory=list)
+    #: techniques of later pipeline steps, applied by :meth:`next_step` after the user has trained
+    pending: list[Technique] = field(default_factory=list)
+    applied: list[Technique] = field(default_factory=list)
+
+    def next_step(self) -> bool:
+        """Apply the next pipeline step's decisions (False when none is left)."""
+        if not self.pending:
+            return False
+        step = min(t.pipeline_step for t in self.pending)
+        for tech in [t for t in self.pending if t.pipeline_step == step]:
+            self.module = tech.apply_torch(self.module, self.plan, self.context)
+            self.pending.remove(tech)
+            self.applied.append(tech)
+        return True
 
     def finish(self) -> Any:
-        for tech in self.techniques:
+        """Apply any step not applied yet, make held decisions permanent, and return the module."""
+        while self.next_step():
+            pass
+        for tech in self.applied:
             self.module = tech.finalize_torch(self.module, self.plan, self.context)
         return self.module.eval()
 
@@ -157,10 +175,10 @@ def compress_for_training(model: Any, plan: Plan, example_input: np.ndarray, inp
             raise EdgeslimError(f"plan names layers the model does not have: {', '.join(unknown)} "
                                 f"(its layers: {', '.join(sorted(known))})")
         ctx = BuildContext(source=source, calibration=[], work_dir=Path(tmp))
-        module = copy.deepcopy(model)
-        for tech in active:
-            module = tech.apply_torch(module, plan, ctx)
-    return CompressedForTraining(module=module, plan=plan, techniques=active, context=ctx, notes=ctx.notes)
+        compressed = CompressedForTraining(module=copy.deepcopy(model), plan=plan, techniques=active, context=ctx,
+                                           notes=ctx.notes, pending=list(active))
+        compressed.next_step()
+    return compressed
 
 
 def _block_names(plan: Plan) -> set[str]:

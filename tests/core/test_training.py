@@ -86,3 +86,16 @@ def test_plan_decisions_held_during_the_users_training(tmp_path):
     assert out.shape == (1, 10)
     with pytest.raises(EdgeslimError, match="plan names layers the model does not have: nope"):
         compress_for_training(model, {"layers": {"nope": {"sparsity": 0.5}}}, example, "images")
+
+
+def test_weight_sharing_is_a_later_step_of_the_users_training():
+    model = make_resnet()
+    example = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    plan = {"layers": {"layer1.conv1": {"weight_sparsity": 0.5, "cluster_bits": 3}}, "model": {}}
+    compressed = compress_for_training(model, plan, example, "images")
+    conv = compressed.module.layer1.conv1
+    assert hasattr(conv, "weight_mask") and len(torch.unique(conv.weight)) > 8  # pruned, not yet shared
+    assert compressed.next_step() and not compressed.next_step()
+    trained = compressed.finish()
+    weight = trained.layer1.conv1.weight
+    assert len(torch.unique(weight[weight != 0])) <= 8 and abs(float((weight == 0).float().mean()) - 0.5) < 0.01
