@@ -88,6 +88,11 @@ class Technique:
         """Model-wide settings worth probing on the target (each a dict merged into ``plan["model"]``)."""
         return []
 
+    def accuracy_variants(self, source: ModelSource) -> list[dict[str, Any]]:
+        """Model-wide settings that change accuracy but not speed (e.g. INT8 calibration): a strategy scores
+        each on the host and keeps the most accurate, without measuring."""
+        return []
+
     def is_active(self, plan: Plan) -> bool:
         names = {k.name for k in self.knob_names()}
         return any(names & set(d) for d in plan.get("layers", {}).values()) or bool(names & set(plan.get("model", {})))

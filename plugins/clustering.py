@@ -283,9 +283,13 @@ def pack_model(onnx_path: Path, out_path: Path, coders: tuple[str, ...] = CODERS
         chunks.append(blob)
         return len(chunks) - 1
 
+    codable = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.DOUBLE, onnx.TensorProto.INT8,
+               onnx.TensorProto.UINT8}  # numpy round-trips these exactly (INT4 would come back as INT8)
     for init in model.graph.initializer:
+        if init.data_type not in codable or init.data_location == onnx.TensorProto.EXTERNAL:
+            continue
         array = numpy_helper.to_array(init)
-        if array.size < 64 or array.dtype.kind != "f":
+        if array.size < 64:
             continue
         nonzero = array != 0
         distinct = np.unique(array[nonzero])

@@ -84,6 +84,21 @@ class GreedySensitivity(Strategy):
                 session.notes.append(f"{name}: uniform probe {baseline_ms / best_ms:.2f}x faster than the baseline "
                                      f"with {best_variant}")
 
+        # 1b. settings that change accuracy only (INT8 calibration): scored on the host, the best kept
+        for name, tech in techniques.items():
+            variants = tech.accuracy_variants(session.source)
+            knobs = [k for k in tech.knobs(session.source) if k.layer is not None]
+            if len(variants) < 2 or not knobs:
+                continue
+            uniform = compose(base, [Move(k.layer, k.name, k.levels[1], k.levels[0], 0.0, name) for k in knobs])
+            scored = [(session.metric_drop(session.score({"layers": uniform["layers"],
+                                                          "model": {**uniform["model"], **v}})), i)
+                      for i, v in enumerate(variants)]
+            drop, best = min(scored)
+            base = {"layers": base["layers"], "model": {**base["model"], **variants[best]}}
+            session.notes.append(f"{name}: {variants[best]} kept (uniform, scored on the host: "
+                                 + ", ".join(f"{list(variants[i].values())[0]} {-d:+.4f}" for d, i in scored) + ")")
+
         # 2. sensitivity of every single move
         session.reporter.phase("per-layer sensitivity (scored on the host)")
         moves: list[Move] = []

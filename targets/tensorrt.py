@@ -50,10 +50,13 @@ def gpu_available() -> tuple[bool, str]:
 
 
 def layer_precisions_for(plan: dict[str, Any] | None, layer_nodes: dict[str, str], default: str) -> dict[str, str]:
-    """Per-layer precisions from a plan: an explicit float layer (bits 32 or 16) is pinned, others follow QDQ."""
+    """Per-layer precisions from a plan: an explicit float layer (bits 32 or 16) is pinned, others follow QDQ.
+    A layer with fp16 weights (weight_bits 16) and no INT8 decision runs in fp16: TensorRT has the arithmetic."""
     pinned = {}
     for layer, decisions in (plan or {}).get("layers", {}).items():
         bits = decisions.get("bits")
+        if bits is None and decisions.get("weight_bits") == 16:
+            bits = 16
         node = layer_nodes.get(layer)
         if node is None or bits is None:
             continue
