@@ -15,7 +15,8 @@ float: fp16 weights with a Cast; int4 per-output-channel symmetric (ONNX's INT4 
 DequantizeLinear; 2-bit (signed levels -2..1 per channel, range fitted by least squares) and 1-bit
 (binary, sign times the channel's mean magnitude, as XNOR-Net) held in int8 containers, so their size is
 only real in the Deep Compression packed file. No target here runs 4/2/1-bit arithmetic natively; ONNX
-Runtime and OpenVINO dequantize the weights once at load (the latency is FP32's). TensorRT runs ``weight_bits = 16`` layers in fp16.
+Runtime and OpenVINO dequantize the weights once at load (the latency is FP32's). TensorRT runs
+``weight_bits = 16`` layers in fp16.
 """
 
 from __future__ import annotations
