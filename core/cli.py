@@ -321,9 +321,11 @@ def search(model: str | None, profile_ref: str, budget_ms: float | None, budget_
 @click.option("--budget-ms", type=float)
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=2, show_default=True)
 @click.option("--json", "as_json", is_flag=True)
+@click.option("--qat", is_flag=True, help="train with the plan's quantization simulated (fake-quant, STE) during "
+              "the recovery, for when post-training quantization loses too much (task files with train_data)")
 @recovery_options
 def apply(model: str, plan_path: str, profile_ref: str, out_dir: str, calib: str | None,
-          input_shapes: tuple[str, ...], budget_ms: float | None, finetune_epochs: int, as_json: bool,
+          input_shapes: tuple[str, ...], budget_ms: float | None, finetune_epochs: int, as_json: bool, qat: bool,
           recovery: str, recovery_option: tuple[str, ...], distill_features: tuple[str, ...]) -> None:
     """Replay a plan on MODEL: build, measure against the original (interleaved), write DIR."""
     from edgeslim.search import SearchConfig, apply_plan
@@ -334,6 +336,11 @@ def apply(model: str, plan_path: str, profile_ref: str, out_dir: str, calib: str
         raise EdgeslimError(f"--plan {plan_path}: file not found") from None
     except ValueError as exc:
         raise EdgeslimError(f"--plan {plan_path}: not valid JSON ({exc})") from None
+    if not isinstance(plan, dict) or not isinstance(plan.get("layers", {}), dict):
+        raise EdgeslimError(f"--plan {plan_path}: expected an object like "
+                            '{"layers": {"LAYER": {"bits": 8}}, "model": {}}')
+    if qat:
+        plan.setdefault("model", {})["qat"] = True
     config = SearchConfig(model=model, profile=profile_ref, out_dir=out_dir, calib=calib,
                           input_shapes=_shapes(input_shapes), budget_ms=budget_ms, finetune_epochs=finetune_epochs,
                           recovery=recovery, recovery_options=_recovery(recovery, recovery_option, distill_features))

@@ -302,7 +302,9 @@ class SearchSession:
 
             details["packed_bytes"] = pack_sparse(artifact, artifact.parent / "model.sparse.zip")
             details["zipped_dense_bytes"] = zipped_size(artifact)
-        clustered = any(int(d.get("cluster_bits", 0)) > 0 for d in plan.get("layers", {}).values())
+        # weight sharing, and 4/2/1-bit weights held in int8 containers: their size is real in the packed file
+        clustered = any(int(d.get("cluster_bits", 0)) > 0 or int(d.get("weight_bits", 32)) < 16
+                        for d in plan.get("layers", {}).values())
         if (sparse or clustered) and artifact.suffix == ".onnx" and "clustering" in self.techniques:
             from edgeslim.plugins.clustering import pack_model
 

@@ -121,3 +121,18 @@ def test_apply_with_feature_distillation_from_the_cli(tmp_path):
     wrong = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), "--out", tmp_path / "b",
                     "--finetune-epochs", "1", "--distill-feature", "net.1=net.1")
     assert wrong.returncode == 1 and "shapes differ" in wrong.stderr and "Traceback" not in wrong.stderr
+
+
+def test_qat_beats_post_training_quantization_at_two_bits(tmp_path):
+    plan = tmp_path / "plan.json"
+    plan.write_text(json.dumps({"layers": {n: {"weight_bits": 2} for n in ("net.1", "net.3", "net.5")},
+                                "model": {}}))
+    scores = {}
+    for flag in ((), ("--qat",)):
+        proc = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), "--out",
+                       tmp_path / f"run{len(flag)}", "--finetune-epochs", "2", *flag, "--json")
+        assert proc.returncode in (0, 3), proc.stderr
+        best = json.loads(proc.stdout)["best"]
+        scores[bool(flag)] = best["metric"]["value"]
+        assert best["deep_compression_bytes"] < 0.25 * best["artifact_bytes"]  # int8 containers -> 2-bit codes
+    assert scores[True] > scores[False] + 0.01, scores
