@@ -14,6 +14,7 @@ from edgeslim.errors import EdgeslimError
 DEFAULT_PLUGINS = (
     "edgeslim.plugins.pruning",
     "edgeslim.plugins.clustering",
+    "edgeslim.plugins.attention",
     "edgeslim.plugins.quantization",
     "edgeslim.plugins.lowrank",
     "edgeslim.plugins.distillation",

@@ -88,7 +88,7 @@ class GreedySensitivity(Strategy):
         for name, tech in techniques.items():
             variants = tech.accuracy_variants(session.source)
             knobs = [k for k in tech.knobs(session.source) if k.layer is not None]
-            if len(variants) < 2 or not knobs:
+            if len(variants) < 2:
                 continue
             uniform = compose(base, [Move(k.layer, k.name, k.levels[1], k.levels[0], 0.0, name) for k in knobs])
             scored = [(session.metric_drop(session.score({"layers": uniform["layers"],

@@ -126,7 +126,11 @@ class ChannelPruning(Technique):
             else:
                 importance = layer.weight.detach().abs().reshape(channels, -1).sum(dim=1)
             idxs = importance.argsort()[:remove].tolist()
-            group = graph.get_pruning_group(layer, prune_fn, idxs=idxs)
+            try:
+                group = graph.get_pruning_group(layer, prune_fn, idxs=idxs)
+            except ValueError as exc:  # not reached by the traced graph (e.g. behind an ArgMax), so unprunable
+                ctx.notes.append(f"pruning: {name} kept whole ({exc})")
+                continue
             if graph.check_pruning_group(group):
                 _record_kept_outputs(group)
                 group.prune()
