@@ -2,6 +2,7 @@
 
 import copy
 import json
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -157,3 +158,25 @@ def test_the_scenes_cascade_through_apply(tmp_path):
     manifest = json.loads(proc.stdout)
     assert manifest["baseline"]["metric"]["value"] > 0.7 and manifest["best"]["metric"]["value"] > 0.65
     assert manifest["best"]["latency"]["p50_ms"] > 0
+
+
+HAVE_PNET = HAVE_SCENES and __import__("importlib").util.find_spec("facenet_pytorch") is not None
+
+
+@pytest.mark.skipif(not HAVE_PNET, reason="needs pip install --no-deps facenet-pytorch (P-Net's weights)")
+def test_pretrained_pnet_finds_the_real_face_through_onnx(tmp_path):
+    """MTCNN's P-Net, loaded into the project's own definition, is the attention stage: in the exported
+    cascade (ONNX Runtime) it puts the crop on the astronaut's face in nearly every face scene."""
+    sys.path.insert(0, str(ROOT / "examples" / "faces"))
+    from faces import SCENE, cascade, make_scenes
+
+    model = cascade().eval()
+    scenes, labels, centres = make_scenes(40, seed=5)
+    with torch.no_grad():
+        found = model.locate(torch.from_numpy(scenes)).numpy() * SCENE
+    faces = labels == 1
+    assert (np.abs(found[faces] - centres[faces]).max(axis=1) <= 12).mean() >= 0.9
+    export_torch(model, scenes[:1], tmp_path / "faces.onnx", "scene")
+    session = ort.InferenceSession(str(tmp_path / "faces.onnx"), providers=["CPUExecutionProvider"])
+    predicted = np.array([session.run(None, {"scene": s[None]})[0].argmax() for s in scenes])
+    assert (predicted == labels).mean() >= 0.9
