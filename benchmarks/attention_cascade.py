@@ -1,6 +1,11 @@
-"""Selective attention on Fashion-MNIST scenes: the cascade vs the main model alone, measured in one run.
+"""Selective attention: the cascade vs the main model alone, measured in one run.
 
     python benchmarks/attention_cascade.py [--rounds 5] [--epochs 2] [--test 10000]
+    python benchmarks/attention_cascade.py --example faces [--test 1000]
+
+--example faces: MTCNN's pretrained P-Net as the attention stage in front of a small face check, on
+160 x 160 photographs of which half hold a real face (examples/faces/faces.py); the baselines are the face
+check alone, trained on whole scenes (full resolution, and resized to its 24 x 24 input).
 
 The task (examples/fashion_mnist/scenes.py): a Fashion-MNIST item somewhere in a 112 x 112 grey window of
 a real photograph; classify the item. Compared, each built as edgeslim builds it, timed in rotating rounds
@@ -33,9 +38,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 sys.path.insert(0, str(ROOT / "examples" / "fashion_mnist"))
 
 from common import rotating_p50s, summary  # noqa: E402
-from models import FashionResNet  # noqa: E402
-from scenes import ATTENTION_SIZES, CROP_SIZES, scene_split  # noqa: E402
-from tasks import load_checkpoint  # noqa: E402
 
 import edgeslim  # noqa: E402
 from edgeslim.evaluate import TaskEvaluator  # noqa: E402
@@ -61,25 +63,55 @@ def session_for(model_ref: Path, out: Path, calib: Path | None = None) -> Search
     return session
 
 
+def fashion_example(test: int) -> dict:
+    from models import FashionResNet
+    from scenes import ATTENTION_SIZES, CROP_SIZES, ITEM, SCENE, scene_split
+    from tasks import load_checkpoint
+
+    train_x, train_y, _ = scene_split("train", 10000)
+    test_x, test_y, _ = scene_split("test", test)
+    return {"train": (train_x, train_y), "test": (test_x, test_y), "scene": SCENE, "main_size": ITEM,
+            "main": lambda: load_checkpoint(FashionResNet(), "resnet"), "attention_sizes": ATTENTION_SIZES,
+            "crop_sizes": CROP_SIZES, "int8_at": (42, 32),
+            "task": ROOT / "examples" / "fashion_mnist" / "scenes_task.py",
+            "about": "Fashion-MNIST items in photographs; the cascade's main model is the reference ResNet tuned 3 "
+                     "epochs on jittered crops (examples/fashion_mnist/scenes.py)"}
+
+
+def faces_example(test: int) -> dict:
+    sys.path.insert(0, str(ROOT / "examples" / "faces"))
+    from faces import ATTENTION_SIZES, CROP_SIZES, MAIN_SIZE, SCENE, FaceCheck, make_scenes
+
+    return {"train": make_scenes(2000, seed=0)[:2], "test": make_scenes(test, seed=1)[:2], "scene": SCENE,
+            "main_size": MAIN_SIZE, "main": FaceCheck, "attention_sizes": ATTENTION_SIZES,
+            "crop_sizes": CROP_SIZES, "int8_at": (64, 48), "task": ROOT / "examples" / "faces" / "faces_task.py",
+            "about": "face / no face in 160 x 160 photographs (half hold the astronaut's face); attention = MTCNN's "
+                     "pretrained P-Net, main = a 24 x 24 face check trained on P-Net's crops (examples/faces)"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
+    parser.add_argument("--example", choices=["fashion", "faces"], default="fashion")
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=2, help="training of the main-alone baselines on scenes")
-    parser.add_argument("--test", type=int, default=10000, help="test scenes scored")
+    parser.add_argument("--epochs", type=int, default=None,
+                        help="training of the main-alone baselines on scenes (2 from the ResNet checkpoint / 6 fresh)")
+    parser.add_argument("--test", type=int, default=None, help="test scenes scored (10000 / 1000)")
     args = parser.parse_args()
     started = time.time()
-    work = ROOT / "benchmarks" / "results" / f"attention-run-{time.strftime('%Y%m%d-%H%M%S')}"
+    work = ROOT / "benchmarks" / "results" / f"attention-{args.example}-run-{time.strftime('%Y%m%d-%H%M%S')}"
     work.mkdir(parents=True)
-    train_x, train_y, _ = scene_split("train", 10000)
-    test_x, test_y, _ = scene_split("test", args.test)
+    example = (fashion_example if args.example == "fashion" else faces_example)(
+        args.test or (10000 if args.example == "fashion" else 1000))
+    (train_x, train_y), (test_x, test_y) = example["train"], example["test"]
+    args.epochs = args.epochs or (2 if args.example == "fashion" else 6)
     np.savez(work / "calib.npz", input=train_x[:128])
     evaluator = TaskEvaluator(edgeslim.Task(model=None, example_input=test_x[:1], eval_data=(test_x, test_y)))
 
     entries, notes = {}, {}
-    for label, module in (("main alone, full 112 x 112 scene", FashionResNet()),
-                          ("main alone, scene resized to 28 x 28", Downscaled(FashionResNet(), 28))):
-        target = module.main if isinstance(module, Downscaled) else module
-        load_checkpoint(target, "resnet")
+    scene, small = example["scene"], example["main_size"]
+    full_label = f"main alone, full {scene} x {scene} scene"
+    for label, module in ((full_label, example["main"]()),
+                          (f"main alone, scene resized to {small} x {small}", Downscaled(example["main"](), small))):
         t0 = time.time()
         finetune(module, (train_x, train_y), epochs=args.epochs)
         notes[label] = f"trained {args.epochs} epochs on 10k scenes in {time.time() - t0:.0f}s"
@@ -89,42 +121,45 @@ def main() -> None:
         session = session_for(onnx_path, work / f"s{len(entries)}", work / "calib.npz")
         entries[label] = (session, session.build({"layers": {}, "model": {}}))
 
-    cascade = session_for(ROOT / "examples" / "fashion_mnist" / "scenes_task.py", work / "cascade")
-    for size in ATTENTION_SIZES:
-        for crop in CROP_SIZES:
+    cascade = session_for(example["task"], work / "cascade")
+    timed_crop = example["int8_at"][1]
+    for size in example["attention_sizes"]:
+        for crop in example["crop_sizes"]:
             plan = {"layers": {}, "model": {"attention_size": size, "crop_size": crop}}
             entries[f"cascade, attention input {size}, crop {crop}"] = (cascade, cascade.build(plan))
     int8 = {layer.name: {"bits": 8} for layer in cascade.source.layers}
-    plan = {"layers": int8, "model": {"attention_size": 42, "crop_size": 32, "int8_scheme": "u8s8-per-channel"}}
-    entries["cascade, attention input 42, crop 32, INT8 both stages"] = (cascade, cascade.build(plan))
+    size, crop = example["int8_at"]
+    plan = {"layers": int8, "model": {"attention_size": size, "crop_size": crop, "int8_scheme": "u8s8-per-channel"}}
+    entries[f"cascade, attention input {size}, crop {crop}, INT8 both stages"] = (cascade, cascade.build(plan))
 
     # crops of one attention size cost the same; time one per size to keep the run short
-    timed = {label: entry for label, entry in entries.items() if "cascade" not in label or "crop 32" in label}
+    timed = {label: entry for label, entry in entries.items()
+             if "cascade" not in label or f"crop {timed_crop}" in label}
     p50s = rotating_p50s(timed, args.rounds)
-    reference = p50s["main alone, full 112 x 112 scene"]
+    reference = p50s[full_label]
     rows = []
     for label, (session, artifact) in entries.items():
-        same_cost = label if label in p50s else label.rsplit(", crop", 1)[0] + ", crop 32"
+        same_cost = label if label in p50s else label.rsplit(", crop", 1)[0] + f", crop {timed_crop}"
         row = {"plan": label, **summary(p50s[same_cost], reference), "timed_as": same_cost,
                "test_accuracy": evaluator.score(session.target.host_session(artifact)),
                "onnx_bytes": artifact.stat().st_size, "note": notes.get(label, "")}
         rows.append(row)
         print(row, flush=True)
     out = ROOT / "benchmarks" / "results"
-    (out / "attention_cascade.json").write_text(json.dumps({
+    name = "attention_cascade" if args.example == "fashion" else "attention_faces"
+    (out / f"{name}.json").write_text(json.dumps({
         "command": "python benchmarks/attention_cascade.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M"), "rounds": args.rounds, "test_scenes": args.test,
+        "date": time.strftime("%Y-%m-%d %H:%M"), "rounds": args.rounds, "test_scenes": len(test_x),
         "rows": rows, "wall_time_s": round(time.time() - started, 1)}, indent=2))
     md = ["| model | p50 ms (range) | latency vs main alone (full scene) | test accuracy | ONNX size |",
           "|---|---|---|---|---|"]
     for r in rows:
-        timed_note = "" if r["timed_as"] == r["plan"] else " (timed as crop 32)"
+        timed_note = "" if r["timed_as"] == r["plan"] else f" (timed as crop {timed_crop})"
         md.append(f"| {r['plan']} | {r['p50_ms']:.3f} ({r['p50_range'][0]:.3f}-{r['p50_range'][1]:.3f}){timed_note} | "
                   f"{r['latency_ratio']:.3f} | {r['test_accuracy']:.4f} | {r['onnx_bytes'] / 1e3:.0f} kB |")
-    md += ["", f"{args.test} test scenes; {args.rounds} rotating rounds, ONNX Runtime, 1 thread; baselines trained "
-           f"{args.epochs} epochs on 10k scenes; the cascade's main model is the reference ResNet tuned 3 epochs on "
-           "jittered crops (examples/fashion_mnist/scenes.py)."]
-    (out / "attention_cascade.md").write_text("\n".join(md) + "\n")
+    md += ["", f"{len(test_x)} test scenes; {args.rounds} rotating rounds, ONNX Runtime, 1 thread; baselines trained "
+           f"{args.epochs} epochs on {len(train_x)} scenes. {example['about']}."]
+    (out / f"{name}.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
 
 

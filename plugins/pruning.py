@@ -174,25 +174,41 @@ def reconstruct_least_squares(pruned: Any, original: Any, inputs: np.ndarray, ma
                 targets[name] = (module, ref)
     if not targets:
         return []
-    seen_in: dict[str, list[Any]] = {name: [] for name in targets}
+    # the original layers' outputs: the targets, computed once
     seen_out: dict[str, list[Any]] = {name: [] for name in targets}
-    hooks = []
-    for name, (module, ref) in targets.items():
-        hooks.append(module.register_forward_hook(lambda m, i, o, k=name: seen_in[k].append(i[0].detach())))
-        hooks.append(ref.register_forward_hook(lambda m, i, o, k=name: seen_out[k].append(o.detach())))
+    called: list[str] = []  # forward order of the pruned layers
+    hooks = [ref.register_forward_hook(lambda m, i, o, k=name: seen_out[k].append(o.detach()))
+             for name, (_module, ref) in targets.items()]
+    hooks += [module.register_forward_hook(lambda m, i, o, k=name: called.append(k) if k not in called else None)
+              for name, (module, _ref) in targets.items()]
+    batches = [torch.from_numpy(np.asarray(inputs[s : s + 16], dtype=np.float32)) for s in range(0, len(inputs), 16)]
     try:
         with torch.no_grad():
-            for start in range(0, len(inputs), 16):
-                batch = torch.from_numpy(np.asarray(inputs[start : start + 16], dtype=np.float32))
-                pruned.eval()(batch)
+            for batch in batches:
                 original.eval()(batch)
+            pruned.eval()(batches[0])
     finally:
         for h in hooks:
             h.remove()
+
+    def inputs_of(name: str) -> Any:
+        """The layer's inputs in the pruned network as it is now, earlier layers already rebuilt (He et al.
+        reconstruct layer by layer, so each layer also corrects the error accumulated before it)."""
+        seen: list[Any] = []
+        hook = targets[name][0].register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
+        try:
+            with torch.no_grad():
+                for batch in batches:
+                    pruned(batch)
+        finally:
+            hook.remove()
+        return torch.cat(seen)
+
     notes = []
     generator = torch.Generator().manual_seed(0)
-    for name, (module, _ref) in targets.items():
-        x, y = torch.cat(seen_in[name]), torch.cat(seen_out[name])
+    for name in called:
+        module = targets[name][0]
+        x, y = inputs_of(name), torch.cat(seen_out[name])
         kept = getattr(module, "_edgeslim_kept_out", None)
         if kept is not None:
             y = y[:, kept]
