@@ -264,7 +264,8 @@ def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) 
 @click.option("--budget-ratio", type=float, help="budget as a fraction of the measured baseline (overrides)")
 @click.option("--calib", type=str, help="calibration inputs: .npz with one array per model input")
 @click.option("--input-shape", "input_shapes", multiple=True, help="NAME=1,3,320,320 (repeatable)")
-@click.option("--strategy", default="greedy", show_default=True)
+@click.option("--strategy", default="greedy", show_default=True, help="greedy, tpe or nsga2 (Optuna)")
+@click.option("--storage", type=str, help="Optuna storage URL for tpe/nsga2 (default: SQLite in the run dir)")
 @click.option("--trials", type=click.IntRange(min=1), default=30, show_default=True,
               help="at most this many measured candidates")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=2, show_default=True,
@@ -274,8 +275,8 @@ def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) 
 @click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
 @recovery_options
 def search(model: str | None, profile_ref: str, budget_ms: float | None, budget_ratio: float | None,
-           calib: str | None, input_shapes: tuple[str, ...], strategy: str, trials: int, finetune_epochs: int,
-           out_dir: str | None, resume_dir: str | None, as_json: bool, recovery: str,
+           calib: str | None, input_shapes: tuple[str, ...], strategy: str, storage: str | None, trials: int,
+           finetune_epochs: int, out_dir: str | None, resume_dir: str | None, as_json: bool, recovery: str,
            recovery_option: tuple[str, ...], distill_features: tuple[str, ...]) -> None:
     """Search for the most accurate compressed MODEL (.onnx or TASK.py) that meets the budget."""
     from edgeslim.search import SearchConfig
@@ -302,7 +303,7 @@ def search(model: str | None, profile_ref: str, budget_ms: float | None, budget_
     load_profile(profile_ref)  # fail on a bad profile before any work
     config = SearchConfig(model=model, profile=profile_ref, out_dir=out_dir or _default_out(model),
                           budget_ms=budget_ms, budget_ratio=budget_ratio, calib=calib,
-                          input_shapes=_shapes(input_shapes), strategy=strategy, trials=trials,
+                          input_shapes=_shapes(input_shapes), strategy=strategy, storage=storage, trials=trials,
                           finetune_epochs=finetune_epochs, recovery=recovery,
                           recovery_options=_recovery(recovery, recovery_option, distill_features))
     if (Path(config.out_dir) / "manifest.json").exists():

@@ -19,6 +19,7 @@ DEFAULT_PLUGINS = (
     "edgeslim.plugins.lowrank",
     "edgeslim.plugins.distillation",
     "edgeslim.plugins.greedy",
+    "edgeslim.plugins.optuna_search",
     "edgeslim.targets.onnxruntime",
     "edgeslim.targets.openvino",
     "edgeslim.targets.tensorrt",

@@ -94,5 +94,152 @@ def print_report(run_dir: Path, console: Console) -> dict[str, Any]:
     console.print(f"best plan: {escape(_plan_text(best.get('plan')))}", highlight=False)
     for note in manifest.get("notes", []):
         console.print(f"note: {escape(note)}", highlight=False)
-    console.print(f"report: {run_dir / 'report.md'}")
+    html = write_html_report(run_dir, manifest, load_records(run_dir))
+    console.print(f"report: {run_dir / 'report.md'}, {html}")
     return manifest
+
+
+# --- HTML report ------------------------------------------------------------------------------------------
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of the points no other point beats on both axes (lower x, higher y), by increasing x."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best_y = [], float("-inf")
+    for i in order:
+        if points[i][1] > best_y:
+            front.append(i)
+            best_y = points[i][1]
+    return front
+
+
+def _svg_scatter(points: list[dict[str, Any]], x_label: str, y_label: str, budget: float | None = None,
+                 width: int = 640, height: int = 380) -> str:
+    """A scatter plot as inline SVG: every point with a tooltip, the Pareto front joined, the budget line."""
+    from html import escape as html_escape
+
+    if not points:
+        return "<p>(no measured candidates)</p>"
+    pad_l, pad_r, pad_t, pad_b = 64, 16, 16, 44
+    xs, ys = [p["x"] for p in points], [p["y"] for p in points]
+    x_lo, x_hi = min(xs + ([budget] if budget else [])), max(xs + ([budget] if budget else []))
+    y_lo, y_hi = min(ys), max(ys)
+    span = x_hi - x_lo or x_hi or 1
+    x_lo, x_hi = max(0.0, x_lo - 0.05 * span) if x_lo >= 0 else x_lo - 0.05 * span, x_hi + 0.05 * span
+    y_lo, y_hi = y_lo - 0.05 * (y_hi - y_lo or 0.01), y_hi + 0.05 * (y_hi - y_lo or 0.01)
+
+    def sx(v: float) -> float:
+        return pad_l + (v - x_lo) / (x_hi - x_lo) * (width - pad_l - pad_r)
+
+    def sy(v: float) -> float:
+        return height - pad_b - (v - y_lo) / (y_hi - y_lo) * (height - pad_t - pad_b)
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="plot">',
+             f'<rect x="{pad_l}" y="{pad_t}" width="{width - pad_l - pad_r}" height="{height - pad_t - pad_b}" '
+             'fill="none" stroke="#999"/>']
+    for k in range(5):
+        xv, yv = x_lo + (x_hi - x_lo) * k / 4, y_lo + (y_hi - y_lo) * k / 4
+        parts.append(f'<text x="{sx(xv):.1f}" y="{height - pad_b + 16}" text-anchor="middle">{xv:.3g}</text>')
+        parts.append(f'<text x="{pad_l - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.4g}</text>')
+    parts.append(f'<text x="{(width + pad_l) / 2}" y="{height - 8}" text-anchor="middle">{html_escape(x_label)}</text>')
+    parts.append(f'<text x="14" y="{(height - pad_b) / 2}" transform="rotate(-90 14 {(height - pad_b) / 2})" '
+                 f'text-anchor="middle">{html_escape(y_label)}</text>')
+    if budget:
+        parts.append(f'<line x1="{sx(budget):.1f}" x2="{sx(budget):.1f}" y1="{pad_t}" y2="{height - pad_b}" '
+                     'stroke="#c00" stroke-dasharray="5,4"/>')
+        parts.append(f'<text x="{sx(budget) + 4:.1f}" y="{pad_t + 12}" fill="#c00">budget</text>')
+    front = pareto_front([(p["x"], p["y"]) for p in points])
+    if len(front) > 1:
+        path = " ".join(f"{sx(points[i]['x']):.1f},{sy(points[i]['y']):.1f}" for i in front)
+        parts.append(f'<polyline points="{path}" fill="none" stroke="#2a7" stroke-width="2"/>')
+    for i, p in enumerate(points):
+        colour = {"best": "#d60", "baseline": "#05c"}.get(p.get("role", ""), "#2a7" if i in front else "#888")
+        radius = 6 if p.get("role") else 4
+        parts.append(f'<circle cx="{sx(p["x"]):.1f}" cy="{sy(p["y"]):.1f}" r="{radius}" fill="{colour}">'
+                     f'<title>{html_escape(p["label"])}</title></circle>')
+    parts.append("</svg>")
+    return "\n".join(parts)
+
+
+def write_html_report(run_dir: Path, manifest: dict[str, Any], records: list[dict[str, Any]]) -> Path:
+    """``report.html``: one page, no scripts, no downloads: the accuracy-latency Pareto plot (and accuracy-size
+    where sizes differ), the chosen model's per-layer plan, how every number was measured, all candidates."""
+    from html import escape as h
+
+    metric = manifest["metric"]["name"]
+    best, base = manifest["best"], manifest["baseline"]
+    measured = [r for r in records if (r.get("latency") or {}).get("p50_ms") and r.get("metric") is not None]
+
+    def role(r: dict[str, Any]) -> str:
+        return "best" if r["key"] == best.get("key") else "baseline" if r["key"] == base.get("key") else ""
+
+    latency_points = [{"x": r["latency"]["p50_ms"], "y": r["metric"], "role": role(r),
+                       "label": f"{r['key'][:10]} {r['purpose']}: p50 {r['latency']['p50_ms']:.4g} ms, {metric} "
+                                f"{r['metric']:.4f} ({r['status']}); {_plan_text(r['plan'])}"} for r in measured]
+    sized = [r for r in measured if (r.get("details") or {}).get("artifact_bytes")]
+    size_points = []
+    for r in sized:
+        d = r["details"]
+        size = min(v for v in (d.get("artifact_bytes"), d.get("packed_bytes"), d.get("deep_compression_bytes")) if v)
+        size_points.append({"x": size / 1e3, "y": r["metric"], "role": role(r),
+                            "label": f"{r['key'][:10]}: {size / 1e3:.1f} kB, {metric} {r['metric']:.4f}; "
+                                     f"{_plan_text(r['plan'])}"})
+    plan = best.get("plan") or {"layers": {}, "model": {}}
+    precision = best.get("effective_precision") or {}
+    layer_rows = "".join(
+        f"<tr><td>{h(layer['name'])}</td><td>{h(layer['op'])}</td><td>{layer['params']:,}</td>"
+        f"<td>{h(', '.join(f'{k}={v}' for k, v in sorted(plan['layers'].get(layer['name'], {}).items())) or '-')}"
+        f"</td><td>{h(str(precision.get(layer['name'], '-')))}</td></tr>" for layer in manifest.get("layers", []))
+    measurement = manifest.get("measurement", {})
+    verification = best.get("verification") or {}
+    cand_rows = "".join(
+        f"<tr><td>{r['key'][:10]}</td><td>{h(r['purpose'])}</td><td>{_fmt((r.get('latency') or {}).get('p50_ms'))}"
+        f"</td><td>{_fmt((r.get('latency') or {}).get('cv'), 2)}</td><td>{_fmt(r.get('metric'), 4)}</td>"
+        f"<td>{h(r['status'])}</td><td>{h(_plan_text(r['plan']))}</td></tr>" for r in records)
+    distinct_sizes = len({p["x"] for p in size_points}) > 1
+    best_ms = best["latency"].get("p50_ms")
+    page = f"""<!doctype html>
+<html><head><meta charset="utf-8"><title>edgeslim: {h(str(manifest['model']))} on {h(manifest['profile'])}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}
+table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}
+.plot text{{font-size:11px}} code{{background:#f4f4f4}}</style></head><body>
+<h1>edgeslim: {h(str(manifest['model']))} on {h(manifest['profile'])}</h1>
+<p>Status <b>{h(manifest['status'])}</b>. Target {h(str(manifest['target']))}. Budget
+{_fmt(manifest['budget']['latency_ms'])} ms ({h(manifest['budget']['statistic'])}).
+Baseline p50 {_fmt(base['latency']['p50_ms'])} ms, {h(metric)} {_fmt(base['metric']['value'], 4)}.
+Chosen model p50 {_fmt(best_ms)} ms, {h(metric)} {_fmt(best['metric'].get('value'), 4)},
+meets budget: {best['meets_budget']}{f", speed-up {best['speedup']:.2f}x" if best.get('speedup') else ''}.</p>
+<h2>Accuracy vs measured latency</h2>
+<p>Every candidate measured on the device (p50 of its timed runs). Green: the Pareto front; orange: the chosen
+model; blue: the baseline; red: the budget. Hover a point for its plan.</p>
+{_svg_scatter(latency_points, 'p50 latency (ms), measured', metric, manifest['budget']['latency_ms'])}
+{('<h2>Accuracy vs size</h2><p>Smallest stored form of each candidate (the artifact, or its packed file).</p>'
+  + _svg_scatter(size_points, 'size (kB)', metric)) if distinct_sizes else ''}
+<h2>The chosen model, layer by layer</h2>
+<p>Model-wide: {h(', '.join(f'{k}={v}' for k, v in sorted(plan.get('model', {}).items())) or '-')}.
+"Runs as" is what the runtime really executes (read back from its optimized graph).</p>
+<table><tr><th>layer</th><th>op</th><th>parameters</th><th>decisions</th><th>runs as</th></tr>{layer_rows}</table>
+<h2>How the numbers were measured</h2>
+<ul><li>Latency: {h(str(measurement.get('how', '')))}; where: {h(str(measurement.get('where', '')))};
+warm-up {measurement.get('warmup')}, at least {measurement.get('min_runs')} runs and {measurement.get('min_seconds')}
+s per measurement, re-measured when cv &gt; {measurement.get('max_cv')}.</li>
+<li>The chosen model was verified against the baseline: {h(str(verification.get('method', 'not verified')))}
+(baseline {_fmt(verification.get('reference_p50_ms'))} ms, chosen {_fmt(verification.get('candidate_p50_ms'))} ms).</li>
+<li>{h(metric)}: {h(manifest['metric']['description'])}.</li>
+<li>Recovery: {h(json.dumps(manifest.get('recovery', {})))}.</li>
+<li>Versions: {h(json.dumps(manifest.get('versions', {})))}.</li></ul>
+{'<h2>Notes</h2><ul>' + ''.join(f'<li>{h(n)}</li>' for n in manifest.get('notes', [])) + '</ul>'
+ if manifest.get('notes') else ''}
+<h2>All candidates ({len(records)})</h2>
+<table><tr><th>key</th><th>purpose</th><th>p50 ms</th><th>cv</th><th>{h(metric)}</th><th>status</th><th>plan</th></tr>
+{cand_rows}</table></body></html>
+"""
+    path = run_dir / "report.html"
+    path.write_text(page)
+    return path
+
+
+def load_records(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "candidates.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

@@ -57,6 +57,8 @@ class SearchConfig:
     finetune_epochs: int = 2
     recovery: str = "distillation"
     recovery_options: dict[str, Any] = field(default_factory=dict)
+    #: Optuna storage URL for the tpe/nsga2 strategies (default: SQLite in the run directory)
+    storage: str | None = None
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -598,9 +600,10 @@ class SearchSession:
         tmp = self.run_dir / "manifest.json.tmp"
         tmp.write_text(json.dumps(manifest, indent=2))
         os.replace(tmp, self.run_dir / "manifest.json")
-        from edgeslim.report import write_report
+        from edgeslim.report import write_html_report, write_report
 
         write_report(self.run_dir, manifest, records)
+        write_html_report(self.run_dir, manifest, records)
         get_plugin_manager().hook.edgeslim_search_finished(manifest=manifest)
         return manifest
 

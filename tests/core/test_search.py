@@ -47,6 +47,12 @@ def test_onnx_search_reports_only_what_an_independent_measurement_reproduces(tmp
     assert manifest["metric"]["name"] == "fidelity_cosine"
     assert "cosine similarity" in manifest["metric"]["description"]
     assert (out / "report.md").is_file() and (out / "candidates.jsonl").is_file()
+    html = (out / "report.html").read_text()
+    records = [json.loads(line) for line in (out / "candidates.jsonl").open()]
+    measured = [r for r in records if (r.get("latency") or {}).get("p50_ms") and r.get("metric") is not None]
+    # one point per measured candidate, the baseline and the chosen model among them, the layer table filled
+    assert html.count("<circle") >= len(measured) >= 2 and "Pareto" in html and "budget" in html
+    assert all(layer["name"] in html for layer in manifest["layers"])
     if proc.returncode == 3:
         assert manifest["best"]["meets_budget"] is False
         assert manifest["fastest"]["key"] in proc.stderr
@@ -151,3 +157,10 @@ def test_task_file_search_prunes_and_quantizes(tmp_path, digits_task_file, fast_
     records = [json.loads(line) for line in (out / "candidates.jsonl").open()]
     knobs = {k for r in records for d in r["plan"]["layers"].values() for k in d}
     assert {"bits", "sparsity"} <= knobs
+
+
+def test_pareto_front():
+    from edgeslim.report import pareto_front
+
+    points = [(1.0, 0.9), (0.5, 0.8), (0.6, 0.7), (2.0, 0.95), (0.5, 0.85), (3.0, 0.95)]
+    assert pareto_front(points) == [4, 0, 3]

@@ -1,0 +1,134 @@
+"""Optuna strategies: TPE (``--strategy tpe``) and NSGA-II (``--strategy nsga2``) over every knob.
+
+Each trial picks one level per knob (per layer, model-wide, the INT8 encoding and the target's own knobs),
+the session builds and measures it on the device, and the trial reports the metric (TPE: maximise it with
+the latency budget as a constraint; NSGA-II: the metric and the measured latency as two objectives, same
+constraint, for a Pareto front). The study lives in ``--storage URL`` (default: SQLite in the run
+directory), named after the run's content hash, so a resumed run continues the same study and the
+session's store answers every plan already measured without measuring it again.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Any, ClassVar
+
+from edgeslim import hookimpl
+from edgeslim.errors import EdgeslimError
+from edgeslim.plan import empty_plan, set_knob
+from edgeslim.search import SearchSession
+from edgeslim.settings import module_available
+from edgeslim.strategy import Strategy, TrialsExhausted
+
+#: constraint value of a trial whose latency could not be measured (failed, not faster than the baseline)
+UNMEASURED = 1e9
+
+
+def _knobs(session: SearchSession) -> list[tuple[str, Any]]:
+    offered = [(name, knob) for name, tech in session.techniques.items() if tech.reduces_latency
+               for knob in tech.knobs(session.source)]
+    offered += [(session.target.name, knob) for knob in session.target.knobs()]
+    return offered
+
+
+class OptunaStrategy(Strategy):
+    sampler_name: ClassVar[str] = ""
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        return module_available("optuna", "pip install optuna")
+
+    def _sampler(self, seed: int, constraints: Any) -> Any:
+        raise NotImplementedError
+
+    def _multi_objective(self) -> bool:
+        return False
+
+    def run(self, session: SearchSession) -> None:
+        import optuna
+
+        ok, why = self.available()
+        if not ok:
+            raise EdgeslimError(f"--strategy {self.name}: {why}")
+        optuna.logging.set_verbosity(logging.WARNING)
+        knobs = _knobs(session)
+        variants = {name: tech.variants(session.source) for name, tech in session.techniques.items()
+                    if tech.reduces_latency and tech.variants(session.source)}
+        if not knobs:
+            session.notes.append("no technique offers a knob for this model")
+            return
+        storage = session.config.storage or f"sqlite:///{session.run_dir / 'optuna.sqlite'}"
+        study_name = f"edgeslim-{self.name}-{hashlib.sha256(session.context.encode()).hexdigest()[:16]}"
+        budget = session.budget_ms
+
+        def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
+            return [trial.user_attrs.get("constraint", UNMEASURED)]
+
+        directions = ["maximize", "minimize"] if self._multi_objective() else ["maximize"]
+        if not session.evaluator.info.higher_is_better:
+            directions[0] = "minimize"
+        sampler = self._sampler(seed=0, constraints=constraints)
+        try:
+            study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
+                                        directions=directions, sampler=sampler)
+        except Exception as exc:  # noqa: BLE001 (SQLAlchemy raises many kinds for a bad URL)
+            raise EdgeslimError(f"--storage {storage}: cannot open the study ({type(exc).__name__}: {exc})") from None
+        session.notes.append(f"{self.name}: study {study_name} in {storage.split('://')[0]} storage")
+
+        def objective(trial: optuna.Trial) -> Any:
+            plan = empty_plan()
+            for name, options in variants.items():
+                choice = trial.suggest_categorical(f"{name}:variant", list(range(len(options))))
+                plan["model"].update(options[choice])
+            for _tech, knob in knobs:
+                key = f"{knob.layer or 'model'}:{knob.name}"
+                level = trial.suggest_categorical(key, list(knob.levels))
+                plan = set_knob(plan, knob.layer, knob.name, level, knob.levels[0])
+            try:
+                record = session.evaluate(plan, purpose=f"{self.name}:{trial.number}")
+            except TrialsExhausted:
+                trial.study.stop()
+                raise optuna.TrialPruned() from None
+            latency = session.latency_of(record)
+            metric = record.get("metric")
+            trial.set_user_attr("key", record["key"])
+            trial.set_user_attr("constraint", UNMEASURED if latency is None or record.get("status") == "not_faster"
+                                else latency - budget)
+            worst = float("-inf") if directions[0] == "maximize" else float("inf")
+            value = metric if metric is not None else worst
+            return (value, latency if latency is not None else UNMEASURED) if self._multi_objective() else value
+
+        remaining = session.trials_left()
+        if remaining > 0:
+            study.optimize(objective, n_trials=remaining, catch=())
+
+
+class TPEStrategy(OptunaStrategy):
+    name = "tpe"
+    description = "Optuna TPE: maximise the metric, measured latency within the budget as a constraint"
+
+    def _sampler(self, seed: int, constraints: Any) -> Any:
+        import optuna
+
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5,
+                                          constraints_func=constraints)
+
+
+class NSGA2Strategy(OptunaStrategy):
+    name = "nsga2"
+    description = "Optuna NSGA-II: metric and measured latency as two objectives, the budget as a constraint"
+
+    def _sampler(self, seed: int, constraints: Any) -> Any:
+        import optuna
+
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8, constraints_func=constraints)
+
+    def _multi_objective(self) -> bool:
+        return True
+
+
+@hookimpl
+def edgeslim_register_strategies(register):
+    register(TPEStrategy)
+    register(NSGA2Strategy)
