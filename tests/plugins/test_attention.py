@@ -126,13 +126,10 @@ def make_task():
 """
 
 
-def test_search_explores_the_cascade_knobs(tmp_path):
+def test_search_explores_the_cascade_knobs(tmp_path, fast_profile):
     task = tmp_path / "cascade_task.py"
     task.write_text(CASCADE_TASK)
-    profile = tmp_path / "fast.toml"
-    profile.write_text('name = "fast"\nextends = "local-cpu"\n[measurement]\nwarmup = 3\nmin_runs = 15\n'
-                       'min_seconds = 0.15\nverify_rounds = 3\n')
-    proc = run_cli("search", task, "--profile", profile, "--budget-ratio", "0.9", "--trials", "4",
+    proc = run_cli("search", task, "--profile", fast_profile, "--budget-ratio", "0.9", "--trials", "4",
                    "--out", tmp_path / "s", "--json")
     assert proc.returncode in (0, 3), proc.stderr
     manifest = json.loads(proc.stdout)
@@ -142,18 +139,15 @@ def test_search_explores_the_cascade_knobs(tmp_path):
 
 
 @pytest.mark.skipif(not HAVE_SCENES, reason="needs Fashion-MNIST (dataset-fashion-mnist) and Pillow")
-def test_the_scenes_cascade_through_apply(tmp_path):
+def test_the_scenes_cascade_through_apply(tmp_path, fast_profile):
     """The real example: attention model + crop-tuned ResNet on Fashion-MNIST items in photographs, at the
     smallest attention input and INT8 in both stages, built and measured end to end."""
-    profile = tmp_path / "fast.toml"
-    profile.write_text('name = "fast"\nextends = "local-cpu"\n[measurement]\nwarmup = 3\nmin_runs = 15\n'
-                       'min_seconds = 0.15\nverify_rounds = 3\n')
     plan = tmp_path / "plan.json"
     task = ROOT / "examples" / "fashion_mnist" / "scenes_task.py"
     layers = ["attention.features.0", "main.stem.0", "main.layer3.1.conv2", "main.head.2"]
     plan.write_text(json.dumps({"layers": {name: {"bits": 8} for name in layers},
                                 "model": {"attention_size": 28, "crop_size": 32}}))
-    proc = run_cli("apply", task, "--plan", plan, "--profile", profile, "--out", tmp_path / "a", "--json")
+    proc = run_cli("apply", task, "--plan", plan, "--profile", fast_profile, "--out", tmp_path / "a", "--json")
     assert proc.returncode in (0, 3), proc.stderr
     manifest = json.loads(proc.stdout)
     assert manifest["baseline"]["metric"]["value"] > 0.7 and manifest["best"]["metric"]["value"] > 0.65
