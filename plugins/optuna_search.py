@@ -5,13 +5,16 @@ the session builds and measures it on the device, and the trial reports the metr
 the latency budget as a constraint; NSGA-II: the metric and the measured latency as two objectives, same
 constraint, for a Pareto front). The study lives in ``--storage URL`` (default: SQLite in the run
 directory), named after the run's content hash, so a resumed run continues the same study and the
-session's store answers every plan already measured without measuring it again.
+session's store answers every plan already measured without measuring it again. Several workers (hosts,
+each with its own boards) may share one study through PostgreSQL: a plan any of them finished is taken from
+the study instead of being measured again.
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
+import time
 from typing import Any, ClassVar
 
 from edgeslim import hookimpl
@@ -68,12 +71,22 @@ class OptunaStrategy(Strategy):
         directions = ["maximize", "minimize"] if self._multi_objective() else ["maximize"]
         if not session.evaluator.info.higher_is_better:
             directions[0] = "minimize"
-        sampler = self._sampler(seed=0, constraints=constraints)
-        try:
-            study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
-                                        directions=directions, sampler=sampler)
-        except Exception as exc:  # noqa: BLE001 (SQLAlchemy raises many kinds for a bad URL)
-            raise EdgeslimError(f"--storage {storage}: cannot open the study ({type(exc).__name__}: {exc})") from None
+        # Optuna 5 takes constraints from the trial (set_constraint); 4 from the sampler's constraints_func
+        per_trial = hasattr(optuna.trial.Trial, "set_constraint")
+        sampler = self._sampler(seed=0, constraints=None if per_trial else constraints)
+        study = None
+        for attempt in range(5):
+            try:
+                study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
+                                            directions=directions, sampler=sampler)
+                break
+            except Exception as exc:  # noqa: BLE001 (SQLAlchemy raises many kinds)
+                # workers starting together race to create the schema and the study: the loser retries
+                if attempt == 4 or type(exc).__name__ not in ("IntegrityError", "ProgrammingError", "InternalError"):
+                    raise EdgeslimError(f"--storage {storage}: cannot open the study "
+                                        f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
+                time.sleep(0.5 + attempt)
+        assert study is not None
         session.notes.append(f"{self.name}: study {study_name} in {storage.split('://')[0]} storage")
 
         def objective(trial: optuna.Trial) -> Any:
@@ -85,6 +98,16 @@ class OptunaStrategy(Strategy):
                 key = f"{knob.layer or 'model'}:{knob.name}"
                 level = trial.suggest_categorical(key, list(knob.levels))
                 plan = set_knob(plan, knob.layer, knob.name, level, knob.levels[0])
+            trial.set_user_attr("worker", str(session.run_dir))
+            for done in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
+                if done.params == trial.params and "key" in done.user_attrs:
+                    # another worker (or an earlier run) already measured this plan: its result, not a new one
+                    for name in ("key", "constraint"):
+                        trial.set_user_attr(name, done.user_attrs[name])
+                    trial.set_user_attr("reused_from", done.number)
+                    if per_trial:
+                        trial.set_constraint("latency_over_budget_ms", done.user_attrs["constraint"])
+                    return tuple(done.values) if self._multi_objective() else done.value
             try:
                 record = session.evaluate(plan, purpose=f"{self.name}:{trial.number}")
             except TrialsExhausted:
@@ -93,8 +116,10 @@ class OptunaStrategy(Strategy):
             latency = session.latency_of(record)
             metric = record.get("metric")
             trial.set_user_attr("key", record["key"])
-            trial.set_user_attr("constraint", UNMEASURED if latency is None or record.get("status") == "not_faster"
-                                else latency - budget)
+            constraint = UNMEASURED if latency is None or record.get("status") == "not_faster" else latency - budget
+            trial.set_user_attr("constraint", constraint)
+            if per_trial:
+                trial.set_constraint("latency_over_budget_ms", constraint)
             worst = float("-inf") if directions[0] == "maximize" else float("inf")
             value = metric if metric is not None else worst
             return (value, latency if latency is not None else UNMEASURED) if self._multi_objective() else value
@@ -111,8 +136,8 @@ class TPEStrategy(OptunaStrategy):
     def _sampler(self, seed: int, constraints: Any) -> Any:
         import optuna
 
-        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5,
-                                          constraints_func=constraints)
+        extra = {"constraints_func": constraints} if constraints else {}
+        return optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=5, **extra)
 
 
 class NSGA2Strategy(OptunaStrategy):
@@ -122,7 +147,8 @@ class NSGA2Strategy(OptunaStrategy):
     def _sampler(self, seed: int, constraints: Any) -> Any:
         import optuna
 
-        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8, constraints_func=constraints)
+        extra = {"constraints_func": constraints} if constraints else {}
+        return optuna.samplers.NSGAIISampler(seed=seed, population_size=8, **extra)
 
     def _multi_objective(self) -> bool:
         return True

@@ -1,6 +1,7 @@
 """Optuna strategies: TPE and NSGA-II propose plans the session measures; the study lives in --storage."""
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -33,3 +34,38 @@ def test_bad_storage_url_is_a_clear_error(tmp_path, resnet_onnx, fast_profile):
                    "nosuchdb://x", "--trials", "2", "--out", tmp_path / "run")
     assert proc.returncode == 1 and "--storage nosuchdb://x: cannot open the study" in " ".join(proc.stderr.split())
     assert "Traceback" not in proc.stderr
+
+
+def test_two_workers_share_one_study_through_postgresql(tmp_path, resnet_onnx, fast_profile):
+    """A real PostgreSQL server; two search processes (two "hosts", each measuring on its own CPU) run TPE
+    against one study at the same time. Both contribute trials; a plan one finished is not measured again."""
+    import subprocess
+    import sys
+
+    from tests.pgserver import PostgresServer, find_bin
+
+    if not find_bin("initdb"):
+        pytest.skip("PostgreSQL binaries missing (apt-get install postgresql)")
+    pytest.importorskip("psycopg2")
+    server = PostgresServer()
+    try:
+        url = server.start()
+        cmd = [sys.executable, "-m", "edgeslim.cli", "search", str(resnet_onnx), "--profile", str(fast_profile),
+               "--budget-ratio", "0.7", "--strategy", "tpe", "--storage", url, "--trials", "4", "--json"]
+        workers = [subprocess.Popen([*cmd, "--out", str(tmp_path / f"w{i}")], stdout=subprocess.PIPE,
+                                    stderr=subprocess.PIPE, text=True) for i in range(2)]
+        outputs = [w.communicate(timeout=900) for w in workers]
+        for worker, (_out, err) in zip(workers, outputs, strict=True):
+            assert worker.returncode in (0, 3), err
+        studies = optuna.get_all_study_summaries(url)
+        assert len(studies) == 1  # same model, target and settings: one study
+        trials = optuna.load_study(study_name=studies[0].study_name, storage=url).trials
+        done = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE]
+        assert {t.user_attrs["worker"] for t in done} == {str(tmp_path / "w0"), str(tmp_path / "w1")}
+        for t in done:
+            if "reused_from" in t.user_attrs:  # taken from the study, not measured by this worker
+                continue
+            records = [json.loads(line) for line in (Path(t.user_attrs["worker"]) / "candidates.jsonl").open()]
+            assert t.user_attrs["key"] in {r["key"] for r in records}
+    finally:
+        server.stop()
