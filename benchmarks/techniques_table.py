@@ -19,16 +19,17 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import rotating_p50s, summary  # noqa: E402
 
 from edgeslim.evaluate import TaskEvaluator  # noqa: E402
-from edgeslim.measure import measure  # noqa: E402
 from edgeslim.plugins.pruning import removable_blocks  # noqa: E402
 from edgeslim.search import SearchConfig, SearchSession  # noqa: E402
 
@@ -131,14 +132,8 @@ def run_model(name: str, rounds: int, epochs: int, work: Path) -> list[dict]:
         artifacts[label] = owner.build(plan)
         print(f"{name}: built {label} in {time.time() - t0:.0f}s", flush=True)
     labels = list(artifacts)
-    p50s: dict[str, list[float]] = {label: [] for label in labels}
-    for r in range(rounds):
-        for label in labels[r % len(labels):] + labels[: r % len(labels)]:
-            stats = measure(session.runner, session._job(artifacts[label]), session.profile.measurement)
-            assert stats.usable, (label, stats.error)
-            p50s[label].append(stats.p50_ms)
+    p50s = rotating_p50s({label: (session, artifacts[label]) for label in labels}, rounds)
     evaluator = TaskEvaluator(make(name, eval_samples=10000))
-    base = statistics.median(p50s[labels[0]])
     rows = []
     for label in labels:
         artifact = artifacts[label]
@@ -147,8 +142,7 @@ def run_model(name: str, rounds: int, epochs: int, work: Path) -> list[dict]:
         rows.append({
             "model": name, "plan": label, "onnx_bytes": artifact.stat().st_size,
             "packed_bytes": size.get("packed_bytes"), "zipped_dense_bytes": size.get("zipped_dense_bytes"),
-            "p50_ms": statistics.median(p50s[label]), "p50_range": [min(p50s[label]), max(p50s[label])],
-            "latency_ratio": statistics.median(p50s[label]) / base,
+            **summary(p50s[label], p50s[labels[0]]),
             "test_accuracy": evaluator.score(session.target.host_session(artifact)),
         })
         print(rows[-1], flush=True)

@@ -12,6 +12,7 @@ the study instead of being measured again.
 
 from __future__ import annotations
 
+import abc
 import hashlib
 import logging
 import time
@@ -42,8 +43,9 @@ class OptunaStrategy(Strategy):
     def available(cls) -> tuple[bool, str]:
         return module_available("optuna", "pip install optuna")
 
+    @abc.abstractmethod
     def _sampler(self, seed: int, constraints: Any) -> Any:
-        raise NotImplementedError
+        """The Optuna sampler (TPE, NSGA-II); ``constraints`` is None where trials carry their own."""
 
     def _multi_objective(self) -> bool:
         return False
