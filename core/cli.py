@@ -207,6 +207,31 @@ def _run_search(config: Any, as_json: bool) -> None:
     _finish(manifest, config.out_dir, as_json)
 
 
+def _stored_run(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise EdgeslimError(f"cannot resume: {path} is missing or damaged ({exc})") from None
+    if not isinstance(data, dict):
+        raise EdgeslimError(f"cannot resume: {path} is not a run description")
+    return data
+
+
+def _run_multi(config: Any, profiles: list[str], as_json: bool) -> None:
+    from edgeslim.multi import run_multi
+    from edgeslim.report import print_report
+
+    with RichReporter(enabled=not as_json or sys.stderr.isatty()) as reporter:
+        manifest = run_multi(config, profiles, reporter)
+    if as_json:
+        click.echo(json.dumps(manifest, indent=2))
+    else:
+        print_report(Path(config.out_dir), out_console)
+    missed = [name for name, d in manifest["devices"].items() if d["status"] != "ok"]
+    if missed:
+        raise BudgetNotMet(f"no candidate met the budget on {', '.join(missed)}; see {config.out_dir}/report.md")
+
+
 def recovery_options(func: Any) -> Any:
     """The recovery options shared by ``search`` and ``apply``."""
     func = click.option("--distill-feature", "distill_features", multiple=True, metavar="STUDENT=TEACHER",
@@ -259,13 +284,17 @@ def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) 
 
 @cli.command()
 @click.argument("model", required=False)
-@click.option("--profile", "profile_ref", default="local-cpu", show_default=True)
+@click.option("--profile", "profile_refs", multiple=True, help="device profile (built-in name or TOML path); "
+              "repeat for several devices in one run: one best model per device  [default: local-cpu]")
 @click.option("--budget-ms", type=float, help="latency budget in ms (overrides the profile)")
 @click.option("--budget-ratio", type=float, help="budget as a fraction of the measured baseline (overrides)")
 @click.option("--calib", type=str, help="calibration inputs: .npz with one array per model input")
 @click.option("--input-shape", "input_shapes", multiple=True, help="NAME=1,3,320,320 (repeatable)")
 @click.option("--strategy", default="greedy", show_default=True, help="greedy, tpe or nsga2 (Optuna)")
 @click.option("--storage", type=str, help="Optuna storage URL for tpe/nsga2 (default: SQLite in the run dir)")
+@click.option("--trial-grace", "trial_grace_s", type=click.FloatRange(min=3), default=120.0, show_default=True,
+              help="tpe/nsga2: seconds without a worker's heartbeat before its running trial is retried")
+@click.option("--no-predictor", is_flag=True, help="measure every candidate the strategy proposes (no latency table)")
 @click.option("--trials", type=click.IntRange(min=1), default=30, show_default=True,
               help="at most this many measured candidates")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=2, show_default=True,
@@ -274,10 +303,11 @@ def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) 
 @click.option("--resume", "resume_dir", type=str, help="continue a killed or failed search in DIR")
 @click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
 @recovery_options
-def search(model: str | None, profile_ref: str, budget_ms: float | None, budget_ratio: float | None,
-           calib: str | None, input_shapes: tuple[str, ...], strategy: str, storage: str | None, trials: int,
-           finetune_epochs: int, out_dir: str | None, resume_dir: str | None, as_json: bool, recovery: str,
-           recovery_option: tuple[str, ...], distill_features: tuple[str, ...]) -> None:
+def search(model: str | None, profile_refs: tuple[str, ...], budget_ms: float | None, budget_ratio: float | None,
+           calib: str | None, input_shapes: tuple[str, ...], strategy: str, storage: str | None,
+           trial_grace_s: float, no_predictor: bool, trials: int, finetune_epochs: int, out_dir: str | None,
+           resume_dir: str | None, as_json: bool, recovery: str, recovery_option: tuple[str, ...],
+           distill_features: tuple[str, ...]) -> None:
     """Search for the most accurate compressed MODEL (.onnx or TASK.py) that meets the budget."""
     from edgeslim.search import SearchConfig
 
@@ -286,10 +316,16 @@ def search(model: str | None, profile_ref: str, budget_ms: float | None, budget_
             raise EdgeslimError("--resume DIR repeats the stored run; do not give MODEL as well")
         if not Path(resume_dir).is_dir():
             raise EdgeslimError(f"--resume {resume_dir}: no such run directory")
-        config = SearchConfig.load(Path(resume_dir) / "run.json")
+        stored = _stored_run(Path(resume_dir) / "run.json")
+        profiles = stored.pop("profiles", None)
+        config = SearchConfig.from_dict(stored, Path(resume_dir) / "run.json")
         config.out_dir = resume_dir
-        _run_search(config, as_json)
+        if profiles:
+            _run_multi(config, profiles, as_json)
+        else:
+            _run_search(config, as_json)
         return
+    profiles = list(profile_refs) or ["local-cpu"]
     if not model:
         raise EdgeslimError("search needs MODEL (.onnx or TASK.py) or --resume DIR")
     if budget_ms is not None and budget_ratio is not None:
@@ -300,16 +336,25 @@ def search(model: str | None, profile_ref: str, budget_ms: float | None, budget_
         raise EdgeslimError(f"--budget-ratio must be in (0, 1], got {budget_ratio}")
     from edgeslim.profile import load_profile
 
-    load_profile(profile_ref)  # fail on a bad profile before any work
-    config = SearchConfig(model=model, profile=profile_ref, out_dir=out_dir or _default_out(model),
+    for ref in profiles:
+        load_profile(ref)  # fail on a bad profile before any work
+    if len(set(profiles)) != len(profiles):
+        raise EdgeslimError(f"--profile given twice: {', '.join(p for p in profiles if profiles.count(p) > 1)}")
+    if len(profiles) > 1 and storage:
+        raise EdgeslimError("--storage shares one device's search across workers; give one --profile with it")
+    config = SearchConfig(model=model, profile=profiles[0], out_dir=out_dir or _default_out(model),
                           budget_ms=budget_ms, budget_ratio=budget_ratio, calib=calib,
                           input_shapes=_shapes(input_shapes), strategy=strategy, storage=storage, trials=trials,
                           finetune_epochs=finetune_epochs, recovery=recovery,
-                          recovery_options=_recovery(recovery, recovery_option, distill_features))
+                          recovery_options=_recovery(recovery, recovery_option, distill_features),
+                          trial_grace_s=trial_grace_s, predictor=not no_predictor)
     if (Path(config.out_dir) / "manifest.json").exists():
         raise EdgeslimError(f"--out {config.out_dir} already holds a finished run; choose another directory "
                             "(or --resume it)")
-    _run_search(config, as_json)
+    if len(profiles) > 1:
+        _run_multi(config, profiles, as_json)
+    else:
+        _run_search(config, as_json)
 
 
 @cli.command()

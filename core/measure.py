@@ -52,6 +52,8 @@ class LatencyStats:
     attempts: int = 1
     samples_ms: list[float] = field(default_factory=list)
     board: dict[str, Any] = field(default_factory=dict)
+    #: per-node times from the runtime's profiler, in a run of its own after the timed runs (when asked)
+    layer_profile: list[dict[str, Any]] = field(default_factory=list)
 
     @property
     def usable(self) -> bool:
@@ -118,16 +120,21 @@ class LocalRunner:
         return LatencyStats.from_agent(json.loads(lines[-1]), self.where)
 
 
-def measurement_job(base: dict[str, Any], settings: MeasurementSettings) -> dict[str, Any]:
+def measurement_job(base: dict[str, Any], settings: MeasurementSettings, layer_profile: bool = False
+                    ) -> dict[str, Any]:
     job = dict(base)
     job.update(warmup=settings.warmup, min_runs=settings.min_runs, min_seconds=settings.min_seconds,
-               max_seconds=settings.max_seconds, max_cv=settings.max_cv, deadline_s=settings.timeout_s)
+               max_seconds=settings.max_seconds, max_cv=settings.max_cv, deadline_s=settings.timeout_s,
+               layer_profile_runs=settings.layer_profile_runs if layer_profile else 0)
     return job
 
 
-def measure(runner: Runner, job: dict[str, Any], settings: MeasurementSettings) -> LatencyStats:
-    """Measure once; re-measure a noisy result up to ``settings.retries`` times and keep the steadiest."""
-    full_job = measurement_job(job, settings)
+def measure(runner: Runner, job: dict[str, Any], settings: MeasurementSettings, layer_profile: bool = False
+            ) -> LatencyStats:
+    """Measure once; re-measure a noisy result up to ``settings.retries`` times and keep the steadiest.
+
+    ``layer_profile`` also asks the agent for per-node times (a separate profiled run; the latency table)."""
+    full_job = measurement_job(job, settings, layer_profile)
     result = runner.run_job(full_job, settings.timeout_s)
     attempts = 1
     while result.status in REMEASURE and attempts <= settings.retries:

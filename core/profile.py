@@ -23,6 +23,16 @@ class BudgetSettings(Strict):
         default=None, gt=0, le=1, description="budget as a fraction of the uncompressed model's latency"
     )
     statistic: Literal["p50", "p90"] = "p50"
+    size_kb: float | None = Field(default=None, gt=0, description="largest model file the device loads, kB "
+                                  "(the compiled artifact as it is)")
+    stored_kb: float | None = Field(default=None, gt=0, description="largest stored form, kB: the artifact or its "
+                                    "packed file (Deep Compression, sparse zip), unpacked at install time")
+    memory_mb: float | None = Field(default=None, gt=0, description="peak resident memory of the process running "
+                                    "the model on the device, MB (runtime and interpreter included)")
+
+    @property
+    def limits_size(self) -> bool:
+        return self.size_kb is not None or self.stored_kb is not None
 
     @model_validator(mode="after")
     def _one_kind(self) -> BudgetSettings:
@@ -42,6 +52,8 @@ class MeasurementSettings(Strict):
     retries: int = Field(default=2, ge=0, description="re-measurements of a noisy result")
     timeout_s: float = Field(default=300.0, gt=0)
     verify_rounds: int = Field(default=5, ge=1, description="interleaved rounds when comparing two models")
+    layer_profile_runs: int = Field(default=100, ge=5, description="profiled runs per model for the latency table "
+                                    "(medians per node, in a run of their own)")
 
 
 class BoardSettings(Strict):

@@ -26,6 +26,26 @@ def _plan_text(plan: dict[str, Any] | None) -> str:
     return "; ".join(parts) or "(uncompressed)"
 
 
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100 * value:+.1f}%"
+
+
+def _predictor_text(manifest: dict[str, Any]) -> str:
+    """One sentence on the latency table, or why there was none."""
+    predictor = manifest.get("predictor")
+    if not predictor:
+        return "No latency table: every candidate the strategy proposed was measured."
+    err = predictor["error"]
+    quality = (f"its prediction before each of {err['n']} measurements was off by a median "
+               f"{err['median_abs_pct']:.1f}% (p90 {err['p90_abs_pct']:.1f}%, max {err['max_abs_pct']:.1f}%)"
+               if err.get("n") else "no candidate was measured after it was built")
+    return (f"Ranking by a latency table of {predictor['entries']} per-layer entries from {predictor['probes']} "
+            f"probes profiled on the device, corrected online (scale {predictor['correction']['scale']:.2f}, "
+            f"offset {predictor['correction']['offset_ms']:.3f} ms); {quality}; "
+            f"{manifest.get('candidates_skipped_by_predictor', 0)} candidate(s) predicted over the budget "
+            f"+{100 * predictor['near_budget']:.0f}% were not measured. The budget was judged on measurements only.")
+
+
 def write_report(run_dir: Path, manifest: dict[str, Any], records: list[dict[str, Any]]) -> None:
     best, base = manifest["best"], manifest["baseline"]
     metric = manifest["metric"]["name"]
@@ -45,14 +65,17 @@ def write_report(run_dir: Path, manifest: dict[str, Any], records: list[dict[str
                      f"[{_fmt(v['reference_min_ms'])}-{_fmt(v['reference_max_ms'])}], best "
                      f"{_fmt(v['candidate_p50_ms'])} ms [{_fmt(v['candidate_min_ms'])}-{_fmt(v['candidate_max_ms'])}]"
                      f", speed-up {1 / v['ratio']:.2f}x")
-    lines += [f"- best plan: {_plan_text(best.get('plan'))}", f"- metric: {manifest['metric']['description']}", ""]
+    lines += [f"- best plan: {_plan_text(best.get('plan'))}", f"- metric: {manifest['metric']['description']}",
+              f"- {_predictor_text(manifest)}", ""]
     if manifest["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in manifest["notes"]] + [""]
-    lines += ["## Candidates", "", f"| key | purpose | p50 ms | p90 ms | cv | {metric} | status | plan |",
-              "|---|---|---|---|---|---|---|---|"]
+    lines += ["## Candidates", "",
+              f"| key | purpose | p50 ms | predicted ms | p90 ms | cv | {metric} | status | plan |",
+              "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         lat = r.get("latency") or {}
-        lines.append(f"| {r['key'][:10]} | {r['purpose']} | {_fmt(lat.get('p50_ms'))} | {_fmt(lat.get('p90_ms'))} | "
+        lines.append(f"| {r['key'][:10]} | {r['purpose']} | {_fmt(lat.get('p50_ms'))} | "
+                     f"{_fmt((r.get('details') or {}).get('predicted_ms'))} | {_fmt(lat.get('p90_ms'))} | "
                      f"{_fmt(lat.get('cv'), 2)} | {_fmt(r.get('metric'), 4)} | {r['status']} | "
                      f"{_plan_text(r['plan'])[:120]} |")
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
@@ -89,6 +112,8 @@ def load_manifest(run_dir: Path) -> dict[str, Any]:
 
 def print_report(run_dir: Path, console: Console) -> dict[str, Any]:
     manifest = load_manifest(run_dir)
+    if manifest.get("multi_device"):
+        return _print_multi(run_dir, manifest, console)
     console.print(summary_table(manifest))
     best = manifest["best"]
     console.print(f"best plan: {escape(_plan_text(best.get('plan')))}", highlight=False)
@@ -96,6 +121,20 @@ def print_report(run_dir: Path, console: Console) -> dict[str, Any]:
         console.print(f"note: {escape(note)}", highlight=False)
     html = write_html_report(run_dir, manifest, load_records(run_dir))
     console.print(f"report: {run_dir / 'report.md'}, {html}")
+    return manifest
+
+
+def _print_multi(run_dir: Path, manifest: dict[str, Any], console: Console) -> dict[str, Any]:
+    from edgeslim.multi import write_multi_reports
+
+    for name, device in manifest["devices"].items():
+        sub = load_manifest(run_dir / device["run_dir"])
+        console.print(summary_table(sub))
+        console.print(f"{escape(name)}: best plan: {escape(_plan_text(sub['best'].get('plan')))}", highlight=False)
+        write_html_report(run_dir / device["run_dir"], sub, load_records(run_dir / device["run_dir"]))
+    shared = manifest["shared_evaluations"]
+    console.print(f"shared across devices: {shared['builds_reused']} built models, {shared['metrics_reused']} metrics")
+    console.print(f"report: {run_dir / 'report.md'}, {write_multi_reports(run_dir, manifest)}")
     return manifest
 
 
@@ -193,7 +232,9 @@ def write_html_report(run_dir: Path, manifest: dict[str, Any], records: list[dic
     verification = best.get("verification") or {}
     cand_rows = "".join(
         f"<tr><td>{r['key'][:10]}</td><td>{h(r['purpose'])}</td><td>{_fmt((r.get('latency') or {}).get('p50_ms'))}"
-        f"</td><td>{_fmt((r.get('latency') or {}).get('cv'), 2)}</td><td>{_fmt(r.get('metric'), 4)}</td>"
+        f"</td><td>{_fmt((r.get('details') or {}).get('predicted_ms'))}</td>"
+        f"<td>{_pct((r.get('details') or {}).get('prediction_error'))}</td>"
+        f"<td>{_fmt((r.get('latency') or {}).get('cv'), 2)}</td><td>{_fmt(r.get('metric'), 4)}</td>"
         f"<td>{h(r['status'])}</td><td>{h(_plan_text(r['plan']))}</td></tr>" for r in records)
     distinct_sizes = len({p["x"] for p in size_points}) > 1
     best_ms = best["latency"].get("p50_ms")
@@ -224,13 +265,16 @@ warm-up {measurement.get('warmup')}, at least {measurement.get('min_runs')} runs
 s per measurement, re-measured when cv &gt; {measurement.get('max_cv')}.</li>
 <li>The chosen model was verified against the baseline: {h(str(verification.get('method', 'not verified')))}
 (baseline {_fmt(verification.get('reference_p50_ms'))} ms, chosen {_fmt(verification.get('candidate_p50_ms'))} ms).</li>
+<li>{_predictor_text(manifest)}</li>
+<li>Agent runs on the device for this run: {h(json.dumps(manifest.get('device_runs', {})))}.</li>
 <li>{h(metric)}: {h(manifest['metric']['description'])}.</li>
 <li>Recovery: {h(json.dumps(manifest.get('recovery', {})))}.</li>
 <li>Versions: {h(json.dumps(manifest.get('versions', {})))}.</li></ul>
 {'<h2>Notes</h2><ul>' + ''.join(f'<li>{h(n)}</li>' for n in manifest.get('notes', [])) + '</ul>'
  if manifest.get('notes') else ''}
 <h2>All candidates ({len(records)})</h2>
-<table><tr><th>key</th><th>purpose</th><th>p50 ms</th><th>cv</th><th>{h(metric)}</th><th>status</th><th>plan</th></tr>
+<table><tr><th>key</th><th>purpose</th><th>p50 ms</th><th>predicted ms</th><th>prediction error</th><th>cv</th>
+<th>{h(metric)}</th><th>status</th><th>plan</th></tr>
 {cand_rows}</table></body></html>
 """
     path = run_dir / "report.html"

@@ -30,8 +30,17 @@ from edgeslim.model import (
     weighted_nodes,
 )
 from edgeslim.plan import Plan, canonical, empty_plan, plan_key
+from edgeslim.predictor import (
+    NEAR_BUDGET,
+    LatencyPredictor,
+    Probe,
+    attribute_profile,
+    error_summary,
+    graph_summary,
+    layer_producers,
+)
 from edgeslim.profile import Profile, load_profile
-from edgeslim.store import Store
+from edgeslim.store import SharedEvaluations, Store
 from edgeslim.strategy import TrialsExhausted
 from edgeslim.target import Target
 from edgeslim.task import Task, load_task
@@ -59,6 +68,10 @@ class SearchConfig:
     recovery_options: dict[str, Any] = field(default_factory=dict)
     #: Optuna storage URL for the tpe/nsga2 strategies (default: SQLite in the run directory)
     storage: str | None = None
+    #: Optuna: seconds without a heartbeat after which a worker's running trial is failed and retried
+    trial_grace_s: float = 120.0
+    #: rank candidates with a per-layer latency table measured on the device; measure only those near the budget
+    predictor: bool = True
 
     def save(self, path: Path) -> None:
         path.write_text(json.dumps(asdict(self), indent=2))
@@ -66,8 +79,16 @@ class SearchConfig:
     @classmethod
     def load(cls, path: Path) -> SearchConfig:
         try:
-            return cls(**json.loads(path.read_text()))
-        except (OSError, ValueError, TypeError) as exc:
+            data = json.loads(path.read_text())
+        except (OSError, ValueError) as exc:
+            raise EdgeslimError(f"cannot resume: {path} is missing or damaged ({exc})") from None
+        return cls.from_dict(data, path)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], path: Path) -> SearchConfig:
+        try:
+            return cls(**data)
+        except TypeError as exc:
             raise EdgeslimError(f"cannot resume: {path} is missing or damaged ({exc})") from None
 
 
@@ -158,8 +179,10 @@ class SearchSession:
     """One search (or one ``apply``): owns the store, the target, the runner and the run directory."""
 
     def __init__(self, config: SearchConfig, reporter: Reporter | None = None, registry: Registry | None = None,
-                 runner: Runner | None = None, profile: Profile | None = None) -> None:
+                 runner: Runner | None = None, profile: Profile | None = None,
+                 shared: SharedEvaluations | None = None) -> None:
         self.config = config
+        self.shared = shared
         self.reporter = reporter or Reporter()
         self.registry = registry or load_registry()
         self.run_dir = Path(config.out_dir)
@@ -176,6 +199,9 @@ class SearchSession:
         self.runner = runner or self._runner_for_profile()
         self.techniques = {name: t for name, t in self.registry.techniques.items() if t.available()[0]}
         self.measured_this_run = 0
+        #: agent runs on the device this run, whatever they were for (candidates, latency table, verification)
+        self.device_runs = {"candidates": 0, "latency_table": 0, "verification": 0}
+        self.predictor: LatencyPredictor | None = None
         self.baseline: dict[str, Any] | None = None
         self.budget_ms: float | None = None
 
@@ -207,13 +233,20 @@ class SearchSession:
             "calibration": calib_origin, "input_shapes": self.source.input_shapes(),
             "recovery": [self.config.recovery, self.config.recovery_options],
         })
+        # what decides the built model and its metric (not the device's speed settings): shared across devices
+        self.scoring_context = canonical({
+            "model": self.source.fingerprint, "target": self.target.name,
+            "scoring": self.target.scoring_settings(), "finetune_epochs": self.config.finetune_epochs,
+            "calibration": calib_origin, "input_shapes": self.source.input_shapes(),
+            "recovery": [self.config.recovery, self.config.recovery_options],
+        })
         self.store = Store(self.run_dir / "store.sqlite")
         previous = self.store.get_meta("context")
         if previous is not None and previous != self.context:
             raise EdgeslimError(f"cannot resume {self.run_dir}: the model, target settings or calibration "
                                 "differ from the stored run; use a new --out directory")
         self.store.set_meta("context", self.context)
-        for stale in (self.run_dir / "candidates").glob("*.tmp"):
+        for stale in [*(self.run_dir / "candidates").glob("*.tmp"), *(self.run_dir / "probes").glob("*.tmp")]:
             shutil.rmtree(stale, ignore_errors=True)  # a build killed half-way; never presented as a result
 
     def technique_for_knob(self, knob: str) -> str | None:
@@ -224,14 +257,26 @@ class SearchSession:
 
     # --- building -------------------------------------------------------------------------------------------
 
-    def build(self, plan: Plan) -> Path:
-        """Apply a plan and compile the result; artifacts are cached per plan key."""
-        key = plan_key(plan, self.context)
-        final_dir = self.run_dir / "candidates" / key
+    def build(self, plan: Plan, latency_probe: bool = False) -> Path:
+        """Apply a plan and compile the result; artifacts are cached per plan key.
+
+        A ``latency_probe`` is built without recovery training (its weights do not change its speed) and kept
+        apart from the candidates: it is timed for the latency table, never scored or reported as a model."""
+        key = plan_key(plan, self.context + "\nlatency_probe" if latency_probe else self.context)
+        final_dir = self.run_dir / ("probes" if latency_probe else "candidates") / key
         artifact = final_dir / f"model{self.target.artifact_suffix}"
         if artifact.exists():
             return artifact
-        tmp_dir = self.run_dir / "candidates" / f"{key}.tmp"
+        if self.shared is not None and not latency_probe:
+            _, built = self.shared.get(plan_key(plan, self.scoring_context))
+            if built and (Path(built) / artifact.name).exists():
+                # another device of this run built the same model: copy it rather than train it again
+                shutil.copytree(built, final_dir.parent / f"{key}.tmp", dirs_exist_ok=True)
+                shutil.rmtree(final_dir, ignore_errors=True)
+                (final_dir.parent / f"{key}.tmp").rename(final_dir)
+                self.shared.builds_reused += 1
+                return artifact
+        tmp_dir = final_dir.parent / f"{key}.tmp"
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir(parents=True)
         ctx = BuildContext(source=self.source, calibration=self.calibration, work_dir=tmp_dir,
@@ -240,7 +285,7 @@ class SearchSession:
         active = sorted((t for t in self.techniques.values() if t.is_active(plan) and not t.recovers),
                         key=lambda t: t.order)
         can_train = (self.source.torch_model is not None and ctx.train_data is not None
-                     and self.config.finetune_epochs > 0)
+                     and self.config.finetune_epochs > 0 and not latency_probe)
         # with a torch model and training data, ONNX-stage techniques that can retrain around their decisions
         # (pruning masks held during the recovery) run in the torch stage too
         torch_stage = [t for t in active if t.stage == "torch" or (can_train and t.retrains_in_torch)]
@@ -258,7 +303,9 @@ class SearchSession:
                 for tech in group:
                     module = tech.apply_torch(module, plan, ctx)
                 if any(t.needs_recovery or t.retrains_in_torch for t in group):
-                    if ctx.train_data is not None and epochs > 0:
+                    if latency_probe:
+                        pass
+                    elif ctx.train_data is not None and epochs > 0:
                         self._recover(module, ctx.train_data, epochs)
                     elif ctx.train_data is None:
                         # no training data (a bare ONNX model): rebuild each narrowed layer's weights by least
@@ -280,6 +327,9 @@ class SearchSession:
             onnx_path = tech.apply_onnx(onnx_path, plan, ctx, tmp_dir / f"onnx_stage_{index}_{tech.name}.onnx")
         layer_nodes = {name: node for name, node in ctx.layer_nodes.items()}
         (tmp_dir / "layer_nodes.json").write_text(json.dumps(layer_nodes, indent=1))
+        # the graph's structure, so per-node profiles (fused kernels named after tensors) map back to layers
+        (tmp_dir / "graph.json").write_text(json.dumps(graph_summary(onnx.load(str(onnx_path),
+                                                                               load_external_data=False))))
         compiled = self.target.compile(onnx_path, tmp_dir, plan)
         if compiled.name != artifact.name:
             raise EdgeslimError(f"target {self.target.name} wrote {compiled.name}, expected {artifact.name}")
@@ -290,6 +340,8 @@ class SearchSession:
             leftover.unlink()  # intermediate models; the artifact is what the target compiled
         shutil.rmtree(final_dir, ignore_errors=True)
         tmp_dir.rename(final_dir)
+        if self.shared is not None and not latency_probe:
+            self.shared.put(plan_key(plan, self.scoring_context), artifact_dir=str(final_dir.resolve()))
         return artifact
 
     def size_details(self, plan: Plan, artifact: Path) -> dict[str, Any]:
@@ -354,8 +406,17 @@ class SearchSession:
                    for layer in effective if asked[layer] != effective[layer]}
         return {"effective_precision": effective, "precision_differs_from_plan": differs}
 
-    def _score_artifact(self, artifact: Path) -> float:
-        return self.evaluator.score(self.target.host_session(artifact))
+    def _score_artifact(self, artifact: Path, plan: Plan | None = None) -> float:
+        if self.shared is None or plan is None:
+            return self.evaluator.score(self.target.host_session(artifact))
+        key = plan_key(plan, self.scoring_context)
+        metric, _ = self.shared.get(key)
+        if metric is not None:
+            self.shared.metrics_reused += 1
+            return metric
+        metric = self.evaluator.score(self.target.host_session(artifact))
+        self.shared.put(key, metric=metric)
+        return metric
 
     def _job(self, artifact: Path) -> dict[str, Any]:
         return self.target.benchmark_job(artifact, self.source.input_shapes())
@@ -370,7 +431,7 @@ class SearchSession:
             return record
         try:
             artifact = self.build(plan)
-            metric = self._score_artifact(artifact)
+            metric = self._score_artifact(artifact, plan)
             status, note = "scored", ""
         except EdgeslimError as exc:
             artifact, metric, status, note = None, None, "failed", str(exc)
@@ -379,15 +440,16 @@ class SearchSession:
         self.store.put(record)
         return record
 
-    def evaluate(self, plan: Plan, purpose: str = "candidate") -> dict[str, Any]:
-        """Build, measure on the target and score. Raises TrialsExhausted past ``--trials``."""
+    def evaluate(self, plan: Plan, purpose: str = "candidate", counts_as_trial: bool = True) -> dict[str, Any]:
+        """Build, measure on the target and score. Raises TrialsExhausted past ``--trials`` (unless the
+        measurement is not a trial of this worker's own, e.g. checking another worker's best on this device)."""
         key = plan_key(plan, self.context)
         record = self.store.get(key)
         if record is not None and record["latency"] is not None and record["metric"] is not None:
             get_plugin_manager().hook.edgeslim_candidate_measured(record={**record, "from_store": True})
             return record
         is_baseline = plan == empty_plan()
-        if not is_baseline and self.store.count_measured() - 1 >= self.config.trials:
+        if counts_as_trial and not is_baseline and self.store.count_measured() - 1 >= self.config.trials:
             raise TrialsExhausted
         self.reporter.advance(purpose)
         try:
@@ -399,9 +461,12 @@ class SearchSession:
                       "artifact": None, "status": "failed", "note": str(exc)}
             self.store.put(record)
             return record
+        # the prediction is made before the measurement, so its recorded error is the one a ranking suffers
+        predicted = self.predictor.predict(plan) if self.predictor is not None else None
         stats = measure(self.runner, self._job(artifact), self.profile.measurement)
+        self.device_runs["candidates"] += stats.attempts
         metric = record["metric"] if record is not None and record["metric"] is not None else \
-            self._score_artifact(artifact)
+            self._score_artifact(artifact, plan)
         status = "measured" if stats.usable else f"measure_{stats.status}"
         note = stats.error or ""
         if stats.usable and not is_baseline and self.baseline is not None:
@@ -411,12 +476,105 @@ class SearchSession:
                 # the speed-up gate: a compressed model that is not faster is never a result
                 status = "not_faster"
                 note = f"measured {mine:.3f} ms, baseline {base_ms:.3f} ms: not faster, dropped"
+        details = {**self.precision_details(plan, artifact), **self.size_details(plan, artifact)}
+        if predicted is not None and stats.usable:
+            measured_ms = stats.statistic(self.profile.budget.statistic)
+            details.update(predicted_ms=predicted, prediction_error=predicted / measured_ms - 1)
+            self.predictor.observe(plan, measured_ms)
         record = {"key": key, "plan": plan, "purpose": purpose, "metric": metric, "latency": stats.to_dict(),
-                  "artifact": self._rel(artifact), "status": status, "note": note,
-                  "details": {**self.precision_details(plan, artifact), **self.size_details(plan, artifact)}}
+                  "artifact": self._rel(artifact), "status": status, "note": note, "details": details}
         self.measured_this_run += 1
         self.store.put(record)
         get_plugin_manager().hook.edgeslim_candidate_measured(record={**record, "from_store": False})
+        return record
+
+    # --- the latency table ---------------------------------------------------------------------------------------
+
+    def build_predictor(self, base: Plan, knobs: list[Any]) -> LatencyPredictor | None:
+        """Measure the probes (baseline profile, one uniform probe per knob level) and build the table.
+
+        ``base`` holds the model-wide values every candidate will share; ``knobs`` are the per-layer knobs
+        the strategy will use. Probes are stored, so a resumed run does not measure them again. Returns None
+        (and says why in the notes) when the target gives no per-node profile."""
+        if not self.config.predictor or self.baseline is None:
+            return None
+        self.reporter.phase("latency table (uniform probes, profiled on the target)")
+        stored: dict[str, Any] = self.store.get_meta("latency_probes") or {}
+        layers = {layer.name for layer in self.source.layers} | {k.layer for k in knobs if k.layer}
+        by_knob: dict[tuple[str, str], list[str]] = {}
+        levels: dict[str, list[Any]] = {}
+        for knob in knobs:
+            if knob.layer is None:
+                continue
+            by_knob.setdefault((knob.name, "layers"), []).append(knob.layer)
+            levels.setdefault(knob.name, [lv for lv in knob.levels[1:]])
+        wanted: list[tuple[str | None, Any, Plan, list[str]]] = [(None, None, base, [])]
+        for (name, _), knob_layers in by_knob.items():
+            for level in levels[name]:
+                plan = {"layers": {layer: {name: level} for layer in knob_layers}, "model": dict(base["model"])}
+                wanted.append((name, level, plan, knob_layers))
+        probes: list[Probe] = []
+        for name, level, plan, knob_layers in wanted:
+            key = plan_key(plan, self.context + "\nlatency_probe")
+            if key not in stored:
+                self.reporter.advance(f"probe {name}={level}" if name else "probe baseline")
+                try:
+                    artifact = self.build(plan, latency_probe=True)
+                except EdgeslimError as exc:
+                    self.notes.append(f"latency table: probe {name}={level} could not be built ({exc}); "
+                                      "those entries predict no change")
+                    continue
+                stats = measure(self.runner, self._job(artifact), self.profile.measurement, layer_profile=True)
+                self.device_runs["latency_table"] += stats.attempts
+                if not stats.usable or not stats.layer_profile:
+                    self.notes.append(f"latency table: probe {name}={level} gave no per-node profile "
+                                      f"({stats.status}: {stats.error or 'the target does not profile'})")
+                    continue
+                layer_nodes = json.loads((artifact.parent / "layer_nodes.json").read_text())
+                graph = json.loads((artifact.parent / "graph.json").read_text())
+                layer_ms, rest_ms = attribute_profile(stats.layer_profile, layer_nodes, graph, layers)
+                stored[key] = Probe(plan, name, level, knob_layers, stats.statistic(self.profile.budget.statistic),
+                                    layer_ms, rest_ms).to_dict()
+                self.store.set_meta("latency_probes", stored)
+            probes.append(Probe(**stored[key]))
+        if not any(p.knob is None for p in probes):
+            self.notes.append("latency table not built: the baseline gave no per-node profile on this target; "
+                              "every candidate the strategy proposes is measured")
+            return None
+        base_dir = self.build(base, latency_probe=True).parent
+        producers = layer_producers(json.loads((base_dir / "layer_nodes.json").read_text()),
+                                    json.loads((base_dir / "graph.json").read_text()), layers)
+        self.predictor = LatencyPredictor(probes, base_model=dict(base["model"]), producers=producers,
+                                          consumer_knobs={k.name for k in knobs if k.narrows_consumers})
+        # candidates measured before (a resumed run) correct the table too
+        for record in self.store.all():
+            ms = self.latency_of(record)
+            if ms is not None and record["key"] != self.baseline["key"]:
+                self.predictor.observe(record["plan"], ms)
+        return self.predictor
+
+    def predict(self, plan: Plan) -> float | None:
+        return self.predictor.predict(plan) if self.predictor is not None else None
+
+    def worth_measuring(self, plan: Plan) -> bool:
+        """False when the table predicts the plan well over the budget (never measured, so never chosen)."""
+        if self.predictor is None or self.budget_ms is None:
+            return True
+        return self.predictor.near_budget(plan, self.budget_ms)
+
+    def skip_predicted(self, plan: Plan, purpose: str) -> dict[str, Any]:
+        """Record a plan the table ranks far over the budget: no build, no measurement, never a result."""
+        key = plan_key(plan, self.context)
+        existing = self.store.get(key)
+        if existing is not None and existing["latency"] is not None:
+            return existing
+        predicted = self.predict(plan)
+        record = {"key": key, "plan": plan, "purpose": purpose, "metric": existing["metric"] if existing else None,
+                  "latency": None, "artifact": existing["artifact"] if existing else None,
+                  "status": "predicted_over_budget",
+                  "note": f"predicted {predicted:.3f} ms > budget {self.budget_ms:.3f} ms (+{NEAR_BUDGET:.0%}): "
+                          "not measured", "details": {"predicted_ms": predicted}}
+        self.store.put(record)
         return record
 
     def latency_of(self, record: dict[str, Any]) -> float | None:
@@ -429,7 +587,30 @@ class SearchSession:
         if record.get("status") == "not_faster":
             return False
         latency = self.latency_of(record)
-        return latency is not None and self.budget_ms is not None and latency <= self.budget_ms
+        if latency is None or self.budget_ms is None or latency > self.budget_ms:
+            return False
+        return not self.over_other_budgets(record)
+
+    def over_other_budgets(self, record: dict[str, Any]) -> list[str]:
+        """The profile's size and memory budgets this (measured) record exceeds, each said in words."""
+        budget, details = self.profile.budget, record.get("details") or {}
+        over = []
+        size_kb = (details.get("artifact_bytes") or 0) / 1e3
+        if budget.size_kb is not None and size_kb > budget.size_kb:
+            over.append(f"artifact {size_kb:.1f} kB > size_kb {budget.size_kb}")
+        stored = [v for v in (details.get("artifact_bytes"), details.get("packed_bytes"),
+                              details.get("deep_compression_bytes")) if v]
+        if budget.stored_kb is not None and stored and min(stored) / 1e3 > budget.stored_kb:
+            over.append(f"smallest stored form {min(stored) / 1e3:.1f} kB > stored_kb {budget.stored_kb}")
+        rss = (record.get("latency") or {}).get("peak_rss_mb")
+        if budget.memory_mb is not None and rss is not None and rss > budget.memory_mb:
+            over.append(f"peak memory {rss:.0f} MB > memory_mb {budget.memory_mb}")
+        return over
+
+    def offers(self, tech: Any) -> bool:
+        """Whether a strategy should use this technique's knobs: for latency always; for size when the profile
+        budgets size (weight sharing, low-bit weights, unstructured masks only shrink the stored model)."""
+        return tech.reduces_latency or self.profile.budget.limits_size
 
     def metric_drop(self, record: dict[str, Any]) -> float:
         """How much worse than the baseline (positive = worse), whatever the metric's direction."""
@@ -509,6 +690,7 @@ class SearchSession:
             except MeasurementFailed as exc:
                 self.notes.append(f"verification of {record['key']} failed: {exc}")
                 continue
+            self.device_runs["verification"] += len(comparison.reference_p50s) + len(comparison.candidate_p50s)
             verification = comparison.to_dict()
             stat = "candidate_p50_ms" if self.profile.budget.statistic == "p50" else "candidate_p90_ms"
             if self.budget_ratio is not None:
@@ -526,6 +708,15 @@ class SearchSession:
         return None, None
 
     # --- outputs -------------------------------------------------------------------------------------------------
+
+    def predictor_summary(self, records: list[dict[str, Any]]) -> dict[str, Any] | None:
+        if self.predictor is None:
+            return None
+        errors = [r["details"]["prediction_error"] for r in records
+                  if (r.get("details") or {}).get("prediction_error") is not None]
+        return {**self.predictor.describe(), "error": error_summary(errors),
+                "how": "per-layer table from uniform probes profiled on the target, scaled online by end-to-end "
+                       "measurements; error = prediction made before each measurement / measured - 1"}
 
     def _summary(self, record: dict[str, Any]) -> dict[str, Any]:
         lat = record.get("latency") or {}
@@ -572,7 +763,8 @@ class SearchSession:
             "target": {"name": self.target.name, **self.target.settings.model_dump()},
             "model": self.config.model,
             "budget": {"latency_ms": self.budget_ms, "ratio": self.budget_ratio,
-                       "statistic": self.profile.budget.statistic},
+                       "statistic": self.profile.budget.statistic, "size_kb": self.profile.budget.size_kb,
+                       "stored_kb": self.profile.budget.stored_kb, "memory_mb": self.profile.budget.memory_mb},
             "baseline": baseline,
             "best": best_out,
             "fastest": self._summary(fastest) if fastest else None,
@@ -582,6 +774,10 @@ class SearchSession:
             "candidates_scored_only": len([r for r in records if r["latency"] is None]),
             "candidates_not_faster": len([r for r in records if r["status"] == "not_faster"]),
             "measured_this_run": self.measured_this_run,
+            # every agent run on the device this run (re-measurements of noisy results included)
+            "device_runs": {**self.device_runs, "total": sum(self.device_runs.values())},
+            "predictor": self.predictor_summary(records),
+            "candidates_skipped_by_predictor": len([r for r in records if r["status"] == "predicted_over_budget"]),
             "strategy": self.config.strategy, "trials": self.config.trials,
             # how structurally changed candidates were trained back (only used when the task has train_data)
             "recovery": {"method": self.config.recovery, "epochs": self.config.finetune_epochs,

@@ -77,3 +77,28 @@ class Store:
     def set_meta(self, name: str, value: Any) -> None:
         self._db.execute("INSERT INTO meta (name, value) VALUES (?, ?) ON CONFLICT(name) DO UPDATE SET "
                          "value=excluded.value", (name, json.dumps(value)))
+
+
+class SharedEvaluations:
+    """Host-side results shared by the searches of one multi-device run (``--profile A --profile B``).
+
+    Keyed by a plan's *scoring* key: the model, the plan, the recovery and the target's arithmetic, but not
+    how the device runs it (threads, boards). Two devices on the same runtime get the same built model and the
+    same metric, so the second one neither retrains nor rescores it; its latency is still its own.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self._db = sqlite3.connect(str(path), isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("CREATE TABLE IF NOT EXISTS shared (key TEXT PRIMARY KEY, metric REAL, artifact_dir TEXT)")
+        self.metrics_reused = 0
+        self.builds_reused = 0
+
+    def get(self, key: str) -> tuple[float | None, str | None]:
+        row = self._db.execute("SELECT metric, artifact_dir FROM shared WHERE key=?", (key,)).fetchone()
+        return (row[0], row[1]) if row else (None, None)
+
+    def put(self, key: str, metric: float | None = None, artifact_dir: str | None = None) -> None:
+        self._db.execute("INSERT INTO shared (key, metric, artifact_dir) VALUES (?,?,?) ON CONFLICT(key) DO UPDATE "
+                         "SET metric=COALESCE(excluded.metric, metric), "
+                         "artifact_dir=COALESCE(excluded.artifact_dir, artifact_dir)", (key, metric, artifact_dir))

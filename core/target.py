@@ -48,6 +48,11 @@ class Target(abc.ABC):
             raise EdgeslimError(f"profile: {describe_validation_error(exc, prefix='target')}") from None
         return cls(settings)
 
+    def scoring_settings(self) -> dict[str, Any]:
+        """The settings that change the artifact or its arithmetic on the host (not merely how fast the device
+        runs it). Two profiles whose targets agree here share built models and metrics in one multi-device run."""
+        return self.settings.model_dump()
+
     def knobs(self) -> list[Knob]:
         """Model-wide knobs of the backend itself (e.g. OpenVINO's inference precision); values in plan["model"]."""
         return []

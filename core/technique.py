@@ -23,6 +23,9 @@ class Knob:
     name: str
     layer: str | None
     levels: tuple[Any, ...]
+    #: the knob also shrinks the input of the layers this one feeds (removed output channels): the latency
+    #: table then splits a uniform probe's effect on each layer into its own part and its producer's part
+    narrows_consumers: bool = False
 
 
 @dataclass

@@ -8,13 +8,16 @@
    is built and scored on the host, without measuring: a cheap ranking.
 3. Allocation: moves are ordered by sensitivity (a layer's deeper level never
    before its shallower one). Candidate k applies the first k moves. Latency
-   falls roughly monotonically with k, so a binary search finds the smallest
-   k whose *measured* latency meets the budget in O(log moves) measurements:
-   the least compression, hence the best metric, that fits (NetAdapt-style,
-   with measurements deciding, never FLOPs).
+   falls roughly monotonically with k, so a search on k finds the smallest
+   k whose *measured* latency meets the budget: the least compression, hence
+   the best metric, that fits (NetAdapt-style, with measurements deciding,
+   never FLOPs). With the latency table (``edgeslim.predictor``) the table
+   picks where to measure, usually two measurements; without it, a binary
+   search, O(log moves) measurements.
 4. Refinement: with trials left, neighbours of the answer (one move undone,
-   starting with the most sensitive) are measured; the session keeps the most
-   accurate candidate that meets the budget.
+   starting with the most sensitive) are measured when the table predicts
+   them near the budget; the session keeps the most accurate candidate that
+   meets the budget.
 """
 
 from __future__ import annotations
@@ -102,7 +105,7 @@ class GreedySensitivity(Strategy):
         # 2. sensitivity of every single move
         session.reporter.phase("per-layer sensitivity (scored on the host)")
         moves: list[Move] = []
-        offered = [(name, knob) for name, tech in techniques.items() if tech.reduces_latency
+        offered = [(name, knob) for name, tech in techniques.items() if session.offers(tech)
                    for knob in tech.knobs(session.source)]
         offered += [(session.target.name, knob) for knob in session.target.knobs()]  # e.g. OpenVINO precision
         for name, knob in offered:
@@ -119,20 +122,17 @@ class GreedySensitivity(Strategy):
         # stable sort: equal sensitivities keep knob order, so a deeper level stays after a shallower one
         ordered = sorted(moves, key=lambda m: m.sensitivity)
 
-        # 3. binary search on the prefix length
+        # 3. the smallest prefix whose measured latency meets the budget
         session.reporter.phase("allocating compression (measured on the target)")
-        lo, hi = 1, len(ordered)
-        found: int | None = None
-        if not session.meets_budget(session.evaluate(compose(base, ordered), purpose="greedy:all")):
+        # size-only knobs (weight sharing, low-bit weights) change no kernel: the table need not probe them
+        predictor = session.build_predictor(base, [knob for name, knob in offered
+                                                   if name not in techniques or techniques[name].reduces_latency])
+        if predictor is None:
+            found = self._bisect(session, base, ordered)
+        else:
+            found = self._guided(session, base, ordered)
+        if found is None:
             return  # even every move at once misses the budget; the session reports the fastest
-        found = hi
-        while lo < hi:
-            mid = (lo + hi) // 2
-            record = session.evaluate(compose(base, ordered[:mid]), purpose=f"greedy:k={mid}")
-            if session.meets_budget(record):
-                hi = found = mid
-            else:
-                lo = mid + 1
 
         # 4. refinement: undo one move at a time, most sensitive first
         chosen = ordered[:found]
@@ -141,7 +141,55 @@ class GreedySensitivity(Strategy):
                 break
             rest = chosen[:drop] + [m for m in chosen[drop + 1 :]
                                     if not (m.layer == chosen[drop].layer and m.knob == chosen[drop].knob)]
-            session.evaluate(compose(base, rest), purpose="greedy:refine")
+            plan = compose(base, rest)
+            if session.worth_measuring(plan):
+                session.evaluate(plan, purpose="greedy:refine")
+            else:
+                session.skip_predicted(plan, purpose="greedy:refine")
+
+    @staticmethod
+    def _bisect(session: SearchSession, base: Plan, ordered: list[Move]) -> int | None:
+        """Binary search on the prefix length, every step measured: O(log moves) measurements."""
+        if not session.meets_budget(session.evaluate(compose(base, ordered), purpose="greedy:all")):
+            return None
+        lo, hi = 1, len(ordered)
+        found = hi
+        while lo < hi:
+            mid = (lo + hi) // 2
+            if session.meets_budget(session.evaluate(compose(base, ordered[:mid]), purpose=f"greedy:k={mid}")):
+                hi = found = mid
+            else:
+                lo = mid + 1
+        return found
+
+    @staticmethod
+    def _guided(session: SearchSession, base: Plan, ordered: list[Move]) -> int | None:
+        """The same answer as :meth:`_bisect`, with the latency table choosing where to measure.
+
+        Each step measures the shortest prefix the (online-corrected) table predicts under the budget and
+        moves one bound of the interval, so with a good table two measurements settle it (the answer meets
+        the budget, one move less does not). After two steps the choice is kept inside the
+        middle half of the open interval, so a table that is wrong still costs only O(log moves).
+        """
+        assert session.budget_ms is not None
+        lo, hi = 1, len(ordered)
+        found = None
+        steps = 0
+        while lo <= hi:
+            predicted = {k: session.predict(compose(base, ordered[:k])) or 0.0 for k in range(lo, hi + 1)}
+            under = [k for k in range(lo, hi + 1) if predicted[k] <= session.budget_ms]
+            k = under[0] if under else hi
+            if steps >= 2:
+                quarter = (hi - lo) // 4
+                k = min(max(k, lo + quarter), hi - quarter)
+            steps += 1
+            record = session.evaluate(compose(base, ordered[:k]),
+                                      purpose=f"greedy:k={k} (predicted {predicted[k]:.3f} ms)")
+            if session.meets_budget(record):
+                found, hi = k, k - 1
+            else:
+                lo = k + 1
+        return found
 
 
 @hookimpl

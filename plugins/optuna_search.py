@@ -30,7 +30,7 @@ UNMEASURED = 1e9
 
 
 def _knobs(session: SearchSession) -> list[tuple[str, Any]]:
-    offered = [(name, knob) for name, tech in session.techniques.items() if tech.reduces_latency
+    offered = [(name, knob) for name, tech in session.techniques.items() if session.offers(tech)
                for knob in tech.knobs(session.source)]
     offered += [(session.target.name, knob) for knob in session.target.knobs()]
     return offered
@@ -50,6 +50,28 @@ class OptunaStrategy(Strategy):
     def _multi_objective(self) -> bool:
         return False
 
+    @staticmethod
+    def _storage(url: str, grace_s: float) -> Any:
+        """An RDB storage whose workers send heartbeats: a trial whose worker died (killed mid-measurement,
+        host lost) is failed after ``grace_s`` seconds by whichever worker looks next, and retried with the
+        same parameters."""
+        import inspect
+
+        import optuna
+
+        heartbeat = max(1, int(grace_s / 3))
+        retry = optuna.storages.RetryFailedTrialCallback(max_retry=2)
+        # Optuna 5 renamed the callback argument; 4 knows only the old name
+        accepted = inspect.signature(optuna.storages.RDBStorage).parameters
+        callback = ({"heartbeat_stale_trial_callback": retry} if "heartbeat_stale_trial_callback" in accepted
+                    else {"failed_trial_callback": retry})
+        try:
+            return optuna.storages.RDBStorage(
+                url, heartbeat_interval=heartbeat, grace_period=max(int(grace_s), heartbeat + 1), **callback)
+        except Exception as exc:  # noqa: BLE001 (a bad URL raises from SQLAlchemy or Optuna)
+            raise EdgeslimError(f"--storage {url}: cannot open it ({type(exc).__name__}: "
+                                f"{str(exc).splitlines()[0]})") from None
+
     def run(self, session: SearchSession) -> None:
         import optuna
 
@@ -63,7 +85,11 @@ class OptunaStrategy(Strategy):
         if not knobs:
             session.notes.append("no technique offers a knob for this model")
             return
-        storage = session.config.storage or f"sqlite:///{session.run_dir / 'optuna.sqlite'}"
+        # the table is built from the empty plan's model-wide settings: per-layer knobs are what it ranks
+        session.build_predictor(empty_plan(), [knob for name, knob in knobs if name not in session.techniques
+                                               or session.techniques[name].reduces_latency])
+        url = session.config.storage or f"sqlite:///{session.run_dir / 'optuna.sqlite'}"
+        storage = self._storage(url, session.config.trial_grace_s)
         study_name = f"edgeslim-{self.name}-{hashlib.sha256(session.context.encode()).hexdigest()[:16]}"
         budget = session.budget_ms
 
@@ -85,11 +111,11 @@ class OptunaStrategy(Strategy):
             except Exception as exc:  # noqa: BLE001 (SQLAlchemy raises many kinds)
                 # workers starting together race to create the schema and the study: the loser retries
                 if attempt == 4 or type(exc).__name__ not in ("IntegrityError", "ProgrammingError", "InternalError"):
-                    raise EdgeslimError(f"--storage {storage}: cannot open the study "
+                    raise EdgeslimError(f"--storage {url}: cannot open the study "
                                         f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
                 time.sleep(0.5 + attempt)
         assert study is not None
-        session.notes.append(f"{self.name}: study {study_name} in {storage.split('://')[0]} storage")
+        session.notes.append(f"{self.name}: study {study_name} in {url.split('://')[0]} storage")
 
         def objective(trial: optuna.Trial) -> Any:
             plan = empty_plan()
@@ -101,6 +127,7 @@ class OptunaStrategy(Strategy):
                 level = trial.suggest_categorical(key, list(knob.levels))
                 plan = set_knob(plan, knob.layer, knob.name, level, knob.levels[0])
             trial.set_user_attr("worker", str(session.run_dir))
+            trial.set_user_attr("plan", plan)
             for done in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
                 if done.params == trial.params and "key" in done.user_attrs:
                     # another worker (or an earlier run) already measured this plan: its result, not a new one
@@ -110,6 +137,17 @@ class OptunaStrategy(Strategy):
                     if per_trial:
                         trial.set_constraint("latency_over_budget_ms", done.user_attrs["constraint"])
                     return tuple(done.values) if self._multi_objective() else done.value
+            if not session.worth_measuring(plan):
+                # the latency table puts it far over the budget: told to the sampler as predicted, not measured
+                record = session.skip_predicted(plan, purpose=f"{self.name}:{trial.number}")
+                predicted = record["details"]["predicted_ms"]
+                trial.set_user_attr("key", record["key"])
+                trial.set_user_attr("predicted_only", True)
+                trial.set_user_attr("constraint", predicted - budget)
+                if per_trial:
+                    trial.set_constraint("latency_over_budget_ms", predicted - budget)
+                worst = float("-inf") if directions[0] == "maximize" else float("inf")
+                return (worst, predicted) if self._multi_objective() else worst
             try:
                 record = session.evaluate(plan, purpose=f"{self.name}:{trial.number}")
             except TrialsExhausted:
@@ -119,6 +157,8 @@ class OptunaStrategy(Strategy):
             metric = record.get("metric")
             trial.set_user_attr("key", record["key"])
             constraint = UNMEASURED if latency is None or record.get("status") == "not_faster" else latency - budget
+            if constraint <= 0 and session.over_other_budgets(record):
+                constraint = 1.0  # within the latency budget but too large (size or memory): infeasible
             trial.set_user_attr("constraint", constraint)
             if per_trial:
                 trial.set_constraint("latency_over_budget_ms", constraint)
@@ -129,6 +169,25 @@ class OptunaStrategy(Strategy):
         remaining = session.trials_left()
         if remaining > 0:
             study.optimize(objective, n_trials=remaining, catch=())
+        self._measure_study_best(session, study, directions[0] == "maximize")
+
+    @staticmethod
+    def _measure_study_best(session: SearchSession, study: Any, maximize: bool, top: int = 2) -> None:
+        """The best plans other workers found, measured on this worker's device too: its answer is chosen
+        from the whole study, yet only from models it has measured and verified itself."""
+        import optuna
+
+        mine = str(session.run_dir)
+        others = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+                  if t.user_attrs.get("worker") != mine and "plan" in t.user_attrs
+                  and not t.user_attrs.get("predicted_only") and "reused_from" not in t.user_attrs
+                  and t.user_attrs.get("constraint", UNMEASURED) <= 0]
+        others.sort(key=lambda t: t.values[0], reverse=maximize)
+        for t in others[:top]:
+            record = session.evaluate(t.user_attrs["plan"], counts_as_trial=False,
+                                      purpose=f"study-best: trial {t.number} of {t.user_attrs['worker']}")
+            session.notes.append(f"study trial {t.number} (another worker's, within its budget there) measured "
+                                 f"here: {record['status']}")
 
 
 class TPEStrategy(OptunaStrategy):

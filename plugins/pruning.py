@@ -88,7 +88,7 @@ class ChannelPruning(Technique):
     def knobs(self, source: ModelSource) -> list[Knob]:
         if source.torch_model is None:
             return []
-        return [Knob(self.name, "sparsity", layer.name, SPARSITY_LEVELS)
+        return [Knob(self.name, "sparsity", layer.name, SPARSITY_LEVELS, narrows_consumers=True)
                 for layer in source.layers if layer.prunable and (layer.out_channels or 0) >= 4]
 
     def apply_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:

@@ -127,9 +127,8 @@ def _concrete_shape(name, shape, overrides):
     return dims
 
 
-def load_onnxruntime(job):
+def _ort_session(job, profile_prefix=None):
     try:
-        import numpy as np
         import onnxruntime as ort
     except ImportError as exc:
         raise AgentFailure("unsupported", "onnxruntime is not importable here: %s" % exc) from None
@@ -145,17 +144,23 @@ def load_onnxruntime(job):
         "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
         "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
     }[level]
+    if profile_prefix:
+        so.enable_profiling = True
+        so.profile_file_prefix = profile_prefix
     providers = opts.get("providers") or ["CPUExecutionProvider"]
     missing = [p for p in providers if p not in ort.get_available_providers()]
     if missing:
         raise AgentFailure("unsupported", "execution provider(s) %s not available in onnxruntime %s" % (
             missing, ort.__version__))
-    t0 = time.perf_counter()
     try:
-        session = ort.InferenceSession(job["artifact"], so, providers=providers)
+        return ort.InferenceSession(job["artifact"], so, providers=providers)
     except Exception as exc:
         raise AgentFailure("crash", "onnxruntime could not load the model: %s" % str(exc).splitlines()[0]) from None
-    load_ms = (time.perf_counter() - t0) * 1000.0
+
+
+def _ort_feeds(session, job):
+    import numpy as np
+
     rng = np.random.default_rng(0)
     feeds = {}
     for inp in session.get_inputs():
@@ -167,6 +172,16 @@ def load_onnxruntime(job):
             feeds[inp.name] = rng.standard_normal(shape).astype(dtype)
         else:
             feeds[inp.name] = np.zeros(shape, dtype=dtype)
+    return feeds
+
+
+def load_onnxruntime(job):
+    t0 = time.perf_counter()
+    session = _ort_session(job)
+    import onnxruntime as ort
+
+    load_ms = (time.perf_counter() - t0) * 1000.0
+    feeds = _ort_feeds(session, job)
 
     def run_once():
         session.run(None, feeds)
@@ -214,6 +229,73 @@ def load_openvino(job):
         request.infer(feeds)
 
     return run_once, load_ms, ov.__version__
+
+
+def profile_onnxruntime(job, runs, workdir):
+    """Per-node kernel times from ONNX Runtime's own profiler, in a session of its own (profiling slows the
+    run it watches, so the end-to-end samples never come from this session)."""
+    session = _ort_session(job, profile_prefix=os.path.join(workdir, "ort_profile_%d" % os.getpid()))
+    feeds = _ort_feeds(session, job)
+    for _ in range(3):
+        session.run(None, feeds)
+    path = None
+    try:
+        for _ in range(runs):
+            session.run(None, feeds)
+    finally:
+        path = session.end_profiling()
+    try:
+        with open(path) as fh:
+            events = json.load(fh)
+    finally:
+        if path and os.path.exists(path):
+            os.remove(path)
+    samples, ops = {}, {}
+    for event in events:
+        name = event.get("name", "")
+        if event.get("cat") != "Node" or not name.endswith("_kernel_time"):
+            continue
+        node = name[: -len("_kernel_time")]
+        samples.setdefault(node, []).append(float(event.get("dur", 0)) / 1000.0)
+        ops[node] = (event.get("args") or {}).get("op_name", "")
+    return _median_profile(samples, ops)
+
+
+def _median_profile(samples, ops):
+    # medians, not means: one preempted kernel on a busy core would otherwise dominate a layer's entry
+    return [{"name": n, "op": ops[n], "average_ms": percentile(sorted(v), 0.5)} for n, v in samples.items()]
+
+
+def profile_openvino(job, runs, workdir):
+    """Per-layer times from OpenVINO's performance counters, in a compiled model of its own."""
+    import openvino as ov
+
+    opts = job.get("options", {})
+    core = ov.Core()
+    model = core.read_model(job["artifact"])
+    shapes = job.get("input_shapes") or {}
+    if shapes:
+        model.reshape({name: dims for name, dims in shapes.items()})
+    properties = dict(opts.get("properties", {}))
+    properties["PERF_COUNT"] = True
+    compiled = core.compile_model(model, opts.get("device", "CPU"), properties)
+    request = compiled.create_infer_request()
+    import numpy as np
+
+    feeds = {port.get_any_name(): np.zeros(list(port.get_shape()), dtype=port.get_element_type().to_dtype())
+             for port in compiled.inputs}
+    samples, ops = {}, {}
+    for _ in range(runs):
+        request.infer(feeds)
+        for info in request.get_profiling_info():
+            if info.status != info.Status.EXECUTED:
+                continue
+            samples.setdefault(info.node_name, []).append(info.real_time.total_seconds() * 1000.0)
+            ops[info.node_name] = info.node_type
+    return _median_profile(samples, ops)
+
+
+PROFILERS = {"onnxruntime": profile_onnxruntime, "openvino": profile_openvino}
 
 
 # --- TensorRT: trtexec builds and times the engine on the device ----------------------------------------------
@@ -425,6 +507,38 @@ RUNTIMES = {"onnxruntime": load_onnxruntime, "openvino": load_openvino, "tensorr
 TOOL_RUNTIMES = {"tensorrt": measure_tensorrt}
 
 
+_DEVICE_LOCK = []  # the open lock file, held until the process exits
+
+
+def hold_device(job):
+    """Wait for, then hold, this device's lock for the rest of the process; returns the wait in ms.
+
+    Two agents timing at once on one device distort each other, whoever started them: workers of one search on
+    different hosts sharing a board by mistake, two searches on one machine. The lock is an flock on a file in
+    the device's temp directory, so it holds across users, processes and the hosts that send them; the kernel
+    drops it when the process ends, however it ends. ``"device_lock": false`` in the job turns it off.
+    """
+    if not job.get("device_lock", True):
+        return 0.0
+    try:
+        import fcntl
+        import tempfile
+    except ImportError:  # not a POSIX device: nothing to lock with
+        return 0.0
+    path = job.get("device_lock_path") or os.path.join(tempfile.gettempdir(), "edgeslim-device.lock")
+    try:
+        handle = open(path, "a")
+    except OSError:
+        try:
+            handle = open(path)  # another user's lock file: flock works on a read-only descriptor too
+        except OSError:
+            return 0.0
+    t0 = time.perf_counter()
+    fcntl.flock(handle, fcntl.LOCK_EX)
+    _DEVICE_LOCK.append(handle)
+    return (time.perf_counter() - t0) * 1000.0
+
+
 def percentile(sorted_values, q):
     if not sorted_values:
         return None
@@ -471,7 +585,9 @@ def main(argv=None):
         if deadline > 0 and hasattr(signal, "alarm"):
             # The agent ends itself: a runner that lost its connection cannot always kill it.
             signal.alarm(int(math.ceil(deadline)))
+        result["lock_wait_ms"] = hold_device(job)
         result["board_before"] = board_state()
+        result["timed_from"] = time.time()
         if runtime in TOOL_RUNTIMES:
             workdir = os.path.dirname(os.path.abspath(args.job))
             samples, load_ms, version, extra = TOOL_RUNTIMES[runtime](job, workdir)
@@ -485,6 +601,15 @@ def main(argv=None):
                 float(job.get("min_seconds", 1.0)),
                 float(job.get("max_seconds", 60.0)),
             )
+            profile_runs = int(job.get("layer_profile_runs", 0))
+            if profile_runs > 0 and runtime in PROFILERS:
+                # after the timed runs, never during: a per-layer profile for latency lookup tables
+                try:
+                    result["layer_profile"] = PROFILERS[runtime](
+                        job, profile_runs, os.path.dirname(os.path.abspath(args.job)))
+                except Exception as exc:  # the end-to-end result stands without it
+                    result["layer_profile_error"] = "%s: %s" % (type(exc).__name__, exc)
+        result["timed_to"] = time.time()
         ordered = sorted(samples)
         mean = statistics.fmean(samples)
         cv = statistics.pstdev(samples) / mean if mean > 0 else 0.0

@@ -58,6 +58,10 @@ class OnnxRuntimeTarget(Target):
             shutil.copyfile(onnx_path, artifact)
         return artifact
 
+    def scoring_settings(self) -> dict[str, Any]:
+        # the artifact is the ONNX model itself; threads and graph optimization only change the speed
+        return {"providers": self.settings.providers}
+
     def host_session(self, artifact: Path) -> OrtHostSession:
         return OrtHostSession(artifact, self.settings)
 

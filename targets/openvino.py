@@ -111,6 +111,10 @@ class OpenVINOTarget(Target):
             return json.loads(options.read_text())["inference_precision"]
         return self.settings.inference_precision
 
+    def scoring_settings(self) -> dict[str, Any]:
+        # threads change the speed, not the arithmetic; the device and the precision hint change both
+        return {"device": self.settings.device, "inference_precision": self.settings.inference_precision}
+
     def host_session(self, artifact: Path) -> OVHostSession:
         return OVHostSession(Path(artifact), self.settings, self._precision_of(artifact))
 

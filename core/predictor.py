@@ -1,0 +1,267 @@
+"""Latency predictor: a per-layer lookup table measured on the device, corrected online by end-to-end runs.
+
+Why a table and not FLOPs: a 50% channel cut can be slower than 25% on one runtime (blocked layouts want
+multiples of 8) and INT8 can lose to FP32 on another. Every number in the table comes from the device:
+
+* **Probes.** The uncompressed model and, for every knob level the search may use, the model with that level
+  on every layer that offers it (a "uniform probe"), each timed end to end by the agent and profiled per
+  node in a run of its own (ONNX Runtime's profiler, OpenVINO's performance counters, trtexec's profile).
+* **Table.** Profiled nodes are attributed to the plan's layers through the candidate's graph (fused kernels
+  carry a tensor name or a ``_token_N`` suffix; activations, batch norms and Q/DQ pairs fused into a layer's
+  kernel are walked back to it). Entry ``(layer, knob, level)`` = that layer's time in the level's probe
+  divided by its time in the baseline: a layer's time under several knobs is the product of its ratios.
+  Time outside the plan's layers ("rest": pooling, adds, re-layouts, input quantization) moves with the share
+  of layers a level touches.
+* **Online correction.** Summed kernel times are not end-to-end times (session overhead, thread hand-offs,
+  profiler cost). Every end-to-end measurement (probes and measured candidates) is a point
+  ``measured = a * table_sum + b``, refitted after each one, so the predictor tracks the device as the
+  search goes.
+
+A prediction never decides that a model meets the budget: it only ranks candidates and keeps far-off ones
+from being measured. The error of the prediction made *before* each measurement is recorded with it.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeslim.plan import Plan
+
+#: ops a runtime folds into the kernel before them: a profile entry named after one belongs to that kernel
+FUSED_INTO_PREVIOUS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Mul", "Add",
+                       "BatchNormalization", "QuantizeLinear", "DequantizeLinear", "Cast", "Reshape", "Flatten"}
+#: how much a prediction may exceed the budget and still be "near" it, i.e. worth measuring
+NEAR_BUDGET = 0.15
+
+
+@dataclass
+class GraphNode:
+    op: str
+    inputs: list[str]
+    outputs: list[str]
+
+
+def graph_summary(model: Any) -> dict[str, dict[str, Any]]:
+    """{node name: op, inputs, outputs} of an ONNX model: what attribution needs, kept beside each artifact."""
+    return {node.name: {"op": node.op_type, "inputs": list(node.input), "outputs": list(node.output)}
+            for node in model.graph.node}
+
+
+def attribute_profile(profile: list[dict[str, Any]], layer_nodes: dict[str, str], graph: dict[str, dict[str, Any]],
+                      layers: set[str]) -> tuple[dict[str, float], float]:
+    """Split a per-node profile into ({plan layer: ms}, rest ms)."""
+    nodes = {name: GraphNode(d["op"], d["inputs"], d["outputs"]) for name, d in graph.items()}
+    producer = {tensor: name for name, node in nodes.items() for tensor in node.outputs}
+    layer_of_node = {node: plan_layer(layer, layers) for layer, node in layer_nodes.items()}
+    per_layer: dict[str, float] = {}
+    rest = 0.0
+    for entry in profile:
+        layer = _resolve(entry["name"], nodes, producer, layer_of_node)
+        if layer is None:
+            rest += float(entry["average_ms"])
+        else:
+            per_layer[layer] = per_layer.get(layer, 0.0) + float(entry["average_ms"])
+    return per_layer, rest
+
+
+def plan_layer(name: str, layers: set[str]) -> str:
+    """A factorized layer's parts ("fc.0", "fc.1") follow the plan entry of "fc"."""
+    probe = name
+    while probe and probe not in layers:
+        probe = probe.rpartition(".")[0]
+    return probe or name
+
+
+def _resolve(name: str, nodes: dict[str, GraphNode], producer: dict[str, str],
+             layer_of_node: dict[str, str]) -> str | None:
+    name = re.sub(r"_token_\d+$", "", name)
+    name = re.sub(r"_nchwc$", "", name)
+    node = name if name in nodes else producer.get(name)
+    for _ in range(6):
+        if node is None:
+            return None
+        if node in layer_of_node:
+            return layer_of_node[node]
+        current = nodes[node]
+        if current.op not in FUSED_INTO_PREVIOUS or not current.inputs:
+            return None
+        node = producer.get(current.inputs[0])
+    return None
+
+
+def layer_producers(layer_nodes: dict[str, str], graph: dict[str, dict[str, Any]], layers: set[str]
+                    ) -> dict[str, str]:
+    """{layer: the layer producing its input}, through activations, batch norms, Q/DQ and pooling."""
+    nodes = {name: GraphNode(d["op"], d["inputs"], d["outputs"]) for name, d in graph.items()}
+    producer = {tensor: name for name, node in nodes.items() for tensor in node.outputs}
+    layer_of_node = {node: plan_layer(layer, layers) for layer, node in layer_nodes.items()}
+    passes = FUSED_INTO_PREVIOUS | {"MaxPool", "AveragePool", "GlobalAveragePool", "Transpose"}
+    found = {}
+    for layer, node in layer_nodes.items():
+        inputs = nodes[node].inputs if node in nodes else []
+        current = producer.get(inputs[0]) if inputs else None
+        for _ in range(8):
+            if current is None:
+                break
+            if current in layer_of_node:
+                found[plan_layer(layer, layers)] = layer_of_node[current]
+                break
+            if nodes[current].op not in passes or not nodes[current].inputs:
+                break
+            current = producer.get(nodes[current].inputs[0])
+    return found
+
+
+@dataclass
+class Probe:
+    """One device measurement used to build the table."""
+
+    plan: Plan
+    knob: str | None  # None: the baseline
+    level: Any
+    layers: list[str]  # the layers the probe set the knob on
+    e2e_ms: float
+    layer_ms: dict[str, float]
+    rest_ms: float
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"plan": self.plan, "knob": self.knob, "level": self.level, "layers": self.layers,
+                "e2e_ms": self.e2e_ms, "layer_ms": self.layer_ms, "rest_ms": self.rest_ms}
+
+
+@dataclass
+class LatencyPredictor:
+    probes: list[Probe]
+    #: model-wide plan values shared by every probe (e.g. the INT8 encoding the speed gate kept)
+    base_model: dict[str, Any] = field(default_factory=dict)
+    #: {layer: the layer whose output it consumes} and the knobs that narrow a consumer's input
+    producers: dict[str, str] = field(default_factory=dict)
+    consumer_knobs: set[str] = field(default_factory=set)
+    #: (table sum, measured end to end) of every measurement seen, for the online correction
+    points: list[tuple[float, float]] = field(default_factory=list)
+    scale: float = 1.0
+    offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        base = [p for p in self.probes if p.knob is None]
+        if not base:
+            raise ValueError("a latency table needs the baseline's profile")
+        self.base = base[0]
+        # (layer, knob) -> {level: ratio}; the off level has ratio 1 by definition. "own": the layer's own
+        # setting; "inputs": the setting of the layer that feeds it (channel cuts narrow the consumer too)
+        self.ratios: dict[tuple[str, str], dict[Any, float]] = {}
+        self.input_ratios: dict[tuple[str, str], dict[Any, float]] = {}
+        self.rest_per_layer: dict[tuple[str, Any], float] = {}
+        for probe in self.probes:
+            if probe.knob is None:
+                continue
+            touched = set(probe.layers)
+            for layer, before in self.base.layer_ms.items():
+                if not before:
+                    continue
+                # absent from the probe's profile: removed (layer pruning) or folded away
+                ratio = probe.layer_ms.get(layer, 0.0) / before
+                fed_by_touched = probe.knob in self.consumer_knobs and self.producers.get(layer) in touched
+                if layer in touched and fed_by_touched:
+                    # narrowed on both sides: split evenly between the layer's own cut and its producer's
+                    self.ratios.setdefault((layer, probe.knob), {})[probe.level] = math.sqrt(ratio)
+                    self.input_ratios.setdefault((layer, probe.knob), {})[probe.level] = math.sqrt(ratio)
+                elif layer in touched:
+                    self.ratios.setdefault((layer, probe.knob), {})[probe.level] = ratio
+                elif fed_by_touched:
+                    self.input_ratios.setdefault((layer, probe.knob), {})[probe.level] = ratio
+            if probe.layers:
+                self.rest_per_layer[(probe.knob, probe.level)] = (probe.rest_ms - self.base.rest_ms) / len(probe.layers)
+        for probe in self.probes:
+            self.points.append((self.table_sum(probe.plan), probe.e2e_ms))
+        self._refit()
+
+    # --- the table ------------------------------------------------------------------------------------------
+
+    def ratio(self, layer: str, knob: str, level: Any, table: dict[tuple[str, str], dict[Any, float]] | None = None
+              ) -> float:
+        levels = (self.ratios if table is None else table).get((layer, knob))
+        if not levels:
+            return 1.0
+        if level in levels:
+            return levels[level]
+        numeric = sorted((float(k), v) for k, v in levels.items() if isinstance(k, (int, float)))
+        if not isinstance(level, (int, float)) or not numeric:
+            return 1.0
+        # between probed levels: linear; the knob's off level is not known here, so outside them: the nearest
+        x = float(level)
+        if x <= numeric[0][0]:
+            return numeric[0][1]
+        for (x0, y0), (x1, y1) in zip(numeric, numeric[1:], strict=False):
+            if x0 <= x <= x1:
+                return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
+        return numeric[-1][1]
+
+    def table_sum(self, plan: Plan) -> float:
+        """Sum of the table's per-layer times for a plan, plus the rest: the uncorrected prediction."""
+        decisions = plan.get("layers", {})
+        total = self.base.rest_ms
+        for layer, ms in self.base.layer_ms.items():
+            factor = 1.0
+            for knob, level in decisions.get(layer, {}).items():
+                factor *= self.ratio(layer, knob, level)
+            producer = decisions.get(self.producers.get(layer, ""), {})
+            for knob in self.consumer_knobs & producer.keys():
+                factor *= self.ratio(layer, knob, producer[knob], self.input_ratios)
+            total += ms * factor
+        for knobs in decisions.values():
+            for knob, level in knobs.items():
+                total += self.rest_per_layer.get((knob, level), 0.0)
+        return max(total, 1e-6)
+
+    # --- prediction and correction -----------------------------------------------------------------------------
+
+    def predict(self, plan: Plan) -> float:
+        return max(self.scale * self.table_sum(plan) + self.offset, 1e-6)
+
+    def observe(self, plan: Plan, measured_ms: float) -> None:
+        """An end-to-end measurement: one more point for the correction."""
+        self.points.append((self.table_sum(plan), measured_ms))
+        self._refit()
+
+    def _refit(self) -> None:
+        xs = [x for x, _ in self.points]
+        ys = [y for _, y in self.points]
+        if len(self.points) >= 3 and statistics.pstdev(xs) > 0.05 * statistics.fmean(xs):
+            # least squares; a scale far from 1 would mean the table is wrong, not the overhead
+            mean_x, mean_y = statistics.fmean(xs), statistics.fmean(ys)
+            slope = sum((x - mean_x) * (y - mean_y) for x, y in self.points) / sum((x - mean_x) ** 2 for x in xs)
+            if 0.2 <= slope <= 5.0:
+                self.scale, self.offset = slope, mean_y - slope * mean_x
+                return
+        self.scale, self.offset = statistics.median(y / x for x, y in self.points), 0.0
+
+    def near_budget(self, plan: Plan, budget_ms: float) -> bool:
+        return self.predict(plan) <= budget_ms * (1 + NEAR_BUDGET)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "probes": len(self.probes), "entries": sum(len(v) for v in self.ratios.values()),
+            "layers_profiled": len(self.base.layer_ms), "baseline_rest_ms": self.base.rest_ms,
+            "correction": {"scale": self.scale, "offset_ms": self.offset, "points": len(self.points)},
+            "near_budget": NEAR_BUDGET,
+        }
+
+
+def error_summary(errors: list[float]) -> dict[str, Any]:
+    """Signed relative errors (predicted / measured - 1) -> the distribution the report quotes."""
+    if not errors:
+        return {"n": 0}
+    absolute = sorted(abs(e) for e in errors)
+
+    def pct(q: float) -> float:
+        k = (len(absolute) - 1) * q
+        lo, hi = math.floor(k), math.ceil(k)
+        return absolute[lo] + (absolute[hi] - absolute[lo]) * (k - lo)
+
+    return {"n": len(errors), "median_abs_pct": 100 * pct(0.5), "p90_abs_pct": 100 * pct(0.9),
+            "max_abs_pct": 100 * absolute[-1], "mean_signed_pct": 100 * statistics.fmean(errors)}

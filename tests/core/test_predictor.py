@@ -1,0 +1,184 @@
+"""The latency table (probes profiled on the device, online correction), several devices in one run, and the
+device lock that keeps two agents from timing at once."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from edgeslim.measure import agent_path
+from edgeslim.predictor import LatencyPredictor, Probe, error_summary
+from tests.conftest import FAST_MEASUREMENT, run_cli
+
+
+def test_search_records_the_tables_prediction_and_error_for_every_measured_candidate(tmp_path, resnet_onnx,
+                                                                                     fast_profile):
+    out = tmp_path / "run"
+    proc = run_cli("search", resnet_onnx, "--profile", fast_profile, "--budget-ratio", "0.6", "--trials", "8",
+                   "--out", out, "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    manifest = json.loads(proc.stdout)
+    predictor = manifest["predictor"]
+    assert predictor is not None, manifest["notes"]
+    weighted = [layer for layer in manifest["layers"] if layer["op"] in ("Conv", "Gemm", "MatMul")]
+    # every layer of the real ONNX Runtime profile found its layer (fused kernels carry other names)
+    assert predictor["layers_profiled"] == len(weighted)
+    assert predictor["probes"] >= 2 and predictor["entries"] >= len(weighted)
+    assert manifest["device_runs"]["latency_table"] >= predictor["probes"]
+    assert manifest["device_runs"]["total"] == sum(v for k, v in manifest["device_runs"].items() if k != "total")
+    records = [json.loads(line) for line in (out / "candidates.jsonl").open()]
+    predicted = [r for r in records if r["purpose"].startswith("greedy:") and r["latency"]]
+    assert predicted, "the strategy measured nothing after the table was built"
+    for r in predicted:
+        d = r["details"]
+        assert d["predicted_ms"] > 0
+        assert d["prediction_error"] == pytest.approx(d["predicted_ms"] / r["latency"]["p50_ms"] - 1)
+    with_error = [r for r in records if "prediction_error" in (r.get("details") or {})]
+    assert predictor["error"]["n"] == len(with_error)
+    for r in records:
+        if r["status"] == "predicted_over_budget":  # ranked out by the table: never measured, never the answer
+            assert r["latency"] is None and r["details"]["predicted_ms"] > manifest["budget"]["latency_ms"]
+            assert r["key"] != manifest["best"].get("key")
+    assert "latency table" in (out / "report.html").read_text()
+
+
+def test_no_predictor_measures_without_a_table(tmp_path, resnet_onnx, fast_profile):
+    proc = run_cli("search", resnet_onnx, "--profile", fast_profile, "--budget-ratio", "0.6", "--trials", "4",
+                   "--no-predictor", "--out", tmp_path / "run", "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    manifest = json.loads(proc.stdout)
+    assert manifest["predictor"] is None and manifest["device_runs"]["latency_table"] == 0
+
+
+def test_table_splits_channel_cuts_between_a_layer_and_its_consumer():
+    """Uniform probes cut both sides of an inner layer; a plan cutting only the producer narrows the consumer's
+    input alone: the table predicts that from the split, and the correction maps table sums to end-to-end."""
+    base = Probe({"layers": {}, "model": {}}, None, None, [], 1.3, {"a": 0.4, "b": 0.8}, 0.1)
+    half = Probe({"layers": {"a": {"sparsity": 0.5}, "b": {"sparsity": 0.5}}, "model": {}}, "sparsity", 0.5,
+                 ["a", "b"], 0.8, {"a": 0.2, "b": 0.2}, 0.1)
+    table = LatencyPredictor([base, half], producers={"b": "a"}, consumer_knobs={"sparsity"})
+    only_a = {"layers": {"a": {"sparsity": 0.5}}, "model": {}}
+    # a: its own cut (0.2); b: input halved, sqrt of its uniform ratio 0.25 -> 0.5 -> 0.4; rest 0.1
+    assert table.table_sum(only_a) == pytest.approx(0.2 + 0.4 + 0.1)
+    before = table.predict(only_a)
+    table.observe(only_a, 0.9)
+    table.observe({"layers": {"b": {"sparsity": 0.5}}, "model": {}}, 1.0)
+    assert abs(table.predict(only_a) - 0.9) < abs(before - 0.9)  # the online correction moved towards the device
+    assert error_summary([0.1, -0.2, 0.05])["median_abs_pct"] == pytest.approx(10.0)
+
+
+def test_agents_on_one_device_never_time_at_once(tmp_path, resnet_onnx):
+    job = {"runtime": "onnxruntime", "artifact": str(resnet_onnx), "options": {"threads": 1}, "input_shapes": {},
+           "warmup": 2, "min_runs": 5, "min_seconds": 1.0, "device_lock_path": str(tmp_path / "device.lock")}
+    (tmp_path / "job.json").write_text(json.dumps(job))
+    agents = [subprocess.Popen([sys.executable, str(agent_path()), "--job", str(tmp_path / "job.json")],
+                               stdout=subprocess.PIPE, text=True) for _ in range(2)]
+    results = [json.loads(a.communicate(timeout=120)[0].splitlines()[-1]) for a in agents]
+    assert all(r["status"] in ("ok", "noisy") for r in results), results
+    first, second = sorted(results, key=lambda r: r["timed_from"])
+    assert first["timed_to"] <= second["timed_from"]  # the second waited for the first to finish
+    assert max(r["lock_wait_ms"] for r in results) > 500
+
+
+def test_two_devices_in_one_run_share_builds_and_metrics(tmp_path, resnet_onnx, fast_profile):
+    second = tmp_path / "two-threads.toml"
+    second.write_text(textwrap.dedent('''
+        name = "local-cpu-2t"
+        extends = "local-cpu"
+        [target]
+        name = "onnxruntime"
+        threads = 2
+    ''') + FAST_MEASUREMENT)
+    out = tmp_path / "multi"
+    proc = run_cli("search", resnet_onnx, "--profile", fast_profile, "--profile", second, "--budget-ratio", "0.6",
+                   "--trials", "5", "--out", out, "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    manifest = json.loads(proc.stdout)
+    assert manifest["multi_device"] and list(manifest["devices"]) == ["fast-local", "local-cpu-2t"]
+    for name, device in manifest["devices"].items():
+        sub = json.loads((out / device["run_dir"] / "manifest.json").read_text())
+        assert sub["profile"] == name and device["best"]["plan"] == sub["best"]["plan"]
+        if device["best"]["artifact"]:
+            assert (out / device["best"]["artifact"]).is_file()
+    # the same ONNX Runtime arithmetic on both: the second device rebuilt and rescored nothing it shared
+    shared = manifest["shared_evaluations"]
+    assert shared["metrics_reused"] > 0 and shared["builds_reused"] > 0
+    html = (out / "report.html").read_text()
+    assert html.count("<svg") == 2 and "local-cpu-2t" in html
+    report = run_cli("report", out)
+    assert report.returncode == 0 and "fast-local" in report.stdout and "local-cpu-2t" in report.stdout
+    again = run_cli("search", resnet_onnx, "--profile", fast_profile, "--profile", fast_profile, "--out",
+                    tmp_path / "dup")
+    assert again.returncode == 1 and "--profile given twice" in again.stderr
+
+
+@pytest.mark.parametrize("grace", [3])
+def test_a_killed_workers_trial_is_retried_by_the_next_worker(tmp_path, resnet_onnx, fast_profile, grace):
+    optuna = pytest.importorskip("optuna")
+    import os
+    import signal
+    import time
+
+    storage = f"sqlite:///{tmp_path / 'study.sqlite'}"
+    cmd = [sys.executable, "-m", "edgeslim.cli", "search", str(resnet_onnx), "--profile", str(fast_profile),
+           "--budget-ratio", "0.7", "--strategy", "tpe", "--storage", storage, "--trial-grace", str(grace),
+           "--no-predictor"]
+    first = subprocess.Popen([*cmd, "--trials", "8", "--out", str(tmp_path / "w1")], stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    killed = None
+    deadline = time.time() + 300
+    while time.time() < deadline and first.poll() is None and killed is None:
+        time.sleep(0.3)
+        try:
+            study = optuna.load_study(study_name=optuna.get_all_study_summaries(storage)[0].study_name,
+                                      storage=storage)
+        except Exception:  # noqa: BLE001 (no study yet, or the database is busy)
+            continue
+        running = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
+        if running and running[0].number >= 1:
+            os.killpg(first.pid, signal.SIGKILL)
+            killed = running[0]
+    first.wait()
+    assert killed is not None, "the first worker finished before it could be killed mid-trial"
+    time.sleep(grace + 1)
+    second = subprocess.run([*cmd, "--trials", "3", "--out", str(tmp_path / "w2")], capture_output=True, text=True,
+                            timeout=600)
+    assert second.returncode in (0, 3), second.stderr
+    study = optuna.load_study(study_name=optuna.get_all_study_summaries(storage)[0].study_name, storage=storage)
+    trials = study.get_trials(deepcopy=False)
+    assert trials[killed.number].state == optuna.trial.TrialState.FAIL
+    retries = [t for t in trials
+               if optuna.storages.RetryFailedTrialCallback.retried_trial_number(t) == killed.number]
+    assert retries and retries[0].params == killed.params
+    assert retries[0].state == optuna.trial.TrialState.COMPLETE
+    assert retries[0].user_attrs["worker"] == str(tmp_path / "w2")
+
+
+def test_size_budget_from_the_profile_bounds_the_answer(tmp_path, resnet_onnx, fast_profile):
+    size = Path(resnet_onnx).stat().st_size / 1e3
+    limit = round(0.5 * size, 1)  # FP32 cannot meet it; INT8 weights (a quarter of the bytes) can
+    profile = tmp_path / "small.toml"
+    profile.write_text(f'name = "small"\nextends = "local-cpu"\n[budget]\nratio = 0.95\nstored_kb = {limit}\n'
+                       + FAST_MEASUREMENT)
+    out = tmp_path / "run"
+    proc = run_cli("search", resnet_onnx, "--profile", profile, "--trials", "6", "--out", out, "--json")
+    assert proc.returncode in (0, 3), proc.stderr
+    manifest = json.loads(proc.stdout)
+    assert manifest["budget"]["stored_kb"] == limit
+    records = [json.loads(line) for line in (out / "candidates.jsonl").open()]
+    baseline = next(r for r in records if r["key"] == manifest["baseline"]["key"])
+    assert baseline["details"]["artifact_bytes"] / 1e3 > limit
+    if proc.returncode == 0:
+        details = manifest["best"]
+        stored = min(v for v in (details.get("artifact_bytes"), details.get("packed_bytes"),
+                                 details.get("deep_compression_bytes")) if v)
+        assert stored / 1e3 <= limit
+    bad = tmp_path / "bad.toml"
+    bad.write_text('name = "bad"\nextends = "local-cpu"\n[budget]\nratio = 0.5\nstored_kb = -3\n')
+    proc = run_cli("search", resnet_onnx, "--profile", bad, "--out", tmp_path / "bad")
+    assert proc.returncode == 1 and "stored_kb" in proc.stderr and "Traceback" not in proc.stderr
