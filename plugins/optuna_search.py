@@ -16,6 +16,7 @@ import abc
 import hashlib
 import logging
 import time
+import warnings
 from typing import Any, ClassVar
 
 from edgeslim import hookimpl
@@ -60,14 +61,24 @@ class OptunaStrategy(Strategy):
         import optuna
 
         heartbeat = max(1, int(grace_s / 3))
-        retry = optuna.storages.RetryFailedTrialCallback(max_retry=2)
-        # Optuna 5 renamed the callback argument; 4 knows only the old name
+        # Optuna 4.9+ renamed the callback and its argument (the old ones warn on every run); 4.x before
+        # that knows only the old names
         accepted = inspect.signature(optuna.storages.RDBStorage).parameters
-        callback = ({"heartbeat_stale_trial_callback": retry} if "heartbeat_stale_trial_callback" in accepted
-                    else {"failed_trial_callback": retry})
+        if "heartbeat_stale_trial_callback" in accepted and hasattr(optuna.storages,
+                                                                    "RetryHeartbeatStaleTrialCallback"):
+            with warnings.catch_warnings():
+                # "experimental" since 2.8; the interface we use is stable
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
+            callback = {"heartbeat_stale_trial_callback": retry}
+        else:
+            callback = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
         try:
-            return optuna.storages.RDBStorage(
-                url, heartbeat_interval=heartbeat, grace_period=max(int(grace_s), heartbeat + 1), **callback)
+            with warnings.catch_warnings():
+                # heartbeats are "experimental" in every Optuna since 2.8; the warning would reach every user
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                return optuna.storages.RDBStorage(
+                    url, heartbeat_interval=heartbeat, grace_period=max(int(grace_s), heartbeat + 1), **callback)
         except Exception as exc:  # noqa: BLE001 (a bad URL raises from SQLAlchemy or Optuna)
             raise EdgeslimError(f"--storage {url}: cannot open it ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0]})") from None
