@@ -46,6 +46,21 @@ def _predictor_text(manifest: dict[str, Any]) -> str:
             f"+{100 * predictor['near_budget']:.0f}% were not measured. The budget was judged on measurements only.")
 
 
+def _device_runs_text(manifest: dict[str, Any]) -> str:
+    """What the answer cost on the device, and how far the latency table was off (the terminal's one line)."""
+    runs = manifest.get("device_runs")
+    if not runs:  # manifests written before the latency table existed
+        return ""
+    text = (f"device runs: {runs['total']} ({runs['candidates']} candidates, {runs['latency_table']} latency-table "
+            f"probes, {runs['verification']} verification)")
+    err = (manifest.get("predictor") or {}).get("error") or {}
+    if err.get("n"):
+        text += (f"; latency table off by a median {err['median_abs_pct']:.1f}% (max {err['max_abs_pct']:.1f}%) "
+                 f"over {err['n']} measured candidates, {manifest.get('candidates_skipped_by_predictor', 0)} "
+                 f"not measured")
+    return text
+
+
 def write_report(run_dir: Path, manifest: dict[str, Any], records: list[dict[str, Any]]) -> None:
     best, base = manifest["best"], manifest["baseline"]
     metric = manifest["metric"]["name"]
@@ -117,6 +132,8 @@ def print_report(run_dir: Path, console: Console) -> dict[str, Any]:
     console.print(summary_table(manifest))
     best = manifest["best"]
     console.print(f"best plan: {escape(_plan_text(best.get('plan')))}", highlight=False)
+    if runs := _device_runs_text(manifest):
+        console.print(runs, highlight=False)
     for note in manifest.get("notes", []):
         console.print(f"note: {escape(note)}", highlight=False)
     html = write_html_report(run_dir, manifest, load_records(run_dir))
@@ -131,6 +148,8 @@ def _print_multi(run_dir: Path, manifest: dict[str, Any], console: Console) -> d
         sub = load_manifest(run_dir / device["run_dir"])
         console.print(summary_table(sub))
         console.print(f"{escape(name)}: best plan: {escape(_plan_text(sub['best'].get('plan')))}", highlight=False)
+        if runs := _device_runs_text(sub):
+            console.print(f"{escape(name)}: {runs}", highlight=False)
         write_html_report(run_dir / device["run_dir"], sub, load_records(run_dir / device["run_dir"]))
     shared = manifest["shared_evaluations"]
     console.print(f"shared across devices: {shared['builds_reused']} built models, {shared['metrics_reused']} metrics")

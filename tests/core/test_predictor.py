@@ -45,6 +45,9 @@ def test_search_records_the_tables_prediction_and_error_for_every_measured_candi
             assert r["latency"] is None and r["details"]["predicted_ms"] > manifest["budget"]["latency_ms"]
             assert r["key"] != manifest["best"].get("key")
     assert "latency table" in (out / "report.html").read_text()
+    report = " ".join(run_cli("report", out).stdout.split())
+    assert f"device runs: {manifest['device_runs']['total']} " in report
+    assert f"over {predictor['error']['n']} measured candidates" in report
 
 
 def test_no_predictor_measures_without_a_table(tmp_path, resnet_onnx, fast_profile):
@@ -112,6 +115,7 @@ def test_two_devices_in_one_run_share_builds_and_metrics(tmp_path, resnet_onnx, 
     assert html.count("<svg") == 2 and "local-cpu-2t" in html
     report = run_cli("report", out)
     assert report.returncode == 0 and "fast-local" in report.stdout and "local-cpu-2t" in report.stdout
+    assert "local-cpu-2t: device runs:" in " ".join(report.stdout.split())
     again = run_cli("search", resnet_onnx, "--profile", fast_profile, "--profile", fast_profile, "--out",
                     tmp_path / "dup")
     assert again.returncode == 1 and "--profile given twice" in again.stderr
