@@ -64,19 +64,18 @@ class OptunaStrategy(Strategy):
         # Optuna 4.9+ renamed the callback and its argument (the old ones warn on every run); 4.x before
         # that knows only the old names
         accepted = inspect.signature(optuna.storages.RDBStorage).parameters
-        if "heartbeat_stale_trial_callback" in accepted and hasattr(optuna.storages,
-                                                                    "RetryHeartbeatStaleTrialCallback"):
-            with warnings.catch_warnings():
-                # "experimental" since 2.8; the interface we use is stable
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                retry = optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)
-            callback = {"heartbeat_stale_trial_callback": retry}
-        else:
-            callback = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
+        renamed = "heartbeat_stale_trial_callback" in accepted and hasattr(optuna.storages,
+                                                                           "RetryHeartbeatStaleTrialCallback")
         try:
             with warnings.catch_warnings():
-                # heartbeats are "experimental" in every Optuna since 2.8; the warning would reach every user
+                # heartbeats and their retry callback are "experimental" in every Optuna since 2.8 (the
+                # interface we use is stable); the warning would reach every user
                 warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                if renamed:
+                    callback = {"heartbeat_stale_trial_callback":
+                                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
+                else:
+                    callback = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
                 return optuna.storages.RDBStorage(
                     url, heartbeat_interval=heartbeat, grace_period=max(int(grace_s), heartbeat + 1), **callback)
         except Exception as exc:  # noqa: BLE001 (a bad URL raises from SQLAlchemy or Optuna)
