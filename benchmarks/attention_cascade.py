@@ -59,7 +59,6 @@ class Downscaled(torch.nn.Module):
 def session_for(model_ref: Path, out: Path, calib: Path | None = None) -> SearchSession:
     session = SearchSession(SearchConfig(model=str(model_ref), profile="local-cpu", out_dir=str(out),
                                          finetune_epochs=0, calib=str(calib) if calib else None))
-    session.prepare()
     return session
 
 
@@ -119,18 +118,18 @@ def main() -> None:
         onnx_path = work / f"{len(entries)}.onnx"
         export_torch(module.eval(), test_x[:1], onnx_path, "input")
         session = session_for(onnx_path, work / f"s{len(entries)}", work / "calib.npz")
-        entries[label] = (session, session.build({"layers": {}, "model": {}}))
+        entries[label] = (session, session.builder.build({"layers": {}, "model": {}}))
 
     cascade = session_for(example["task"], work / "cascade")
     timed_crop = example["int8_at"][1]
     for size in example["attention_sizes"]:
         for crop in example["crop_sizes"]:
             plan = {"layers": {}, "model": {"attention_size": size, "crop_size": crop}}
-            entries[f"cascade, attention input {size}, crop {crop}"] = (cascade, cascade.build(plan))
+            entries[f"cascade, attention input {size}, crop {crop}"] = (cascade, cascade.builder.build(plan))
     int8 = {layer.name: {"bits": 8} for layer in cascade.source.layers}
     size, crop = example["int8_at"]
     plan = {"layers": int8, "model": {"attention_size": size, "crop_size": crop, "int8_scheme": "u8s8-per-channel"}}
-    entries[f"cascade, attention input {size}, crop {crop}, INT8 both stages"] = (cascade, cascade.build(plan))
+    entries[f"cascade, attention input {size}, crop {crop}, INT8 both stages"] = (cascade, cascade.builder.build(plan))
 
     # crops of one attention size cost the same; time one per size to keep the run short
     timed = {label: entry for label, entry in entries.items()

@@ -6,8 +6,6 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from edgeslim.measure import measure
-
 
 def rotating_p50s(entries: dict[str, tuple[Any, Path]], rounds: int) -> dict[str, list[float]]:
     """{label: p50 per round}; ``entries`` maps a label to (session, artifact). Each round starts one artifact
@@ -17,7 +15,7 @@ def rotating_p50s(entries: dict[str, tuple[Any, Path]], rounds: int) -> dict[str
     for r in range(rounds):
         for label in labels[r % len(labels):] + labels[: r % len(labels)]:
             session, artifact = entries[label]
-            stats = measure(session.runner, session._job(artifact), session.profile.measurement)
+            stats = session.device.measure(artifact)
             if not stats.usable:
                 raise SystemExit(f"{label}: {stats.error}")
             p50s[label].append(stats.p50_ms)

@@ -68,11 +68,9 @@ def main() -> None:
                                                finetune_epochs=max(1, args.epochs // 2)))
     full_session = SearchSession(SearchConfig(model=str(task_file), profile="local-cpu", out_dir=str(work / "pc"),
                                               finetune_epochs=args.epochs))
-    for session in (prune_session, full_session):
-        session.prepare()
     original = prune_session.source.onnx_path
-    pruned = prune_session.build(prune_plan)
-    clustered = full_session.build(cluster_plan)
+    pruned = prune_session.builder.build(prune_plan)
+    clustered = full_session.builder.build(cluster_plan)
     evaluator = TaskEvaluator(make("lenet300100", eval_samples=10000))
 
     def accuracy(path: Path) -> float:

@@ -79,7 +79,6 @@ def main() -> None:
             session = SearchSession(SearchConfig(model=str(task_file), profile=profile,
                                                  out_dir=str(work / f"{target}-{'qat' if training else 'ptq'}"),
                                                  finetune_epochs=args.epochs if training else 0))
-            session.prepare()
             sessions[(target, training)] = session
     layers = [layer.name for layer in sessions[("onnxruntime", False)].source.layers]
     table = plans(layers)
@@ -91,7 +90,7 @@ def main() -> None:
             t0 = time.time()
             session = sessions[(target, training)]
             key = f"{target}: {label}"
-            entries[key] = (session, session.build(plan))
+            entries[key] = (session, session.builder.build(plan))
             built[key] = (plan, round(time.time() - t0, 1))
             print(f"built {key} in {time.time() - t0:.0f}s", flush=True)
     p50s = rotating_p50s(entries, args.rounds)

@@ -38,7 +38,6 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from common import rotating_p50s, summary  # noqa: E402
 
 from edgeslim.evaluate import TaskEvaluator  # noqa: E402
-from edgeslim.measure import measure  # noqa: E402
 from edgeslim.plugins.pruning import SPARSITY_LEVELS  # noqa: E402
 from edgeslim.predictor import error_summary  # noqa: E402
 from edgeslim.search import SearchConfig, SearchSession  # noqa: E402
@@ -53,7 +52,6 @@ SCHEME = {"int8_scheme": "u8s8-per-channel"}
 def session_for(work: Path, name: str, profile: str = "local-cpu", epochs: int = 0, **extra: Any) -> SearchSession:
     session = SearchSession(SearchConfig(model=str(TASK), profile=profile, out_dir=str(work / name),
                                          finetune_epochs=epochs, **extra))
-    session.prepare()
     return session
 
 
@@ -90,15 +88,15 @@ def main() -> None:
     # FP32 and uniform INT8 (no training): one device run to see whether INT8 meets a budget at all
     plain = session_for(work, "uniform")
     layers = [layer.name for layer in plain.source.layers]
-    entries["FP32 (ONNX Runtime)"] = (plain, plain.build({"layers": {}, "model": {}}))
+    entries["FP32 (ONNX Runtime)"] = (plain, plain.builder.build({"layers": {}, "model": {}}))
     rows["FP32 (ONNX Runtime)"] = {"method": "uncompressed", "budget": None, "device_runs": 1, "wall_s": 0.0}
     t0 = time.time()
-    int8 = plain.build({"layers": {name: {"bits": 8} for name in layers}, "model": SCHEME})
-    stats = measure(plain.runner, plain._job(int8), plain.profile.measurement)
+    int8 = plain.builder.build({"layers": {name: {"bits": 8} for name in layers}, "model": SCHEME})
+    stats = plain.device.measure(int8)
     entries["uniform INT8"] = (plain, int8)
     rows["uniform INT8"] = {"method": "uniform", "budget": None, "device_runs": stats.attempts,
                             "wall_s": round(time.time() - t0, 1)}
-    baseline_ms = measure(plain.runner, plain._job(entries["FP32 (ONNX Runtime)"][1]), plain.profile.measurement).p50_ms
+    baseline_ms = plain.device.measure(entries["FP32 (ONNX Runtime)"][1]).p50_ms
 
     # uniform channel pruning + INT8: the smallest uniform sparsity whose measured latency meets each budget
     pruned = session_for(work, "uniform-pruned", epochs=args.epochs)
@@ -108,8 +106,8 @@ def main() -> None:
         for level in SPARSITY_LEVELS[1:]:
             plan = {"layers": {name: {"bits": 8, **({"sparsity": level} if name in prunable else {})}
                                for name in layers}, "model": SCHEME}
-            artifact = pruned.build(plan)
-            stats = measure(pruned.runner, pruned._job(artifact), pruned.profile.measurement)
+            artifact = pruned.builder.build(plan)
+            stats = pruned.device.measure(artifact)
             runs += stats.attempts
             chosen = (level, artifact)
             if stats.usable and stats.p50_ms <= ratio * baseline_ms:
@@ -123,11 +121,11 @@ def main() -> None:
     ov_session = session_for(work, "nncf", profile="local-cpu-openvino")
     t0 = time.time()
     nncf_xml = nncf_ptq(ov_session, work / "nncf" / "nncf-ptq")
-    stats = measure(ov_session.runner, ov_session._job(nncf_xml), ov_session.profile.measurement)
+    stats = ov_session.device.measure(nncf_xml)
     entries["NNCF default PTQ (OpenVINO)"] = (ov_session, nncf_xml)
     rows["NNCF default PTQ (OpenVINO)"] = {"method": "nncf", "budget": None, "device_runs": stats.attempts,
                                            "wall_s": round(time.time() - t0, 1)}
-    entries["FP32 (OpenVINO)"] = (ov_session, ov_session.build({"layers": {}, "model": {}}))
+    entries["FP32 (OpenVINO)"] = (ov_session, ov_session.builder.build({"layers": {}, "model": {}}))
     rows["FP32 (OpenVINO)"] = {"method": "uncompressed", "budget": None, "device_runs": 1, "wall_s": 0.0}
 
     # the searches

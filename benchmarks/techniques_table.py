@@ -107,7 +107,6 @@ def onnx_only_session(name: str, task_session: SearchSession, work: Path) -> Sea
     config = SearchConfig(model=str(task_session.source.onnx_path), profile="local-cpu",
                           out_dir=str(work / f"{name}-onnx"), calib=str(calib))
     session = SearchSession(config)
-    session.prepare()
     return session
 
 
@@ -115,12 +114,10 @@ def run_model(name: str, rounds: int, epochs: int, work: Path) -> list[dict]:
     task_file = ROOT / "examples" / "fashion_mnist" / ("resnet_task.py" if name == "resnet" else "lenet_task.py")
     config = SearchConfig(model=str(task_file), profile="local-cpu", out_dir=str(work / name), finetune_epochs=epochs)
     session = SearchSession(config)
-    session.prepare()
     # one-shot rows: the same plans built without any recovery (masks applied after training); a session of
     # their own, because the recovery setting is part of every artifact's cache key
     one_shot = SearchSession(SearchConfig(model=str(task_file), profile="local-cpu",
                                           out_dir=str(work / f"{name}-1shot"), finetune_epochs=0))
-    one_shot.prepare()
     entries = {label: (one_shot if label.endswith(ONE_SHOT) else session, plan)
                for label, plan in plans_for(session).items()}
     onnx_session = onnx_only_session(name, session, work)

@@ -12,44 +12,13 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from edgeslim.errors import BudgetNotMet, EdgeslimError
+from edgeslim.progress import RichReporter
 
 err_console = Console(stderr=True)
 out_console = Console()
-
-
-class RichReporter:
-    """Progress bars on stderr, so ``--json`` output on stdout stays parseable."""
-
-    def __init__(self, enabled: bool = True) -> None:
-        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
-                                 MofNCompleteColumn(), TimeElapsedColumn(), console=err_console,
-                                 disable=not enabled, transient=False)
-        self._task: Any = None
-
-    def __enter__(self) -> RichReporter:
-        self.progress.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if self._task is not None:
-            self.progress.update(self._task, completed=self.progress.tasks[-1].completed)
-        self.progress.stop()
-
-    def phase(self, name: str, total: int | None = None) -> None:
-        if self._task is not None:
-            self.progress.update(self._task, total=self.progress.tasks[-1].completed or 1)
-        self._task = self.progress.add_task(name, total=total)
-
-    def advance(self, label: str = "") -> None:
-        if self._task is not None:
-            self.progress.advance(self._task)
-
-    def log(self, message: str) -> None:
-        self.progress.console.print(message)
 
 
 def _default_out(model: str) -> str:
@@ -71,10 +40,10 @@ def plugins(as_json: bool) -> None:
 
     registry = load_registry()
     rows = []
-    for kind, things in (("technique", registry.techniques), ("target", registry.targets),
-                         ("strategy", registry.strategies)):
+    for kind, things in (("technique", registry.techniques), ("recovery", registry.recoveries),
+                         ("target", registry.targets), ("strategy", registry.strategies)):
         for name, thing in sorted(things.items()):
-            ok, why = thing.available() if hasattr(thing, "available") else (True, "")
+            ok, why = thing.available()
             rows.append({"kind": kind, "name": name, "plugin": registry.provided_by[(kind, name)],
                          "available": ok, "detail": why, "description": thing.description})
     if as_json:
@@ -161,7 +130,7 @@ def _shapes(items: tuple[str, ...]) -> dict[str, list[int]]:
 @click.option("--json", "as_json", is_flag=True)
 def bench(model: str, profile_ref: str, input_shapes: tuple[str, ...], as_json: bool) -> None:
     """Measure one ONNX model's latency on the profile's device."""
-    from edgeslim.search import bench as run_bench
+    from edgeslim.commands import bench as run_bench
 
     stats = run_bench(model, profile_ref, _shapes(input_shapes))
     data = stats.to_dict()
@@ -207,16 +176,6 @@ def _run_search(config: Any, as_json: bool) -> None:
     _finish(manifest, config.out_dir, as_json)
 
 
-def _stored_run(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as exc:
-        raise EdgeslimError(f"cannot resume: {path} is missing or damaged ({exc})") from None
-    if not isinstance(data, dict):
-        raise EdgeslimError(f"cannot resume: {path} is not a run description")
-    return data
-
-
 def _run_multi(config: Any, profiles: list[str], as_json: bool) -> None:
     from edgeslim.multi import run_multi
     from edgeslim.report import print_report
@@ -239,47 +198,16 @@ def recovery_options(func: Any) -> Any:
     func = click.option("--recovery-option", "recovery_option", multiple=True, metavar="KEY=VALUE",
                         help="recovery setting, e.g. temperature=2 alpha=0.9 lr=5e-4 feature_weight=0.5")(func)
     func = click.option("--recovery", default="distillation", show_default=True,
-                        help="how to recover after pruning/low-rank: distillation or finetune")(func)
+                        help="recovery after pruning/low-rank when the task has training data: a recovery "
+                             "plugin (`edgeslim plugins` lists them: distillation, finetune, ...)")(func)
     return func
 
 
 def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) -> dict[str, Any]:
-    """Parse ``--recovery-option`` and ``--distill-feature`` into checked recovery options."""
-    options: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise EdgeslimError(f"--recovery-option {pair!r}: expected KEY=VALUE, e.g. temperature=2")
-        try:
-            options[key] = json.loads(value)
-        except ValueError:
-            options[key] = value
-    for pair in features:
-        student, sep, teacher = pair.partition("=")
-        if not sep or not student or not teacher:
-            raise EdgeslimError(f"--distill-feature {pair!r}: expected STUDENT_MODULE=TEACHER_MODULE, "
-                                "e.g. layer2=layer2")
-        options.setdefault("features", []).append([student, teacher])
-    if features:
-        options.setdefault("feature_weight", 1.0)
     from edgeslim.host import load_registry
+    from edgeslim.recovery import parse_recovery_options
 
-    known = ["finetune", *[name for name, t in load_registry().techniques.items() if t.recovers]]
-    if recovery not in known:
-        raise EdgeslimError(f"--recovery {recovery}: not an installed recovery technique ({', '.join(known)})")
-    if recovery == "distillation":
-        from edgeslim.plugins.distillation import DistillationSettings
-        from edgeslim.settings import describe_validation_error
-
-        try:
-            DistillationSettings.model_validate(options)
-        except Exception as exc:
-            detail = describe_validation_error(exc, "--recovery-option") if hasattr(exc, "errors") else str(exc)
-            raise EdgeslimError(detail) from None
-    elif recovery == "finetune" and (options or features):
-        raise EdgeslimError("--recovery finetune takes no --recovery-option/--distill-feature (they configure "
-                            "distillation)")
-    return options
+    return parse_recovery_options(load_registry().recoveries, recovery, pairs, features)
 
 
 @cli.command()
@@ -309,19 +237,17 @@ def search(model: str | None, profile_refs: tuple[str, ...], budget_ms: float | 
            resume_dir: str | None, as_json: bool, recovery: str, recovery_option: tuple[str, ...],
            distill_features: tuple[str, ...]) -> None:
     """Search for the most accurate compressed MODEL (.onnx or TASK.py) that meets the budget."""
-    from edgeslim.search import SearchConfig
+    from edgeslim.config import SearchConfig
 
     if resume_dir:
         if model:
             raise EdgeslimError("--resume DIR repeats the stored run; do not give MODEL as well")
         if not Path(resume_dir).is_dir():
             raise EdgeslimError(f"--resume {resume_dir}: no such run directory")
-        stored = _stored_run(Path(resume_dir) / "run.json")
-        profiles = stored.pop("profiles", None)
-        config = SearchConfig.from_dict(stored, Path(resume_dir) / "run.json")
+        config = SearchConfig.load(Path(resume_dir) / "run.json")
         config.out_dir = resume_dir
-        if profiles:
-            _run_multi(config, profiles, as_json)
+        if len(config.profiles) > 1:
+            _run_multi(config, config.profiles, as_json)
         else:
             _run_search(config, as_json)
         return
@@ -374,7 +300,8 @@ def apply(model: str, plan_path: str, profile_ref: str, out_dir: str, calib: str
           input_shapes: tuple[str, ...], budget_ms: float | None, finetune_epochs: int, as_json: bool, qat: bool,
           recovery: str, recovery_option: tuple[str, ...], distill_features: tuple[str, ...]) -> None:
     """Replay a plan on MODEL: build, measure against the original (interleaved), write DIR."""
-    from edgeslim.search import SearchConfig, apply_plan
+    from edgeslim.commands import apply_plan
+    from edgeslim.config import SearchConfig
 
     try:
         plan = json.loads(Path(plan_path).read_text())
@@ -398,6 +325,10 @@ def apply(model: str, plan_path: str, profile_ref: str, out_dir: str, calib: str
         from edgeslim.report import print_report
 
         print_report(Path(out_dir), out_console)
+    if manifest["status"] != "ok":
+        judged = (manifest["best"].get("verification") or {}).get("judged_on", "")
+        raise BudgetNotMet(f"the plan's model misses the budget of {manifest['budget']['latency_ms']:.3f} ms "
+                           f"when measured against the original ({judged}); see {out_dir}/report.md")
 
 
 @cli.command()
@@ -419,7 +350,7 @@ def report(run_dir: str, as_json: bool) -> None:
 @click.option("--json", "as_json", is_flag=True)
 def demo(out_dir: str | None, trials: int, as_json: bool) -> None:
     """The embedded default: a CNN on scikit-learn's digits, budget half its FP32 latency, this machine."""
-    from edgeslim.search import SearchConfig
+    from edgeslim.config import SearchConfig
 
     config = SearchConfig(model="builtin:demo", profile="local-cpu", out_dir=out_dir or _default_out("builtin:demo"),
                           budget_ratio=0.5, trials=trials)

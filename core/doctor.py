@@ -7,23 +7,25 @@ import shutil
 from typing import Any
 
 from edgeslim.profile import Profile
+from edgeslim.target import Target
 
-#: which Python module (or command) each target needs on the device
-RUNTIME_OF_TARGET = {"onnxruntime": "onnxruntime", "openvino": "openvino", "tensorrt": "trtexec"}
 MIN_FREE_BYTES = 500 * 1024 * 1024
 HOT_C = 75.0
 
 
-def check_facts(facts: dict[str, Any], target: str) -> tuple[list[str], list[str]]:
+def check_facts(facts: dict[str, Any], target: type[Target] | None) -> tuple[list[str], list[str]]:
+    """Problems (the device cannot measure) and warnings (it measures unsteadily) in a device's facts, for the
+    modules and commands ``target``'s agent needs there."""
     problems, warnings = [], []
-    runtime = RUNTIME_OF_TARGET.get(target)
-    if runtime == "trtexec":
-        if not facts.get("trtexec"):
-            problems.append("trtexec not on PATH: install TensorRT (JetPack) or add /usr/src/tensorrt/bin to PATH")
-    elif runtime and not (facts.get("runtimes") or {}).get(runtime):
-        problems.append(f"Python module {runtime} is missing: pip install {runtime} (in the board's `python`)")
-    if runtime and runtime != "trtexec" and not (facts.get("runtimes") or {}).get("numpy"):
-        problems.append("numpy is missing: pip install numpy")
+    runtimes = facts.get("runtimes") or {}
+    commands = facts.get("commands") or {}
+    for module in (target.agent_modules if target else ()):
+        if not runtimes.get(module):
+            problems.append(f"Python module {module} is missing: pip install {module} (in the board's `python`)")
+    for command in (target.agent_commands if target else ()):
+        if not commands.get(command):
+            problems.append(f"{command} not on PATH: install it on the device or add its folder to PATH "
+                            f"(target {target.name if target else '?'})")
     if facts.get("free_bytes", MIN_FREE_BYTES) < MIN_FREE_BYTES:
         problems.append(f"only {facts['free_bytes'] / 1e6:.0f} MB free for the workdir {facts.get('workdir')}: "
                         "free space or point workdir at a larger disk")
@@ -40,7 +42,7 @@ def check_facts(facts: dict[str, Any], target: str) -> tuple[list[str], list[str
     return problems, warnings
 
 
-def local_facts() -> dict[str, Any]:
+def local_facts(modules: tuple[str, ...] = (), commands: tuple[str, ...] = ()) -> dict[str, Any]:
     import os
 
     def version(module: str) -> str | None:
@@ -51,9 +53,9 @@ def local_facts() -> dict[str, Any]:
 
     return {"python": platform.python_version(), "machine": platform.machine(), "workdir": os.getcwd(),
             "free_bytes": shutil.disk_usage(os.getcwd()).free, "load_avg": list(os.getloadavg()),
-            "runtimes": {m: version(m) for m in ("onnxruntime", "openvino", "numpy")},
+            "runtimes": {m: version(m) for m in modules},
             "governor": _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor"),
-            "trtexec": shutil.which("trtexec")}
+            "commands": {c: shutil.which(c) for c in commands}}
 
 
 def _read(path: str) -> str | None:
@@ -65,10 +67,15 @@ def _read(path: str) -> str | None:
 
 
 def diagnose(profile: Profile, accept_new_host_keys: bool = False) -> dict[str, Any]:
+    from edgeslim.host import load_registry
+
+    target = load_registry().targets.get(profile.target.name)
+    modules = target.agent_modules if target else ()
+    commands = target.agent_commands if target else ()
     boards = []
     if not profile.boards:
-        facts = local_facts()
-        problems, warnings = check_facts(facts, profile.target.name)
+        facts = local_facts(modules, commands)
+        problems, warnings = check_facts(facts, target)
         boards.append({"where": "local", "ok": not problems, "problems": problems, "warnings": warnings,
                        "facts": facts})
         return {"profile": profile.name, "target": profile.target.name, "boards": boards, "warnings": []}
@@ -81,8 +88,8 @@ def diagnose(profile: Profile, accept_new_host_keys: bool = False) -> dict[str, 
         try:
             runner.connect()
             entry["host_key"] = f"SHA256:{runner.host_key_fingerprint} (known)"
-            entry["facts"] = runner.probe()
-            problems, warnings = check_facts(entry["facts"], profile.target.name)
+            entry["facts"] = runner.probe(modules, commands)
+            problems, warnings = check_facts(entry["facts"], target)
             entry["problems"] += problems
             entry["warnings"] += warnings
         except SSHFailure as failure:

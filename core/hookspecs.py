@@ -16,15 +16,21 @@ startup error that names both plugins.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pluggy
+
+if TYPE_CHECKING:
+    from edgeslim.recovery import Recovery
+    from edgeslim.strategy import Strategy
+    from edgeslim.target import Target
+    from edgeslim.technique import Technique
 
 hookspec = pluggy.HookspecMarker("edgeslim")
 
 
 @hookspec
-def edgeslim_register_techniques(register: Callable[[Any], None]) -> None:
+def edgeslim_register_techniques(register: Callable[[Technique], None]) -> None:
     """Register compression techniques.
 
     :param register: call ``register(technique)`` with an instance of a
@@ -37,7 +43,7 @@ def edgeslim_register_techniques(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
-def edgeslim_register_targets(register: Callable[[Any], None]) -> None:
+def edgeslim_register_targets(register: Callable[[type[Target]], None]) -> None:
     """Register backend targets (ONNX Runtime, OpenVINO, TensorRT, vendor runtimes).
 
     :param register: call ``register(target_class)`` with a subclass of
@@ -50,11 +56,25 @@ def edgeslim_register_targets(register: Callable[[Any], None]) -> None:
 
 
 @hookspec
-def edgeslim_register_strategies(register: Callable[[Any], None]) -> None:
+def edgeslim_register_strategies(register: Callable[[type[Strategy]], None]) -> None:
     """Register search strategies.
 
     :param register: call ``register(strategy_class)`` with a subclass of
         :class:`edgeslim.strategy.Strategy`; ``--strategy NAME`` selects it.
+        A strategy sees the run only through :class:`edgeslim.strategy.SearchAPI`.
+
+    Not firstresult.
+    """
+
+
+@hookspec
+def edgeslim_register_recoveries(register: Callable[[type[Recovery]], None]) -> None:
+    """Register recovery methods (fine-tuning, distillation, least-squares reconstruction).
+
+    :param register: call ``register(recovery_class)`` with a subclass of
+        :class:`edgeslim.recovery.Recovery`; ``--recovery NAME`` selects it and
+        ``--recovery-option KEY=VALUE`` fills its ``Settings``. A recovery with
+        ``needs_training_data = False`` serves bare ONNX models.
 
     Not firstresult.
     """
@@ -64,10 +84,11 @@ def edgeslim_register_strategies(register: Callable[[Any], None]) -> None:
 def edgeslim_candidate_measured(record: dict[str, Any]) -> None:
     """Event: a candidate was built, measured on the target and scored.
 
-    :param record: the candidate record as stored in the run's store and in
-        ``candidates.jsonl``: ``key``, ``plan``, ``status``, ``latency``
-        (the agent's statistics, or ``None``), ``metric``, ``artifact``,
-        ``note``. Plugins may log or export it; they must not modify it.
+    :param record: ``edgeslim.records.CandidateRecord.to_dict()``, as in
+        ``candidates.jsonl``: ``key``, ``plan``, ``purpose``, ``status``,
+        ``latency`` (the agent's statistics, or ``None``), ``metric``,
+        ``artifact``, ``note``, ``details``. A copy: plugins may log or
+        export it.
 
     Called for every candidate, including ones taken from the store on
     ``--resume`` (then ``record["from_store"]`` is true). Return value ignored.
@@ -76,7 +97,10 @@ def edgeslim_candidate_measured(record: dict[str, Any]) -> None:
 
 @hookspec
 def edgeslim_search_finished(manifest: dict[str, Any]) -> None:
-    """Event: a search finished and its ``manifest.json`` was written.
+    """Event: a search (or ``edgeslim apply``) finished and its ``manifest.json`` was written.
 
-    :param manifest: the manifest exactly as written. Return value ignored.
+    :param manifest: the manifest exactly as written
+        (:class:`edgeslim.records.Manifest`); ``manifest["status"]`` is
+        ``"ok"`` only when the answer met the budget when re-measured.
+        Return value ignored.
     """

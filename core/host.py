@@ -10,14 +10,20 @@ import pluggy
 
 from edgeslim import hookspecs
 from edgeslim.errors import EdgeslimError
+from edgeslim.recovery import Recovery
+from edgeslim.strategy import Strategy
+from edgeslim.target import Target
+from edgeslim.technique import Technique
 
 DEFAULT_PLUGINS = (
     "edgeslim.plugins.pruning",
     "edgeslim.plugins.clustering",
     "edgeslim.plugins.attention",
     "edgeslim.plugins.quantization",
+    "edgeslim.plugins.qat",
     "edgeslim.plugins.lowrank",
     "edgeslim.plugins.distillation",
+    "edgeslim.plugins.recovery",
     "edgeslim.plugins.greedy",
     "edgeslim.plugins.optuna_search",
     "edgeslim.targets.onnxruntime",
@@ -32,9 +38,10 @@ ENTRY_POINT_GROUP = "edgeslim"
 class Registry:
     """Everything the loaded plugins provide, keyed by name, with the providing plugin."""
 
-    techniques: dict[str, Any] = field(default_factory=dict)
-    targets: dict[str, Any] = field(default_factory=dict)
-    strategies: dict[str, Any] = field(default_factory=dict)
+    techniques: dict[str, Technique] = field(default_factory=dict)
+    targets: dict[str, type[Target]] = field(default_factory=dict)
+    strategies: dict[str, type[Strategy]] = field(default_factory=dict)
+    recoveries: dict[str, type[Recovery]] = field(default_factory=dict)
     provided_by: dict[tuple[str, str], str] = field(default_factory=dict)
 
 
@@ -109,4 +116,5 @@ def load_registry(extra_plugins: tuple[Any, ...] = ()) -> Registry:
     registry.techniques = _collect(pm, "edgeslim_register_techniques", "technique", registry)
     registry.targets = _collect(pm, "edgeslim_register_targets", "target", registry)
     registry.strategies = _collect(pm, "edgeslim_register_strategies", "strategy", registry)
+    registry.recoveries = _collect(pm, "edgeslim_register_recoveries", "recovery", registry)
     return registry

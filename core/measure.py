@@ -7,6 +7,7 @@ interleave separate processes: A, B, A, B, ... and report medians.
 
 from __future__ import annotations
 
+import importlib.resources
 import json
 import shutil
 import statistics
@@ -21,9 +22,9 @@ from edgeslim.profile import MeasurementSettings
 
 
 def agent_path() -> Path:
-    import edgeslim.targets
-
-    return Path(edgeslim.targets.__file__).resolve().parent / "agent.py"
+    """The board-side agent: a self-contained script shipped as a data file beside the built-in targets. It is
+    copied to the device and run there, never imported, so the host locates it without importing a target."""
+    return Path(str(importlib.resources.files("edgeslim.targets").joinpath("agent.py"))).resolve()
 
 
 USABLE = ("ok", "noisy", "throttled")

@@ -13,15 +13,17 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import edgeslim
+from edgeslim.charts import fmt, plan_text, svg_scatter
+from edgeslim.config import SearchConfig
 from edgeslim.errors import EdgeslimError
 from edgeslim.profile import load_profile
-from edgeslim.report import _fmt, _plan_text, _svg_scatter, load_records
-from edgeslim.search import Reporter, SearchConfig, SearchSession
+from edgeslim.progress import Reporter
+from edgeslim.report import load_records
+from edgeslim.search import SearchSession
 from edgeslim.store import SharedEvaluations
 
 
@@ -38,7 +40,7 @@ def device_dirs(profiles: list[str]) -> list[str]:
 
 
 def save_multi_config(config: SearchConfig, profiles: list[str], path: Path) -> None:
-    path.write_text(json.dumps({**asdict(config), "profiles": profiles}, indent=2))
+    config.model_copy(update={"profiles": profiles}).save(path)
 
 
 def run_multi(config: SearchConfig, profiles: list[str], reporter: Reporter | None = None) -> dict[str, Any]:
@@ -52,7 +54,9 @@ def run_multi(config: SearchConfig, profiles: list[str], reporter: Reporter | No
     for ref, name in zip(profiles, device_dirs(profiles), strict=True):
         if reporter is not None:
             reporter.log(f"device {name} ({ref})")
-        session = SearchSession(replace(config, profile=ref, out_dir=str(root / name)), reporter, shared=shared)
+        # each device's own run directory resumes on its own, as a single-device run
+        device_config = config.model_copy(update={"profile": ref, "out_dir": str(root / name), "profiles": []})
+        session = SearchSession(device_config, reporter, shared=shared)
         manifest = session.run()
         devices[name] = {
             "profile": manifest["profile"], "run_dir": name, "status": manifest["status"],
@@ -93,23 +97,23 @@ def write_multi_reports(root: Path, manifest: dict[str, Any]) -> Path:
     sections = []
     for name, d in manifest["devices"].items():
         best, base = d["best"], d["baseline"]
-        lines.append(f"| {name} | {_fmt(d['budget']['latency_ms'])} | {_fmt(base['latency']['p50_ms'])} | "
-                     f"{_fmt(best['latency'].get('p50_ms'))} | {_fmt(best['metric'].get('value'), 4)} | "
-                     f"{best['meets_budget']} | {d['device_runs']['total']} | {_plan_text(best.get('plan'))[:100]} |")
+        lines.append(f"| {name} | {fmt(d['budget']['latency_ms'])} | {fmt(base['latency']['p50_ms'])} | "
+                     f"{fmt(best['latency'].get('p50_ms'))} | {fmt(best['metric'].get('value'), 4)} | "
+                     f"{best['meets_budget']} | {d['device_runs']['total']} | {plan_text(best.get('plan'))[:100]} |")
         records = load_records(root / d["run_dir"])
         points = [{"x": r["latency"]["p50_ms"], "y": r["metric"],
                    "role": "best" if r["key"] == best.get("key") else "baseline" if r["key"] == base.get("key")
                    else "", "label": f"{r['key'][:10]}: p50 {r['latency']['p50_ms']:.4g} ms, {metric} "
-                                     f"{r['metric']:.4f}; {_plan_text(r['plan'])}"}
+                                     f"{r['metric']:.4f}; {plan_text(r['plan'])}"}
                   for r in records if (r.get("latency") or {}).get("p50_ms") and r.get("metric") is not None]
         sections.append(
             f"<h2>{h(name)} ({h(d['profile'])}, {h(d['target']['name'])})</h2>"
-            f"<p>Status <b>{h(d['status'])}</b>. Budget {_fmt(d['budget']['latency_ms'])} ms. Baseline p50 "
-            f"{_fmt(base['latency']['p50_ms'])} ms, {h(metric)} {_fmt(base['metric']['value'], 4)}. Chosen p50 "
-            f"{_fmt(best['latency'].get('p50_ms'))} ms, {h(metric)} {_fmt(best['metric'].get('value'), 4)}: "
-            f"{h(_plan_text(best.get('plan')))}. <a href=\"{h(d['run_dir'])}/report.html\">This device's full "
+            f"<p>Status <b>{h(d['status'])}</b>. Budget {fmt(d['budget']['latency_ms'])} ms. Baseline p50 "
+            f"{fmt(base['latency']['p50_ms'])} ms, {h(metric)} {fmt(base['metric']['value'], 4)}. Chosen p50 "
+            f"{fmt(best['latency'].get('p50_ms'))} ms, {h(metric)} {fmt(best['metric'].get('value'), 4)}: "
+            f"{h(plan_text(best.get('plan')))}. <a href=\"{h(d['run_dir'])}/report.html\">This device's full "
             f"report</a> (per-layer plan, how each number was measured, all candidates).</p>"
-            + _svg_scatter(points, "p50 latency (ms), measured on this device", metric, d["budget"]["latency_ms"]))
+            + svg_scatter(points, "p50 latency (ms), measured on this device", metric, d["budget"]["latency_ms"]))
     (root / "report.md").write_text("\n".join(lines) + "\n")
     page = (f"<!doctype html><html><head><meta charset=\"utf-8\"><title>edgeslim: {h(str(manifest['model']))}"
             "</title><style>body{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}"

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+import tomllib
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
-import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from edgeslim.errors import EdgeslimError
@@ -137,6 +137,23 @@ def _merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
+def _inheritable(parent: dict[str, Any], child: dict[str, Any]) -> dict[str, Any]:
+    """What a child profile inherits from its parent before its own keys are merged over it: a budget given in
+    either form replaces the inherited one (``latency_ms`` removes the parent's ``ratio`` and back), target
+    options only when the child keeps the parent's target, and never the parent's description."""
+    inherited = {k: v for k, v in parent.items() if k != "description"}
+    child_budget = child.get("budget") or {}
+    if isinstance(child_budget, dict) and isinstance(inherited.get("budget"), dict):
+        forms = {"latency_ms", "ratio"}
+        if forms & set(child_budget):
+            inherited["budget"] = {k: v for k, v in inherited["budget"].items() if k not in forms}
+    child_target, parent_target = child.get("target") or {}, inherited.get("target") or {}
+    if isinstance(child_target, dict) and isinstance(parent_target, dict):
+        if child_target.get("name", parent_target.get("name")) != parent_target.get("name"):
+            inherited["target"] = {}  # another runtime: the parent's options mean nothing to it
+    return inherited
+
+
 def _resolve(ref: str, base_dir: Path | None, seen: tuple[str, ...]) -> tuple[dict[str, Any], str]:
     data, source = _read_toml(ref, base_dir)
     if source in seen:
@@ -149,7 +166,7 @@ def _resolve(ref: str, base_dir: Path | None, seen: tuple[str, ...]) -> tuple[di
         if source.startswith("builtin:") and parent == source.removeprefix("builtin:"):
             raise EdgeslimError(f"profile {source}: extends itself")
         parent_data, _ = _resolve(parent, here, (*seen, source))
-        data = _merge(parent_data, data)
+        data = _merge(_inheritable(parent_data, data), data)
     return data, source
 
 

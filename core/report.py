@@ -10,20 +10,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edgeslim.charts import fmt, plan_text, svg_scatter
 from edgeslim.errors import EdgeslimError
-
-
-def _fmt(value: Any, digits: int = 3) -> str:
-    return "-" if value is None else f"{value:.{digits}f}"
-
-
-def _plan_text(plan: dict[str, Any] | None) -> str:
-    if not plan:
-        return "(uncompressed)"
-    parts = [f"{layer}: " + ",".join(f"{k}={v}" for k, v in sorted(d.items()))
-             for layer, d in sorted(plan.get("layers", {}).items())]
-    parts += [f"{k}={v}" for k, v in sorted(plan.get("model", {}).items())]
-    return "; ".join(parts) or "(uncompressed)"
 
 
 def _pct(value: float | None) -> str:
@@ -68,19 +56,19 @@ def write_report(run_dir: Path, manifest: dict[str, Any], records: list[dict[str
         f"# edgeslim report: {manifest['model']} on {manifest['profile']}",
         "",
         f"- status: **{manifest['status']}**",
-        f"- budget: {_fmt(manifest['budget']['latency_ms'])} ms ({manifest['budget']['statistic']})"
+        f"- budget: {fmt(manifest['budget']['latency_ms'])} ms ({manifest['budget']['statistic']})"
         + (f", {manifest['budget']['ratio']} x baseline" if manifest['budget']['ratio'] else ""),
-        f"- baseline: p50 {_fmt(base['latency']['p50_ms'])} ms, {metric} {_fmt(base['metric']['value'], 4)}",
-        f"- best: p50 {_fmt(best['latency'].get('p50_ms'))} ms, {metric} {_fmt(best['metric'].get('value'), 4)}, "
+        f"- baseline: p50 {fmt(base['latency']['p50_ms'])} ms, {metric} {fmt(base['metric']['value'], 4)}",
+        f"- best: p50 {fmt(best['latency'].get('p50_ms'))} ms, {metric} {fmt(best['metric'].get('value'), 4)}, "
         f"meets budget: {best['meets_budget']}",
     ]
     if best.get("verification"):
         v = best["verification"]
-        lines.append(f"- verification: {v['method']}: baseline {_fmt(v['reference_p50_ms'])} ms "
-                     f"[{_fmt(v['reference_min_ms'])}-{_fmt(v['reference_max_ms'])}], best "
-                     f"{_fmt(v['candidate_p50_ms'])} ms [{_fmt(v['candidate_min_ms'])}-{_fmt(v['candidate_max_ms'])}]"
+        lines.append(f"- verification: {v['method']}: baseline {fmt(v['reference_p50_ms'])} ms "
+                     f"[{fmt(v['reference_min_ms'])}-{fmt(v['reference_max_ms'])}], best "
+                     f"{fmt(v['candidate_p50_ms'])} ms [{fmt(v['candidate_min_ms'])}-{fmt(v['candidate_max_ms'])}]"
                      f", speed-up {1 / v['ratio']:.2f}x")
-    lines += [f"- best plan: {_plan_text(best.get('plan'))}", f"- metric: {manifest['metric']['description']}",
+    lines += [f"- best plan: {plan_text(best.get('plan'))}", f"- metric: {manifest['metric']['description']}",
               f"- {_predictor_text(manifest)}", ""]
     if manifest["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in manifest["notes"]] + [""]
@@ -89,10 +77,10 @@ def write_report(run_dir: Path, manifest: dict[str, Any], records: list[dict[str
               "|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         lat = r.get("latency") or {}
-        lines.append(f"| {r['key'][:10]} | {r['purpose']} | {_fmt(lat.get('p50_ms'))} | "
-                     f"{_fmt((r.get('details') or {}).get('predicted_ms'))} | {_fmt(lat.get('p90_ms'))} | "
-                     f"{_fmt(lat.get('cv'), 2)} | {_fmt(r.get('metric'), 4)} | {r['status']} | "
-                     f"{_plan_text(r['plan'])[:120]} |")
+        lines.append(f"| {r['key'][:10]} | {r['purpose']} | {fmt(lat.get('p50_ms'))} | "
+                     f"{fmt((r.get('details') or {}).get('predicted_ms'))} | {fmt(lat.get('p90_ms'))} | "
+                     f"{fmt(lat.get('cv'), 2)} | {fmt(r.get('metric'), 4)} | {r['status']} | "
+                     f"{plan_text(r['plan'])[:120]} |")
     (run_dir / "report.md").write_text("\n".join(lines) + "\n")
 
 
@@ -103,15 +91,15 @@ def summary_table(manifest: dict[str, Any]) -> Table:
         table.add_column(col, justify="right" if col != "model" else "left")
     base, best = manifest["baseline"], manifest["best"]
     budget = manifest["budget"]["latency_ms"]
-    table.add_row("baseline (FP32)", _fmt(base["latency"]["p50_ms"]), _fmt(base["latency"]["p90_ms"]), "1.00x",
-                  _fmt(base["metric"]["value"], 4), "-")
+    table.add_row("baseline (FP32)", fmt(base["latency"]["p50_ms"]), fmt(base["latency"]["p90_ms"]), "1.00x",
+                  fmt(base["metric"]["value"], 4), "-")
     base_ms = base["latency"]["p50_ms"]
     label = "best (verified)" if best["meets_budget"] else "fastest (budget missed)"
     best_ms = best["latency"].get("p50_ms")
     speedup = best.get("speedup") or (base_ms / best_ms if best_ms else None)
-    table.add_row(label, _fmt(best_ms), _fmt(best["latency"].get("p90_ms")),
-                  f"{speedup:.2f}x" if speedup else "-", _fmt(best["metric"].get("value"), 4),
-                  f"{best['meets_budget']} (budget {_fmt(budget)} ms)")
+    table.add_row(label, fmt(best_ms), fmt(best["latency"].get("p90_ms")),
+                  f"{speedup:.2f}x" if speedup else "-", fmt(best["metric"].get("value"), 4),
+                  f"{best['meets_budget']} (budget {fmt(budget)} ms)")
     return table
 
 
@@ -131,7 +119,7 @@ def print_report(run_dir: Path, console: Console) -> dict[str, Any]:
         return _print_multi(run_dir, manifest, console)
     console.print(summary_table(manifest))
     best = manifest["best"]
-    console.print(f"best plan: {escape(_plan_text(best.get('plan')))}", highlight=False)
+    console.print(f"best plan: {escape(plan_text(best.get('plan')))}", highlight=False)
     if runs := _device_runs_text(manifest):
         console.print(runs, highlight=False)
     for note in manifest.get("notes", []):
@@ -142,87 +130,24 @@ def print_report(run_dir: Path, console: Console) -> dict[str, Any]:
 
 
 def _print_multi(run_dir: Path, manifest: dict[str, Any], console: Console) -> dict[str, Any]:
-    from edgeslim.multi import write_multi_reports
-
     for name, device in manifest["devices"].items():
         sub = load_manifest(run_dir / device["run_dir"])
         console.print(summary_table(sub))
-        console.print(f"{escape(name)}: best plan: {escape(_plan_text(sub['best'].get('plan')))}", highlight=False)
+        console.print(f"{escape(name)}: best plan: {escape(plan_text(sub['best'].get('plan')))}", highlight=False)
         if runs := _device_runs_text(sub):
             console.print(f"{escape(name)}: {runs}", highlight=False)
         write_html_report(run_dir / device["run_dir"], sub, load_records(run_dir / device["run_dir"]))
     shared = manifest["shared_evaluations"]
     console.print(f"shared across devices: {shared['builds_reused']} built models, {shared['metrics_reused']} metrics")
-    console.print(f"report: {run_dir / 'report.md'}, {write_multi_reports(run_dir, manifest)}")
+    console.print(f"report: {run_dir / 'report.md'}, {run_dir / 'report.html'}")
     return manifest
 
 
 # --- HTML report ------------------------------------------------------------------------------------------
 
-def pareto_front(points: list[tuple[float, float]]) -> list[int]:
-    """Indices of the points no other point beats on both axes (lower x, higher y), by increasing x."""
-    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
-    front, best_y = [], float("-inf")
-    for i in order:
-        if points[i][1] > best_y:
-            front.append(i)
-            best_y = points[i][1]
-    return front
-
-
-def _svg_scatter(points: list[dict[str, Any]], x_label: str, y_label: str, budget: float | None = None,
-                 width: int = 640, height: int = 380) -> str:
-    """A scatter plot as inline SVG: every point with a tooltip, the Pareto front joined, the budget line."""
-    from html import escape as html_escape
-
-    if not points:
-        return "<p>(no measured candidates)</p>"
-    pad_l, pad_r, pad_t, pad_b = 64, 16, 16, 44
-    xs, ys = [p["x"] for p in points], [p["y"] for p in points]
-    x_lo, x_hi = min(xs + ([budget] if budget else [])), max(xs + ([budget] if budget else []))
-    y_lo, y_hi = min(ys), max(ys)
-    span = x_hi - x_lo or x_hi or 1
-    x_lo, x_hi = max(0.0, x_lo - 0.05 * span) if x_lo >= 0 else x_lo - 0.05 * span, x_hi + 0.05 * span
-    y_lo, y_hi = y_lo - 0.05 * (y_hi - y_lo or 0.01), y_hi + 0.05 * (y_hi - y_lo or 0.01)
-
-    def sx(v: float) -> float:
-        return pad_l + (v - x_lo) / (x_hi - x_lo) * (width - pad_l - pad_r)
-
-    def sy(v: float) -> float:
-        return height - pad_b - (v - y_lo) / (y_hi - y_lo) * (height - pad_t - pad_b)
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}" class="plot">',
-             f'<rect x="{pad_l}" y="{pad_t}" width="{width - pad_l - pad_r}" height="{height - pad_t - pad_b}" '
-             'fill="none" stroke="#999"/>']
-    for k in range(5):
-        xv, yv = x_lo + (x_hi - x_lo) * k / 4, y_lo + (y_hi - y_lo) * k / 4
-        parts.append(f'<text x="{sx(xv):.1f}" y="{height - pad_b + 16}" text-anchor="middle">{xv:.3g}</text>')
-        parts.append(f'<text x="{pad_l - 6}" y="{sy(yv) + 4:.1f}" text-anchor="end">{yv:.4g}</text>')
-    parts.append(f'<text x="{(width + pad_l) / 2}" y="{height - 8}" text-anchor="middle">{html_escape(x_label)}</text>')
-    parts.append(f'<text x="14" y="{(height - pad_b) / 2}" transform="rotate(-90 14 {(height - pad_b) / 2})" '
-                 f'text-anchor="middle">{html_escape(y_label)}</text>')
-    if budget:
-        parts.append(f'<line x1="{sx(budget):.1f}" x2="{sx(budget):.1f}" y1="{pad_t}" y2="{height - pad_b}" '
-                     'stroke="#c00" stroke-dasharray="5,4"/>')
-        parts.append(f'<text x="{sx(budget) + 4:.1f}" y="{pad_t + 12}" fill="#c00">budget</text>')
-    front = pareto_front([(p["x"], p["y"]) for p in points])
-    if len(front) > 1:
-        path = " ".join(f"{sx(points[i]['x']):.1f},{sy(points[i]['y']):.1f}" for i in front)
-        parts.append(f'<polyline points="{path}" fill="none" stroke="#2a7" stroke-width="2"/>')
-    for i, p in enumerate(points):
-        colour = {"best": "#d60", "baseline": "#05c"}.get(p.get("role", ""), "#2a7" if i in front else "#888")
-        radius = 6 if p.get("role") else 4
-        parts.append(f'<circle cx="{sx(p["x"]):.1f}" cy="{sy(p["y"]):.1f}" r="{radius}" fill="{colour}">'
-                     f'<title>{html_escape(p["label"])}</title></circle>')
-    parts.append("</svg>")
-    return "\n".join(parts)
-
-
-def write_html_report(run_dir: Path, manifest: dict[str, Any], records: list[dict[str, Any]]) -> Path:
-    """``report.html``: one page, no scripts, no downloads: the accuracy-latency Pareto plot (and accuracy-size
-    where sizes differ), the chosen model's per-layer plan, how every number was measured, all candidates."""
-    from html import escape as h
-
+def _plot_points(manifest: dict[str, Any], records: list[dict[str, Any]]
+                 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(accuracy-latency points, accuracy-size points) of every measured and scored candidate."""
     metric = manifest["metric"]["name"]
     best, base = manifest["best"], manifest["baseline"]
     measured = [r for r in records if (r.get("latency") or {}).get("p50_ms") and r.get("metric") is not None]
@@ -232,29 +157,70 @@ def write_html_report(run_dir: Path, manifest: dict[str, Any], records: list[dic
 
     latency_points = [{"x": r["latency"]["p50_ms"], "y": r["metric"], "role": role(r),
                        "label": f"{r['key'][:10]} {r['purpose']}: p50 {r['latency']['p50_ms']:.4g} ms, {metric} "
-                                f"{r['metric']:.4f} ({r['status']}); {_plan_text(r['plan'])}"} for r in measured]
-    sized = [r for r in measured if (r.get("details") or {}).get("artifact_bytes")]
+                                f"{r['metric']:.4f} ({r['status']}); {plan_text(r['plan'])}"} for r in measured]
     size_points = []
-    for r in sized:
-        d = r["details"]
+    for r in measured:
+        d = r.get("details") or {}
+        if not d.get("artifact_bytes"):
+            continue
         size = min(v for v in (d.get("artifact_bytes"), d.get("packed_bytes"), d.get("deep_compression_bytes")) if v)
         size_points.append({"x": size / 1e3, "y": r["metric"], "role": role(r),
                             "label": f"{r['key'][:10]}: {size / 1e3:.1f} kB, {metric} {r['metric']:.4f}; "
-                                     f"{_plan_text(r['plan'])}"})
+                                     f"{plan_text(r['plan'])}"})
+    return latency_points, size_points
+
+
+def _layer_rows(manifest: dict[str, Any]) -> str:
+    """The chosen model's per-layer decisions and what each layer really runs as, as HTML table rows."""
+    from html import escape as h
+
+    best = manifest["best"]
     plan = best.get("plan") or {"layers": {}, "model": {}}
     precision = best.get("effective_precision") or {}
-    layer_rows = "".join(
+    return "".join(
         f"<tr><td>{h(layer['name'])}</td><td>{h(layer['op'])}</td><td>{layer['params']:,}</td>"
         f"<td>{h(', '.join(f'{k}={v}' for k, v in sorted(plan['layers'].get(layer['name'], {}).items())) or '-')}"
         f"</td><td>{h(str(precision.get(layer['name'], '-')))}</td></tr>" for layer in manifest.get("layers", []))
-    measurement = manifest.get("measurement", {})
-    verification = best.get("verification") or {}
-    cand_rows = "".join(
-        f"<tr><td>{r['key'][:10]}</td><td>{h(r['purpose'])}</td><td>{_fmt((r.get('latency') or {}).get('p50_ms'))}"
-        f"</td><td>{_fmt((r.get('details') or {}).get('predicted_ms'))}</td>"
+
+
+def _candidate_rows(records: list[dict[str, Any]]) -> str:
+    from html import escape as h
+
+    return "".join(
+        f"<tr><td>{r['key'][:10]}</td><td>{h(r['purpose'])}</td><td>{fmt((r.get('latency') or {}).get('p50_ms'))}"
+        f"</td><td>{fmt((r.get('details') or {}).get('predicted_ms'))}</td>"
         f"<td>{_pct((r.get('details') or {}).get('prediction_error'))}</td>"
-        f"<td>{_fmt((r.get('latency') or {}).get('cv'), 2)}</td><td>{_fmt(r.get('metric'), 4)}</td>"
-        f"<td>{h(r['status'])}</td><td>{h(_plan_text(r['plan']))}</td></tr>" for r in records)
+        f"<td>{fmt((r.get('latency') or {}).get('cv'), 2)}</td><td>{fmt(r.get('metric'), 4)}</td>"
+        f"<td>{h(r['status'])}</td><td>{h(plan_text(r['plan']))}</td></tr>" for r in records)
+
+
+def _measurement_items(manifest: dict[str, Any]) -> str:
+    """How every number was measured, as HTML list items."""
+    from html import escape as h
+
+    measurement = manifest.get("measurement", {})
+    verification = manifest["best"].get("verification") or {}
+    return f"""<li>Latency: {h(str(measurement.get('how', '')))}; where: {h(str(measurement.get('where', '')))};
+warm-up {measurement.get('warmup')}, at least {measurement.get('min_runs')} runs and {measurement.get('min_seconds')}
+s per measurement, re-measured when cv &gt; {measurement.get('max_cv')}.</li>
+<li>The chosen model was verified against the baseline: {h(str(verification.get('method', 'not verified')))}
+(baseline {fmt(verification.get('reference_p50_ms'))} ms, chosen {fmt(verification.get('candidate_p50_ms'))} ms).</li>
+<li>{_predictor_text(manifest)}</li>
+<li>Agent runs on the device for this run: {h(json.dumps(manifest.get('device_runs', {})))}.</li>
+<li>{h(manifest['metric']['name'])}: {h(manifest['metric']['description'])}.</li>
+<li>Recovery: {h(json.dumps(manifest.get('recovery', {})))}.</li>
+<li>Versions: {h(json.dumps(manifest.get('versions', {})))}.</li>"""
+
+
+def write_html_report(run_dir: Path, manifest: dict[str, Any], records: list[dict[str, Any]]) -> Path:
+    """``report.html``: one page, no scripts, no downloads: the accuracy-latency Pareto plot (and accuracy-size
+    where sizes differ), the chosen model's per-layer plan, how every number was measured, all candidates."""
+    from html import escape as h
+
+    metric = manifest["metric"]["name"]
+    best, base = manifest["best"], manifest["baseline"]
+    plan = best.get("plan") or {"layers": {}, "model": {}}
+    latency_points, size_points = _plot_points(manifest, records)
     distinct_sizes = len({p["x"] for p in size_points}) > 1
     best_ms = best["latency"].get("p50_ms")
     page = f"""<!doctype html>
@@ -264,37 +230,29 @@ table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;pad
 .plot text{{font-size:11px}} code{{background:#f4f4f4}}</style></head><body>
 <h1>edgeslim: {h(str(manifest['model']))} on {h(manifest['profile'])}</h1>
 <p>Status <b>{h(manifest['status'])}</b>. Target {h(str(manifest['target']))}. Budget
-{_fmt(manifest['budget']['latency_ms'])} ms ({h(manifest['budget']['statistic'])}).
-Baseline p50 {_fmt(base['latency']['p50_ms'])} ms, {h(metric)} {_fmt(base['metric']['value'], 4)}.
-Chosen model p50 {_fmt(best_ms)} ms, {h(metric)} {_fmt(best['metric'].get('value'), 4)},
+{fmt(manifest['budget']['latency_ms'])} ms ({h(manifest['budget']['statistic'])}).
+Baseline p50 {fmt(base['latency']['p50_ms'])} ms, {h(metric)} {fmt(base['metric']['value'], 4)}.
+Chosen model p50 {fmt(best_ms)} ms, {h(metric)} {fmt(best['metric'].get('value'), 4)},
 meets budget: {best['meets_budget']}{f", speed-up {best['speedup']:.2f}x" if best.get('speedup') else ''}.</p>
 <h2>Accuracy vs measured latency</h2>
 <p>Every candidate measured on the device (p50 of its timed runs). Green: the Pareto front; orange: the chosen
 model; blue: the baseline; red: the budget. Hover a point for its plan.</p>
-{_svg_scatter(latency_points, 'p50 latency (ms), measured', metric, manifest['budget']['latency_ms'])}
+{svg_scatter(latency_points, 'p50 latency (ms), measured', metric, manifest['budget']['latency_ms'])}
 {('<h2>Accuracy vs size</h2><p>Smallest stored form of each candidate (the artifact, or its packed file).</p>'
-  + _svg_scatter(size_points, 'size (kB)', metric)) if distinct_sizes else ''}
+  + svg_scatter(size_points, 'size (kB)', metric)) if distinct_sizes else ''}
 <h2>The chosen model, layer by layer</h2>
 <p>Model-wide: {h(', '.join(f'{k}={v}' for k, v in sorted(plan.get('model', {}).items())) or '-')}.
 "Runs as" is what the runtime really executes (read back from its optimized graph).</p>
-<table><tr><th>layer</th><th>op</th><th>parameters</th><th>decisions</th><th>runs as</th></tr>{layer_rows}</table>
+<table><tr><th>layer</th><th>op</th><th>parameters</th><th>decisions</th><th>runs as</th></tr>
+{_layer_rows(manifest)}</table>
 <h2>How the numbers were measured</h2>
-<ul><li>Latency: {h(str(measurement.get('how', '')))}; where: {h(str(measurement.get('where', '')))};
-warm-up {measurement.get('warmup')}, at least {measurement.get('min_runs')} runs and {measurement.get('min_seconds')}
-s per measurement, re-measured when cv &gt; {measurement.get('max_cv')}.</li>
-<li>The chosen model was verified against the baseline: {h(str(verification.get('method', 'not verified')))}
-(baseline {_fmt(verification.get('reference_p50_ms'))} ms, chosen {_fmt(verification.get('candidate_p50_ms'))} ms).</li>
-<li>{_predictor_text(manifest)}</li>
-<li>Agent runs on the device for this run: {h(json.dumps(manifest.get('device_runs', {})))}.</li>
-<li>{h(metric)}: {h(manifest['metric']['description'])}.</li>
-<li>Recovery: {h(json.dumps(manifest.get('recovery', {})))}.</li>
-<li>Versions: {h(json.dumps(manifest.get('versions', {})))}.</li></ul>
+<ul>{_measurement_items(manifest)}</ul>
 {'<h2>Notes</h2><ul>' + ''.join(f'<li>{h(n)}</li>' for n in manifest.get('notes', [])) + '</ul>'
  if manifest.get('notes') else ''}
 <h2>All candidates ({len(records)})</h2>
 <table><tr><th>key</th><th>purpose</th><th>p50 ms</th><th>predicted ms</th><th>prediction error</th><th>cv</th>
 <th>{h(metric)}</th><th>status</th><th>plan</th></tr>
-{cand_rows}</table></body></html>
+{_candidate_rows(records)}</table></body></html>
 """
     path = run_dir / "report.html"
     path.write_text(page)

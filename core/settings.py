@@ -5,7 +5,8 @@ from __future__ import annotations
 from pydantic import ValidationError
 
 
-def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
+def describe_validation_error(error: ValidationError, prefix: str = "",
+                              unknown_hint: str = "see `edgeslim profiles local-cpu` for the format") -> str:
     """``budget.latency_ms: Input should be greater than 0; target.thread: unknown field``."""
     parts = []
     for item in error.errors():
@@ -14,7 +15,7 @@ def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
             location = f"{prefix}.{location}" if location else prefix
         message = item["msg"]
         if item["type"] == "extra_forbidden":
-            message = "unknown field (check the spelling; see `edgeslim profiles local-cpu` for the format)"
+            message = f"unknown field (check the spelling; {unknown_hint})"
         parts.append(f"{location}: {message}" if location else message)
     return "; ".join(parts)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import secrets
 import select
 import shlex
@@ -18,18 +17,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeslim.host_keys import SSHFailure, StrictHostKeys, fingerprint
 from edgeslim.measure import LatencyStats, agent_path
 from edgeslim.model import file_sha256 as sha256_of
 from edgeslim.profile import BoardSettings
 
 #: Failures that say something about the board or the network, not about the model.
 BOARD_FAILURES = ("unreachable", "auth", "host_key", "disconnected", "timeout")
-
-
-class SSHFailure(Exception):
-    def __init__(self, status: str, message: str) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass
@@ -46,43 +40,6 @@ class CommandResult:
     exit_status: int
     stdout: bytes
     stderr: bytes
-
-
-class StrictHostKeys:
-    """paramiko policy: refuse unknown hosts, or with ``accept_new`` add them to known_hosts (trust on first use)."""
-
-    def __init__(self, known_hosts: Path, accept_new: bool) -> None:
-        self.known_hosts = known_hosts
-        self.accept_new = accept_new
-
-    def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
-        import paramiko
-
-        if not self.accept_new:
-            raise SSHFailure(
-                "host_key",
-                f"host key of {hostname} ({key.get_name()} SHA256:{_fingerprint(key)}) is not in {self.known_hosts}; "
-                f"verify it on the board (ssh-keygen -lf /etc/ssh/ssh_host_{_short(key)}_key.pub) and add it with "
-                f"`ssh-keyscan -p PORT HOST >> {self.known_hosts}`, or run `edgeslim doctor --profile P "
-                "--accept-new-host-keys` to trust it on first use",
-            )
-        self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-        host_keys = paramiko.HostKeys()
-        if self.known_hosts.exists():
-            host_keys.load(str(self.known_hosts))
-        host_keys.add(hostname, key.get_name(), key)
-        host_keys.save(str(self.known_hosts))
-
-
-def _fingerprint(key: Any) -> str:
-    import base64
-
-    return base64.b64encode(hashlib.sha256(key.asbytes()).digest()).decode().rstrip("=")
-
-
-def _short(key: Any) -> str:
-    name = key.get_name()
-    return {"ssh-ed25519": "ed25519", "ssh-rsa": "rsa"}.get(name, "ecdsa" if "ecdsa" in name else name)
 
 
 class SSHRunner:
@@ -135,8 +92,8 @@ class SSHRunner:
             client.close()
             raise SSHFailure(
                 "host_key",
-                f"host key of {self.where} CHANGED (now {exc.key.get_name()} SHA256:{_fingerprint(exc.key)}, "
-                f"known_hosts has SHA256:{_fingerprint(exc.expected_key)}): refusing to connect. If the board was "
+                f"host key of {self.where} CHANGED (now {exc.key.get_name()} SHA256:{fingerprint(exc.key)}, "
+                f"known_hosts has SHA256:{fingerprint(exc.expected_key)}): refusing to connect. If the board was "
                 f"reinstalled, verify the new key on the board and replace its line in {known_hosts} "
                 f"(ssh-keygen -R '[{self.board.host}]:{self.board.port}' -f {known_hosts})",
             ) from None
@@ -153,7 +110,7 @@ class SSHRunner:
             raise SSHFailure("unreachable", f"{self.where}: cannot connect: {type(exc).__name__}: {exc}") from None
         transport = client.get_transport()
         transport.set_keepalive(5)
-        self.host_key_fingerprint = _fingerprint(transport.get_remote_server_key())
+        self.host_key_fingerprint = fingerprint(transport.get_remote_server_key())
         self._client = client
         return client
 
@@ -359,10 +316,12 @@ class SSHRunner:
                                 where=self.where)
         return LatencyStats.from_agent(json.loads(lines[-1]), self.where)
 
-    def probe(self) -> dict[str, Any]:
-        """Facts for `edgeslim doctor`: Python, runtimes, governor, temperature, free space in the workdir."""
-        result = self.exec(f"{self._python()} -c {shlex.quote(_PROBE_SNIPPET)} {shlex.quote(self.board.workdir)}",
-                           deadline_s=self.deadlines.command_s)
+    def probe(self, modules: tuple[str, ...] = (), commands: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Facts for `edgeslim doctor`: Python, the target's modules and commands, governor, temperature, free
+        space in the workdir."""
+        wanted = shlex.quote(json.dumps({"modules": list(modules), "commands": list(commands)}))
+        result = self.exec(f"{self._python()} -c {shlex.quote(_PROBE_SNIPPET)} {shlex.quote(self.board.workdir)} "
+                           f"{wanted}", deadline_s=self.deadlines.command_s)
         if result.exit_status != 0:
             raise SSHFailure("unsupported", f"{self.where}: `{self.board.python}` failed (exit "
                                             f"{result.exit_status}): {result.stderr.decode()[-300:].strip()}")
@@ -377,6 +336,7 @@ _SHA_SNIPPET = (
 _PROBE_SNIPPET = r"""
 import json, os, platform, shutil, sys, glob
 wd = sys.argv[1]
+wanted = json.loads(sys.argv[2])
 wd = wd if os.path.isabs(wd) else os.path.join(os.path.expanduser('~'), wd)
 def ver(m):
     try:
@@ -397,14 +357,9 @@ probe_dir = wd if os.path.isdir(wd) else os.path.dirname(wd.rstrip('/')) or '/'
 print(json.dumps({
     'python': platform.python_version(), 'machine': platform.machine(), 'workdir': wd,
     'workdir_exists': os.path.isdir(wd), 'free_bytes': shutil.disk_usage(probe_dir).free,
-    'runtimes': {m: ver(m) for m in ('onnxruntime', 'openvino', 'tensorrt', 'numpy')},
+    'runtimes': dict((m, ver(m)) for m in wanted['modules']),
     'governor': read('/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor'),
     'temperatures_c': temps, 'load_avg': list(os.getloadavg()),
-    'trtexec': shutil.which('trtexec'),
+    'commands': dict((c, shutil.which(c)) for c in wanted['commands']),
 }))
 """
-
-
-def default_key_exists() -> bool:
-    return any((Path.home() / ".ssh" / n).exists() for n in ("id_ed25519", "id_rsa", "id_ecdsa")) or bool(
-        os.environ.get("SSH_AUTH_SOCK"))

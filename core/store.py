@@ -12,6 +12,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgeslim.records import CandidateRecord
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
     key TEXT PRIMARY KEY,
@@ -31,6 +33,8 @@ CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value TEXT NOT NULL);
 
 
 class Store:
+    """One run's candidates (:class:`~edgeslim.records.CandidateRecord`) and its metadata (context, probes)."""
+
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db = sqlite3.connect(str(path), isolation_level=None)  # autocommit: a kill loses nothing stored
@@ -40,30 +44,30 @@ class Store:
     def close(self) -> None:
         self._db.close()
 
-    def get(self, key: str) -> dict[str, Any] | None:
+    def get(self, key: str) -> CandidateRecord | None:
         row = self._db.execute(
             "SELECT key, plan, purpose, metric, latency, artifact, status, note, details FROM candidates WHERE key=?",
             (key,),
         ).fetchone()
         if row is None:
             return None
-        return {"key": row[0], "plan": json.loads(row[1]), "purpose": row[2], "metric": row[3],
-                "latency": json.loads(row[4]) if row[4] else None, "artifact": row[5], "status": row[6],
-                "note": row[7], "details": json.loads(row[8]) if row[8] else {}}
+        return CandidateRecord(key=row[0], plan=json.loads(row[1]), purpose=row[2], metric=row[3],
+                               latency=json.loads(row[4]) if row[4] else None, artifact=row[5], status=row[6],
+                               note=row[7], details=json.loads(row[8]) if row[8] else {})
 
-    def put(self, record: dict[str, Any]) -> None:
+    def put(self, record: CandidateRecord) -> None:
         now = time.time()
         self._db.execute(
             "INSERT INTO candidates (key, plan, purpose, metric, latency, artifact, status, note, details, created, "
             "updated) VALUES (?,?,?,?,?,?,?,?,?,?,?) ON CONFLICT(key) DO UPDATE SET purpose=excluded.purpose, "
             "metric=excluded.metric, latency=excluded.latency, artifact=excluded.artifact, status=excluded.status, "
             "note=excluded.note, details=excluded.details, updated=excluded.updated",
-            (record["key"], json.dumps(record["plan"], sort_keys=True), record["purpose"], record.get("metric"),
-             json.dumps(record["latency"]) if record.get("latency") else None, record.get("artifact"),
-             record["status"], record.get("note", ""), json.dumps(record.get("details") or {}), now, now),
+            (record.key, json.dumps(record.plan, sort_keys=True), record.purpose, record.metric,
+             json.dumps(record.latency) if record.latency else None, record.artifact,
+             record.status, record.note, json.dumps(record.details), now, now),
         )
 
-    def all(self) -> list[dict[str, Any]]:
+    def all(self) -> list[CandidateRecord]:
         keys = [r[0] for r in self._db.execute("SELECT key FROM candidates ORDER BY created")]
         return [rec for k in keys if (rec := self.get(k)) is not None]
 

@@ -22,12 +22,34 @@ class HostSession(Protocol):
     def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]: ...
 
 
+class OnnxRuntimeHostSession:
+    """An ONNX Runtime session on this machine for scoring (any target whose artifact is, or computes like, the
+    ONNX model). One thread without spinning: scoring runs beside other work and must not burn its cores."""
+
+    def __init__(self, path: Path, providers: list[str] | None = None) -> None:
+        import onnxruntime as ort
+
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = 1
+        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        so.log_severity_level = 3
+        self._session = ort.InferenceSession(str(path), so, providers=providers or ["CPUExecutionProvider"])
+        self.input_names = [i.name for i in self._session.get_inputs()]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
+        return self._session.run(None, feeds)
+
+
 class Target(abc.ABC):
     """Base class for targets. Subclasses set ``name``, ``description`` and a ``Settings`` model."""
 
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     artifact_suffix: ClassVar[str] = ".onnx"
+    #: Python modules the board-side agent imports on the device for this target (checked by ``doctor``)
+    agent_modules: ClassVar[tuple[str, ...]] = ()
+    #: commands the agent runs on the device (e.g. ``trtexec``), looked up on the board's PATH by ``doctor``
+    agent_commands: ClassVar[tuple[str, ...]] = ()
 
     class Settings(BaseModel):
         model_config = ConfigDict(extra="forbid")

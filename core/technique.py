@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
+import onnx
 
-from edgeslim.model import ModelSource
+from edgeslim.errors import EdgeslimError
+from edgeslim.model import ModelSource, weighted_nodes
 from edgeslim.plan import Plan
 
 
@@ -53,6 +56,58 @@ class BuildContext:
                 return layer or None
         return None
 
+    def weight_initializers(self, model: onnx.ModelProto) -> dict[tuple[str, str], onnx.TensorProto]:
+        """{(layer, node name): weight initializer} for weighted nodes whose weight is an initializer (a
+        factorized layer has several nodes). What ONNX-stage techniques change in place."""
+        inits = {init.name: init for init in model.graph.initializer}
+        found = {}
+        for node in weighted_nodes(model):
+            layer = self.layer_of_node(node.name)
+            weight = node.input[1] if len(node.input) > 1 else None
+            if layer is not None and weight in inits:
+                found[(layer, node.name)] = inits[weight]
+        return found
+
+    def torch_weight_layers(self, module: Any) -> dict[tuple[str, str], Any]:
+        """{(layer, submodule): Conv2d/Linear} of ``module`` for every plan layer still in it; a factorized
+        layer contributes its parts. What torch-stage techniques hold masks or shared values on."""
+        import torch
+
+        found = {}
+        for layer in self.source.layers:
+            try:
+                holder = module.get_submodule(self.source.module_name(layer.name))
+            except AttributeError:
+                continue  # removed with its block
+            for part_name, part in holder.named_modules():
+                if isinstance(part, (torch.nn.Conv2d, torch.nn.Linear)):
+                    found[(layer.name, part_name)] = part
+        return found
+
+
+#: The phases a plan's techniques pass through, in this order, whatever plugins are installed. A technique
+#: declares its ``phase`` by name; within a stage, techniques run in phase order (ties by name).
+#:
+#: - ``input``: what the model sees (a region-of-interest cascade, input resolution): settings only
+#: - ``channels``: filters/channels removed (must see the original module names)
+#: - ``factorization``: layers replaced by low-rank products
+#: - ``blocks``: whole residual blocks removed
+#: - ``sparsity``: individual weights zeroed (the survivors are what later phases share and quantize)
+#: - ``sharing``: weights clustered to shared values
+#: - ``weight_precision``: weights stored at fewer bits
+#: - ``precision``: activations and weights computed in INT8 (QDQ), last
+PHASES: tuple[str, ...] = ("input", "channels", "factorization", "blocks", "sparsity", "sharing",
+                           "weight_precision", "precision")
+
+#: Torch-stage techniques run in recovery rounds: the network recovers from one round's changes before the next
+#: round builds on them (Deep Compression: prune and retrain, then cluster the survivors and retrain, then train
+#: with quantization simulated).
+RECOVERY_ROUNDS: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("structure", ("input", "channels", "factorization", "blocks", "sparsity")),
+    ("sharing", ("sharing",)),
+    ("precision", ("weight_precision", "precision")),
+)
+
 
 class Technique:
     """Base class. ``stage`` is "torch" (before export, needs a torch model) or "onnx" (after export)."""
@@ -60,28 +115,27 @@ class Technique:
     name: ClassVar[str] = ""
     description: ClassVar[str] = ""
     stage: ClassVar[str] = "onnx"
-    #: A plan using this technique needs a recovery fine-tune when training data exist.
+    #: where in :data:`PHASES` this technique changes the model
+    phase: ClassVar[str] = "precision"
+    #: A plan using this technique needs a recovery (training, or least squares without data) after it.
     needs_recovery: ClassVar[bool] = False
     #: Probe the uniform setting (every layer at its first level) before the search, and drop the
     #: technique when it makes the model slower on the target (e.g. INT8 slower than FP32).
     speed_gated: ClassVar[bool] = False
-    #: Order within a stage (lower first): channel pruning must see the original module names.
-    order: ClassVar[int] = 50
     #: False for techniques that buy size, not speed (unstructured zeros): a latency search skips them.
     reduces_latency: ClassVar[bool] = True
-    #: A recovery method (fine-tune, distillation) rather than a compression: ``--recovery NAME`` picks it.
-    recovers: ClassVar[bool] = False
     #: An ONNX-stage technique that also has a torch stage, used when a torch model and training data exist:
     #: its decisions are applied before the recovery and held during it (e.g. pruning masks), so the
     #: network retrains around them instead of losing accuracy to a one-shot change after training.
     retrains_in_torch: ClassVar[bool] = False
-    #: Torch-stage techniques run in steps, each followed by its own share of the recovery: a later step
-    #: (weight sharing, 1) builds on a network that has already retrained around the earlier ones (pruning, 0).
-    pipeline_step: ClassVar[int] = 0
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
         return True, ""
+
+    def decision_names(self) -> frozenset[str]:
+        """The knob names this technique reads in a plan (``plan["layers"][layer][NAME]``, ``plan["model"][NAME]``)."""
+        return frozenset()
 
     def knobs(self, source: ModelSource) -> list[Knob]:
         """The per-layer (and model-wide) knobs this technique offers for ``source``."""
@@ -97,17 +151,8 @@ class Technique:
         return []
 
     def is_active(self, plan: Plan) -> bool:
-        names = {k.name for k in self.knob_names()}
+        names = self.decision_names()
         return any(names & set(d) for d in plan.get("layers", {}).values()) or bool(names & set(plan.get("model", {})))
-
-    def knob_names(self) -> list[Knob]:
-        """Knob templates (layer=None) used to recognise this technique's decisions in a plan."""
-        return []
-
-    def recover(self, student: Any, teacher: Any, train_data: tuple[np.ndarray, np.ndarray], epochs: int,
-                options: dict[str, Any]) -> Any:
-        """Recovery techniques: train ``student`` (the compressed module) back towards ``teacher``."""
-        raise TypeError(f"{self.name} is not a recovery technique")
 
     def apply_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:
         """Torch stage: return the module with the plan's decisions applied (may modify in place)."""
@@ -120,3 +165,43 @@ class Technique:
     def apply_onnx(self, onnx_path: Path, plan: Plan, ctx: BuildContext, out_path: Path) -> Path:
         """ONNX stage: write the transformed model to ``out_path`` and return it."""
         raise TypeError(f"{self.name} has no ONNX stage (stage = {self.stage!r})")
+
+    def stored_sizes(self, artifact: Path, plan: Plan, shrinks_storage: bool) -> dict[str, int]:
+        """Sizes in bytes of compact stored forms this technique can write beside ``artifact`` (e.g. a sparse
+        pack, a Deep Compression file), keyed by the manifest's detail name (``packed_bytes``...).
+
+        ``shrinks_storage`` is true when any active technique of the plan only changes what the weights hold
+        (zeros, shared values, low-bit values): then a packer may find something to pack. The size budget
+        (``stored_kb``) is judged on the smallest form."""
+        return {}
+
+    def planned_precision(self, plan: Plan, layer: str) -> str | None:
+        """The precision ("int8", "fp16"...) this technique's decisions in ``plan`` ask for ``layer``, or None
+        where it decides nothing for it. The run compares it with what the target really runs."""
+        return None
+
+
+def pipeline_order(techniques: Iterable[Technique]) -> list[Technique]:
+    """Techniques in :data:`PHASES` order (ties by name); an unknown phase is a plugin bug, said plainly."""
+    def rank(tech: Technique) -> tuple[int, str]:
+        if tech.phase not in PHASES:
+            raise EdgeslimError(f"technique {tech.name}: phase {tech.phase!r} is not one of {', '.join(PHASES)}")
+        return PHASES.index(tech.phase), tech.name
+
+    return sorted(techniques, key=rank)
+
+
+def torch_stage_techniques(techniques: Iterable[Technique], plan: Plan, can_train: bool) -> list[Technique]:
+    """The techniques of ``plan`` that change the torch module before export, in pipeline order.
+
+    Torch-stage techniques always do; ONNX-stage techniques that can retrain around their decisions join them
+    when the module will be trained (``can_train``), so the recovery holds their masks. Used by the search's
+    build and by :mod:`edgeslim.training`, so both apply the same decisions in the same order."""
+    return [t for t in pipeline_order(techniques) if t.is_active(plan)
+            and (t.stage == "torch" or (can_train and t.retrains_in_torch))]
+
+
+def recovery_rounds(techniques: list[Technique]) -> list[tuple[str, list[Technique]]]:
+    """``techniques`` grouped by :data:`RECOVERY_ROUNDS`, empty rounds left out, in order."""
+    rounds = [(name, [t for t in techniques if t.phase in phases]) for name, phases in RECOVERY_ROUNDS]
+    return [(name, group) for name, group in rounds if group]

@@ -28,7 +28,7 @@ import numpy as np
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.plan import Plan
-from edgeslim.technique import BuildContext, Technique
+from edgeslim.technique import BuildContext, Technique, recovery_rounds, torch_stage_techniques
 
 
 def cubic_sparsity(step: int, final: float, start_step: int, end_step: int, initial: float = 0.0) -> float:
@@ -131,16 +131,17 @@ class CompressedForTraining:
     techniques: list[Technique]
     context: BuildContext
     notes: list[str] = field(default_factory=list)
-    #: techniques of later pipeline steps, applied by :meth:`next_step` after the user has trained
+    #: techniques of later recovery rounds, applied by :meth:`next_step` after the user has trained
     pending: list[Technique] = field(default_factory=list)
     applied: list[Technique] = field(default_factory=list)
 
     def next_step(self) -> bool:
-        """Apply the next pipeline step's decisions (False when none is left)."""
-        if not self.pending:
+        """Apply the next recovery round's decisions (False when none is left): the user trains between rounds,
+        as the search's build recovers between them (:data:`edgeslim.technique.RECOVERY_ROUNDS`)."""
+        rounds = recovery_rounds(self.pending)
+        if not rounds:
             return False
-        step = min(t.pipeline_step for t in self.pending)
-        for tech in [t for t in self.pending if t.pipeline_step == step]:
+        for tech in rounds[0][1]:
             self.module = tech.apply_torch(self.module, self.plan, self.context)
             self.pending.remove(tech)
             self.applied.append(tech)
@@ -164,9 +165,8 @@ def compress_for_training(model: Any, plan: Plan, example_input: np.ndarray, inp
     from edgeslim.model import torch_source
 
     registry = load_registry(plugins)
-    active = sorted((t for t in registry.techniques.values()
-                     if t.is_active(plan) and not t.recovers and (t.stage == "torch" or t.retrains_in_torch)),
-                    key=lambda t: t.order)
+    # the user trains the module, so techniques that retrain around their decisions join the torch stage
+    active = torch_stage_techniques(registry.techniques.values(), plan, can_train=True)
     with tempfile.TemporaryDirectory(prefix="edgeslim-train-") as tmp:
         source = torch_source(model, np.asarray(example_input, dtype=np.float32), Path(tmp) / "src", input_name)
         known = {layer.name for layer in source.layers}

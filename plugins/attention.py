@@ -88,14 +88,14 @@ class SelectiveAttention(Technique):
     name = "attention"
     description = "attention cascade: input resolution of the upstream model and crop size as knobs"
     stage = "torch"
-    order = 1  # settings only; the other techniques then change the layers of both stages
+    phase = "input"
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
         return module_available("torch", "pip install 'edgeslim[torch]'")
 
-    def knob_names(self) -> list[Knob]:
-        return [Knob(self.name, "attention_size", None, ()), Knob(self.name, "crop_size", None, ())]
+    def decision_names(self) -> frozenset[str]:
+        return frozenset({"attention_size", "crop_size"})
 
     def knobs(self, source: ModelSource) -> list[Knob]:
         if not is_cascade(source.torch_model):

@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import heapq
 import json
 import struct
 from collections import Counter
@@ -28,9 +27,9 @@ from onnx import numpy_helper
 
 from edgeslim import hookimpl
 from edgeslim.errors import EdgeslimError
+from edgeslim.huffman import huffman_decode, huffman_encode
 from edgeslim.model import ModelSource
 from edgeslim.plan import Plan, layer_decisions
-from edgeslim.plugins.pruning import _weight_initializers
 from edgeslim.settings import module_available
 from edgeslim.technique import BuildContext, Knob, Technique
 
@@ -80,17 +79,18 @@ class WeightClustering(Technique):
     name = "clustering"
     description = "Deep Compression weight sharing: k-means per layer (cluster_bits), packed with entropy coding"
     stage = "onnx"
-    order = 42  # after unstructured pruning (cluster the survivors), before quantization
+    # after unstructured pruning (cluster the survivors, once they have retrained, as the paper does), before
+    # quantization; the "sharing" recovery round fine-tunes the shared values
+    phase = "sharing"
     reduces_latency = False  # shared float weights run exactly as fast as any others
     retrains_in_torch = True  # shared values fine-tuned during the recovery
-    pipeline_step = 1  # cluster the weights pruning left after they retrained, as the paper does
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
         return module_available("zstandard", "pip install zstandard")
 
-    def knob_names(self) -> list[Knob]:
-        return [Knob(self.name, "cluster_bits", None, CLUSTER_LEVELS)]
+    def decision_names(self) -> frozenset[str]:
+        return frozenset({"cluster_bits"})
 
     def is_active(self, plan: Plan) -> bool:
         return any(int(bits) > 0 for bits in layer_decisions(plan, "cluster_bits").values())
@@ -103,10 +103,8 @@ class WeightClustering(Technique):
         import torch
         from torch.nn.utils import parametrize, prune
 
-        from edgeslim.plugins.pruning import UnstructuredPruning
-
         bits = layer_decisions(plan, "cluster_bits")
-        for (layer, _part), holder in UnstructuredPruning._torch_weights(module, ctx).items():
+        for (layer, _part), holder in ctx.torch_weight_layers(module).items():
             level = int(bits.get(layer, 0))
             if level <= 0:
                 continue
@@ -125,9 +123,7 @@ class WeightClustering(Technique):
     def finalize_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:
         from torch.nn.utils import parametrize
 
-        from edgeslim.plugins.pruning import UnstructuredPruning
-
-        for holder in UnstructuredPruning._torch_weights(module, ctx).values():
+        for holder in ctx.torch_weight_layers(module).values():
             if parametrize.is_parametrized(holder, "weight"):
                 parametrize.remove_parametrizations(holder, "weight", leave_parametrized=True)
         return module
@@ -135,13 +131,20 @@ class WeightClustering(Technique):
     def apply_onnx(self, onnx_path: Path, plan: Plan, ctx: BuildContext, out_path: Path) -> Path:
         model = onnx.load(str(onnx_path))
         bits = layer_decisions(plan, "cluster_bits")
-        for (layer, _node), init in _weight_initializers(model, ctx).items():
+        for (layer, _node), init in ctx.weight_initializers(model).items():
             level = int(bits.get(layer, 0))
             if level > 0:
                 array = numpy_helper.to_array(init)
                 init.CopyFrom(numpy_helper.from_array(share_weights(array, level), init.name))
         onnx.save(model, str(out_path))
         return out_path
+
+    def stored_sizes(self, artifact: Path, plan: Plan, shrinks_storage: bool) -> dict[str, int]:
+        """The Deep Compression file (mask + codebook + entropy-coded indices; :func:`unpack_model` restores the
+        ONNX model) for any plan whose weights hold zeros, shared or low-bit values: there it is the real size."""
+        if not shrinks_storage or artifact.suffix != ".onnx":
+            return {}
+        return {"deep_compression_bytes": pack_model(artifact, artifact.parent / "model.dc")["packed_bytes"]}
 
 
 def _shared_weights_module() -> Any:
@@ -166,78 +169,7 @@ def SharedWeights(centroids: Any, index: Any) -> Any:  # noqa: N802 (a class mad
     return _shared_weights_module()(centroids, index)
 
 
-# --- entropy coding ------------------------------------------------------------------------------------------
-
-def huffman_lengths(symbols: np.ndarray) -> dict[int, int]:
-    """Code length per symbol of a Huffman code for ``symbols``' frequencies."""
-    counts = Counter(symbols.tolist())
-    if len(counts) == 1:
-        return {next(iter(counts)): 1}
-    heap = [(count, i, [symbol]) for i, (symbol, count) in enumerate(sorted(counts.items()))]
-    heapq.heapify(heap)
-    lengths = dict.fromkeys(counts, 0)
-    tie = len(heap)
-    while len(heap) > 1:
-        c1, _, s1 = heapq.heappop(heap)
-        c2, _, s2 = heapq.heappop(heap)
-        for symbol in s1 + s2:
-            lengths[symbol] += 1
-        heapq.heappush(heap, (c1 + c2, tie, s1 + s2))
-        tie += 1
-    return lengths
-
-
-def _canonical_codes(lengths: dict[int, int]) -> dict[int, tuple[int, int]]:
-    codes, code, previous = {}, 0, 0
-    for symbol, length in sorted(lengths.items(), key=lambda item: (item[1], item[0])):
-        code <<= length - previous
-        codes[symbol] = (code, length)
-        code += 1
-        previous = length
-    return codes
-
-
-def huffman_encode(symbols: np.ndarray) -> bytes:
-    """Canonical Huffman: header (symbol count, [symbol u16, length u8]...), bit count, packed bits."""
-    symbols = np.asarray(symbols, dtype=np.int64).ravel()
-    if symbols.size == 0:
-        return struct.pack("<HQ", 0, 0)
-    lengths = huffman_lengths(symbols)
-    codes = _canonical_codes(lengths)
-    header = struct.pack("<H", len(lengths)) + b"".join(struct.pack("<HB", s, n) for s, n in sorted(lengths.items()))
-    # vectorised bit packing: each symbol's code as its bits, concatenated
-    table_bits = {symbol: np.array([(code >> (n - 1 - i)) & 1 for i in range(n)], dtype=np.uint8)
-                  for symbol, (code, n) in codes.items()}
-    bits = np.concatenate([table_bits[s] for s in symbols.tolist()]) if len(codes) > 1 else np.zeros(
-        symbols.size, dtype=np.uint8)
-    return header + struct.pack("<Q", bits.size) + np.packbits(bits).tobytes()
-
-
-def huffman_decode(data: bytes) -> np.ndarray:
-    (count,) = struct.unpack_from("<H", data, 0)
-    offset = 2
-    lengths = {}
-    for _ in range(count):
-        symbol, length = struct.unpack_from("<HB", data, offset)
-        lengths[symbol] = length
-        offset += 3
-    (nbits,) = struct.unpack_from("<Q", data, offset)
-    offset += 8
-    if count == 0:
-        return np.zeros(0, dtype=np.int64)
-    bits = np.unpackbits(np.frombuffer(data, dtype=np.uint8, offset=offset))[:nbits]
-    if count == 1:
-        return np.full(nbits, next(iter(lengths)), dtype=np.int64)
-    decode = {(c, n): s for s, (c, n) in _canonical_codes(lengths).items()}
-    out, code, length = [], 0, 0
-    for bit in bits.tolist():
-        code, length = (code << 1) | bit, length + 1
-        symbol = decode.get((code, length))
-        if symbol is not None:
-            out.append(symbol)
-            code, length = 0, 0
-    return np.array(out, dtype=np.int64)
-
+# --- entropy coding (Huffman in edgeslim.huffman; zstd here) -------------------------------------------------
 
 def _zstd() -> Any:
     try:
@@ -271,6 +203,40 @@ def _decode(coding: str, blob: bytes, dtype: np.dtype, count: int) -> np.ndarray
 
 # --- the packed file -------------------------------------------------------------------------------------
 
+def _pack_tensor(name: str, array: np.ndarray, nonzero: np.ndarray, distinct: np.ndarray, add: Any,
+                 stats: dict[str, Any], coders: tuple[str, ...]) -> dict[str, Any]:
+    """One tensor's entry: its zero mask as entropy-coded run lengths, then a codebook with entropy-coded
+    indices (shared weights) or zstd of the non-zero values. ``add`` stores a blob and returns its chunk number."""
+    entry: dict[str, Any] = {"dtype": str(array.dtype), "shape": list(array.shape),
+                             "nonzero": int(nonzero.sum()), "distinct": int(len(distinct))}
+    mask_bits = nonzero.ravel().astype(np.uint8)
+    # the mask as run lengths between non-zeros (the paper's relative indices), entropy-coded
+    positions = np.flatnonzero(mask_bits)
+    gaps = np.diff(np.concatenate([[-1], positions])) - 1
+    capped = np.minimum(gaps, 65535)
+    if (gaps > 65535).any():
+        raise EdgeslimError(f"pack: {name} has a run of over 65535 zeros; not supported")
+    coding, blob = _best_coding(capped, np.packbits(mask_bits).tobytes(), coders)
+    entry["mask"] = [coding, add(blob), int(array.size)]
+    stats["mask_bytes"] += len(blob)
+    stats["codings"][f"mask:{coding}"] += 1
+    values = array[nonzero]
+    if len(distinct) <= MAX_CODEBOOK:
+        index = np.searchsorted(distinct, values)
+        codebook = distinct.astype(array.dtype).tobytes()
+        entry["codebook"] = add(codebook)
+        coding, blob = _best_coding(index, index.astype(np.uint8).tobytes(), coders)
+        entry["index"] = [coding, add(blob), int(values.size)]
+        stats["codebook_bytes"] += len(codebook)
+        stats["index_bytes"] += len(blob)
+        stats["codings"][f"index:{coding}"] += 1
+    else:
+        blob = _zstd().ZstdCompressor(level=19).compress(values.tobytes())
+        entry["values"] = add(blob)
+        stats["index_bytes"] += len(blob)
+    return entry
+
+
 def pack_model(onnx_path: Path, out_path: Path, coders: tuple[str, ...] = CODERS) -> dict[str, Any]:
     """Write ``onnx_path`` as one Deep Compression file; return sizes per stream kind and the codings used.
     ``coders`` limits the entropy coders tried for masks and indices (the benchmark compares them alone)."""
@@ -295,33 +261,7 @@ def pack_model(onnx_path: Path, out_path: Path, coders: tuple[str, ...] = CODERS
         distinct = np.unique(array[nonzero])
         if len(distinct) > MAX_CODEBOOK and nonzero.mean() > 0.7:
             continue  # dense and not shared: zstd of the whole model below is all that helps
-        entry: dict[str, Any] = {"dtype": str(array.dtype), "shape": list(array.shape),
-                                 "nonzero": int(nonzero.sum()), "distinct": int(len(distinct))}
-        mask_bits = nonzero.ravel().astype(np.uint8)
-        # the mask as run lengths between non-zeros (the paper's relative indices), entropy-coded
-        positions = np.flatnonzero(mask_bits)
-        gaps = np.diff(np.concatenate([[-1], positions])) - 1
-        capped = np.minimum(gaps, 65535)
-        if (gaps > 65535).any():
-            raise EdgeslimError(f"pack: {init.name} has a run of over 65535 zeros; not supported")
-        coding, blob = _best_coding(capped, np.packbits(mask_bits).tobytes(), coders)
-        entry["mask"] = [coding, add(blob), int(array.size)]
-        stats["mask_bytes"] += len(blob)
-        stats["codings"][f"mask:{coding}"] += 1
-        values = array[nonzero]
-        if len(distinct) <= MAX_CODEBOOK:
-            index = np.searchsorted(distinct, values)
-            codebook = distinct.astype(array.dtype).tobytes()
-            entry["codebook"] = add(codebook)
-            coding, blob = _best_coding(index, index.astype(np.uint8).tobytes(), coders)
-            entry["index"] = [coding, add(blob), int(values.size)]
-            stats["codebook_bytes"] += len(codebook)
-            stats["index_bytes"] += len(blob)
-            stats["codings"][f"index:{coding}"] += 1
-        else:
-            blob = _zstd().ZstdCompressor(level=19).compress(values.tobytes())
-            entry["values"] = add(blob)
-            stats["index_bytes"] += len(blob)
+        entry = _pack_tensor(init.name, array, nonzero, distinct, add, stats, coders)
         tensors[init.name] = entry
         init.ClearField("raw_data")
         for fld in ("float_data", "int32_data", "int64_data", "double_data"):

@@ -16,8 +16,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from edgeslim import hookimpl
 from edgeslim.errors import EdgeslimError
-from edgeslim.settings import describe_validation_error, module_available
-from edgeslim.technique import Technique
+from edgeslim.recovery import Recovery, RecoveryData
+from edgeslim.settings import module_available
 
 
 class DistillationSettings(BaseModel):
@@ -83,29 +83,22 @@ def distill(student: Any, teacher: Any, train_data: tuple[np.ndarray, np.ndarray
     return student
 
 
-class KnowledgeDistillation(Technique):
+class KnowledgeDistillation(Recovery):
     name = "distillation"
     description = "recovery by knowledge distillation from the original model (logits, optional features)"
-    stage = "torch"
-    recovers = True
+    Settings = DistillationSettings
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
         return module_available("torch", "pip install 'edgeslim[torch]'")
 
-    def is_active(self, plan: dict[str, Any]) -> bool:
-        return False  # never a compression of its own: it runs as the recovery of one
-
-    def recover(self, student: Any, teacher: Any, train_data: tuple[np.ndarray, np.ndarray], epochs: int,
-                options: dict[str, Any]) -> Any:
-        try:
-            settings = DistillationSettings.model_validate(options)
-        except Exception as exc:
-            detail = describe_validation_error(exc, "recovery_options") if hasattr(exc, "errors") else str(exc)
-            raise EdgeslimError(detail) from None
-        return distill(student, teacher, train_data, epochs, settings)
+    def recover(self, student: Any, teacher: Any, data: RecoveryData, epochs: int, settings: Any) -> list[str]:
+        if data.train is None:
+            raise EdgeslimError("--recovery distillation needs the task's training inputs (train_data)")
+        distill(student, teacher, data.train, epochs, settings)
+        return []
 
 
 @hookimpl
-def edgeslim_register_techniques(register):
-    register(KnowledgeDistillation())
+def edgeslim_register_recoveries(register):
+    register(KnowledgeDistillation)

@@ -27,13 +27,13 @@ from typing import Any
 
 from edgeslim import hookimpl
 from edgeslim.plan import Plan, empty_plan, set_knob
-from edgeslim.search import SearchSession
-from edgeslim.strategy import Strategy
+from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy
+from edgeslim.technique import Knob
 
 
 @dataclass
 class Move:
-    layer: str
+    layer: str | None
     knob: str
     level: Any
     off: Any
@@ -51,119 +51,120 @@ def compose(base: Plan, moves: list[Move]) -> Plan:
     return plan
 
 
+def uniform(base: Plan, knobs: tuple[Knob, ...] | list[Knob]) -> Plan:
+    """``base`` with every given per-layer knob at its first level."""
+    return compose(base, [Move(k.layer, k.name, k.levels[1], k.levels[0], 0.0, k.technique) for k in knobs])
+
+
 class GreedySensitivity(Strategy):
     name = "greedy"
     description = "per-layer sensitivity, then the least-sensitive moves until the measured latency meets the budget"
 
-    def run(self, session: SearchSession) -> None:
-        base = empty_plan()
-        baseline_ms = session.latency_of(session.baseline)
-        assert baseline_ms is not None
-        techniques = dict(session.techniques)
+    def run(self, search: SearchAPI) -> None:
+        dropped: set[str] = set()
+        base = self._speed_gate(search, dropped)
+        base = self._accuracy_variants(search, base, dropped)
+        offered = [o for o in search.knobs() if o.owner not in dropped]
+        ordered = self._sensitivity(search, base, offered)
+        if not ordered:
+            search.note("no technique offers a knob for this model")
+            return
+        # the smallest prefix whose measured latency meets the budget
+        search.phase("allocating compression (measured on the target)")
+        # size-only knobs (weight sharing, low-bit weights) change no kernel: the table need not probe them
+        if search.use_latency_table(base, [o.knob for o in offered if o.reduces_latency]):
+            found = self._guided(search, base, ordered)
+        else:
+            found = self._bisect(search, base, ordered)
+        if found is not None:  # None: even every move at once misses; the run reports the fastest
+            self._refine(search, base, ordered[:found])
 
-        # 1. speed gate
-        for name, tech in list(techniques.items()):
-            if not tech.speed_gated:
-                continue
-            knobs = [k for k in tech.knobs(session.source) if k.layer is not None]
-            if not knobs:
-                continue
-            uniform = compose(empty_plan(), [Move(k.layer, k.name, k.levels[1], k.levels[0], 0.0, name)
-                                             for k in knobs])
+    @staticmethod
+    def _speed_gate(search: SearchAPI, dropped: set[str]) -> Plan:
+        """Probe each all-or-nothing technique uniformly, per variant; keep the fastest variant or drop it."""
+        base = empty_plan()
+        for gate in search.speed_gates():
+            probe_plan = uniform(empty_plan(), gate.knobs)
             best_variant, best_ms = None, None
-            for variant in tech.variants(session.source) or [{}]:
-                probe = {"layers": uniform["layers"], "model": {**uniform["model"], **variant}}
-                record = session.evaluate(probe, purpose=f"gate:{name}")
-                ms = session.latency_of(record)
+            for variant in gate.variants or ({},):
+                probe = {"layers": probe_plan["layers"], "model": {**probe_plan["model"], **variant}}
+                ms = search.latency_of(search.measure(probe, purpose=f"gate:{gate.technique}"))
                 if ms is not None and (best_ms is None or ms < best_ms):
                     best_variant, best_ms = variant, ms
-            if best_ms is None or best_ms > GATE_MARGIN * baseline_ms:
-                del techniques[name]
-                session.notes.append(
-                    f"{name} dropped: uniform {name} measured {best_ms:.3f} ms vs baseline {baseline_ms:.3f} ms "
-                    "(not faster on this target)" if best_ms else f"{name} dropped: no probe could be measured")
+            if best_ms is None or best_ms > GATE_MARGIN * search.baseline_ms:
+                dropped.add(gate.technique)
+                search.note(f"{gate.technique} dropped: uniform {gate.technique} measured {best_ms:.3f} ms vs "
+                            f"baseline {search.baseline_ms:.3f} ms (not faster on this target)" if best_ms else
+                            f"{gate.technique} dropped: no probe could be measured")
             else:
                 base = {"layers": {}, "model": {**base["model"], **(best_variant or {})}}
-                session.notes.append(f"{name}: uniform probe {baseline_ms / best_ms:.2f}x faster than the baseline "
-                                     f"with {best_variant}")
+                search.note(f"{gate.technique}: uniform probe {search.baseline_ms / best_ms:.2f}x faster than the "
+                            f"baseline with {best_variant}")
+        return base
 
-        # 1b. settings that change accuracy only (INT8 calibration): scored on the host, the best kept
-        for name, tech in techniques.items():
-            variants = tech.accuracy_variants(session.source)
-            knobs = [k for k in tech.knobs(session.source) if k.layer is not None]
-            if len(variants) < 2:
+    @staticmethod
+    def _accuracy_variants(search: SearchAPI, base: Plan, dropped: set[str]) -> Plan:
+        """Settings that change accuracy only (INT8 calibration): scored on the host, the best kept."""
+        for found in search.accuracy_variants():
+            if found.technique in dropped:
                 continue
-            uniform = compose(base, [Move(k.layer, k.name, k.levels[1], k.levels[0], 0.0, name) for k in knobs])
-            scored = [(session.metric_drop(session.score({"layers": uniform["layers"],
-                                                          "model": {**uniform["model"], **v}})), i)
-                      for i, v in enumerate(variants)]
-            drop, best = min(scored)
-            base = {"layers": base["layers"], "model": {**base["model"], **variants[best]}}
-            session.notes.append(f"{name}: {variants[best]} kept (uniform, scored on the host: "
-                                 + ", ".join(f"{list(variants[i].values())[0]} {-d:+.4f}" for d, i in scored) + ")")
+            probe = uniform(base, found.knobs)
+            scored = [(search.metric_drop(search.score({"layers": probe["layers"], "model": {**probe["model"], **v}})),
+                       i) for i, v in enumerate(found.variants)]
+            _, best = min(scored)
+            base = {"layers": base["layers"], "model": {**base["model"], **found.variants[best]}}
+            search.note(f"{found.technique}: {found.variants[best]} kept (uniform, scored on the host: "
+                        + ", ".join(f"{list(found.variants[i].values())[0]} {-d:+.4f}" for d, i in scored) + ")")
+        return base
 
-        # 2. sensitivity of every single move
-        session.reporter.phase("per-layer sensitivity (scored on the host)")
+    @staticmethod
+    def _sensitivity(search: SearchAPI, base: Plan, offered: list[OfferedKnob]) -> list[Move]:
+        """Every single move scored on the host, ordered least sensitive first."""
+        search.phase("per-layer sensitivity (scored on the host)")
         moves: list[Move] = []
-        offered = [(name, knob) for name, tech in techniques.items() if session.offers(tech)
-                   for knob in tech.knobs(session.source)]
-        offered += [(session.target.name, knob) for knob in session.target.knobs()]  # e.g. OpenVINO precision
-        for name, knob in offered:
-            floor = 0.0
+        for o in offered:
+            knob, floor = o.knob, 0.0
             for level in knob.levels[1:]:
-                record = session.score(set_knob(base, knob.layer, knob.name, level, knob.levels[0]))
-                session.reporter.advance(f"{knob.layer} {knob.name}={level}")
+                record = search.score(set_knob(base, knob.layer, knob.name, level, knob.levels[0]))
+                search.progress(f"{knob.layer} {knob.name}={level}")
                 # a deeper level is never ranked before a shallower one of the same knob
-                floor = max(floor, session.metric_drop(record))
-                moves.append(Move(knob.layer, knob.name, level, knob.levels[0], floor, name))
-        if not moves:
-            session.notes.append("no technique offers a knob for this model")
-            return
+                floor = max(floor, search.metric_drop(record))
+                moves.append(Move(knob.layer, knob.name, level, knob.levels[0], floor, o.owner))
         # stable sort: equal sensitivities keep knob order, so a deeper level stays after a shallower one
-        ordered = sorted(moves, key=lambda m: m.sensitivity)
+        return sorted(moves, key=lambda m: m.sensitivity)
 
-        # 3. the smallest prefix whose measured latency meets the budget
-        session.reporter.phase("allocating compression (measured on the target)")
-        # size-only knobs (weight sharing, low-bit weights) change no kernel: the table need not probe them
-        predictor = session.build_predictor(base, [knob for name, knob in offered
-                                                   if name not in techniques or techniques[name].reduces_latency])
-        if predictor is None:
-            found = self._bisect(session, base, ordered)
-        else:
-            found = self._guided(session, base, ordered)
-        if found is None:
-            return  # even every move at once misses the budget; the session reports the fastest
-
-        # 4. refinement: undo one move at a time, most sensitive first
-        chosen = ordered[:found]
+    @staticmethod
+    def _refine(search: SearchAPI, base: Plan, chosen: list[Move]) -> None:
+        """With trials left, undo one move at a time (most sensitive first) where the table predicts the
+        result near the budget; the run keeps the most accurate candidate that meets it."""
         for drop in sorted(range(len(chosen)), key=lambda i: -chosen[i].sensitivity)[:4]:
-            if session.trials_left() <= 0:
+            if search.trials_left() <= 0:
                 break
             rest = chosen[:drop] + [m for m in chosen[drop + 1 :]
                                     if not (m.layer == chosen[drop].layer and m.knob == chosen[drop].knob)]
             plan = compose(base, rest)
-            if session.worth_measuring(plan):
-                session.evaluate(plan, purpose="greedy:refine")
+            if search.worth_measuring(plan):
+                search.measure(plan, purpose="greedy:refine")
             else:
-                session.skip_predicted(plan, purpose="greedy:refine")
+                search.skip(plan, purpose="greedy:refine")
 
     @staticmethod
-    def _bisect(session: SearchSession, base: Plan, ordered: list[Move]) -> int | None:
+    def _bisect(search: SearchAPI, base: Plan, ordered: list[Move]) -> int | None:
         """Binary search on the prefix length, every step measured: O(log moves) measurements."""
-        if not session.meets_budget(session.evaluate(compose(base, ordered), purpose="greedy:all")):
+        if not search.meets_budget(search.measure(compose(base, ordered), purpose="greedy:all")):
             return None
         lo, hi = 1, len(ordered)
         found = hi
         while lo < hi:
             mid = (lo + hi) // 2
-            if session.meets_budget(session.evaluate(compose(base, ordered[:mid]), purpose=f"greedy:k={mid}")):
+            if search.meets_budget(search.measure(compose(base, ordered[:mid]), purpose=f"greedy:k={mid}")):
                 hi = found = mid
             else:
                 lo = mid + 1
         return found
 
     @staticmethod
-    def _guided(session: SearchSession, base: Plan, ordered: list[Move]) -> int | None:
+    def _guided(search: SearchAPI, base: Plan, ordered: list[Move]) -> int | None:
         """The same answer as :meth:`_bisect`, with the latency table choosing where to measure.
 
         Each step measures the shortest prefix the (online-corrected) table predicts under the budget and
@@ -171,21 +172,20 @@ class GreedySensitivity(Strategy):
         the budget, one move less does not). After two steps the choice is kept inside the
         middle half of the open interval, so a table that is wrong still costs only O(log moves).
         """
-        assert session.budget_ms is not None
         lo, hi = 1, len(ordered)
         found = None
         steps = 0
         while lo <= hi:
-            predicted = {k: session.predict(compose(base, ordered[:k])) or 0.0 for k in range(lo, hi + 1)}
-            under = [k for k in range(lo, hi + 1) if predicted[k] <= session.budget_ms]
+            predicted = {k: search.predict(compose(base, ordered[:k])) or 0.0 for k in range(lo, hi + 1)}
+            under = [k for k in range(lo, hi + 1) if predicted[k] <= search.budget_ms]
             k = under[0] if under else hi
             if steps >= 2:
                 quarter = (hi - lo) // 4
                 k = min(max(k, lo + quarter), hi - quarter)
             steps += 1
-            record = session.evaluate(compose(base, ordered[:k]),
+            record = search.measure(compose(base, ordered[:k]),
                                       purpose=f"greedy:k={k} (predicted {predicted[k]:.3f} ms)")
-            if session.meets_budget(record):
+            if search.meets_budget(record):
                 found, hi = k, k - 1
             else:
                 lo = k + 1

@@ -75,14 +75,14 @@ class LowRankFactorization(Technique):
     description = "low-rank factorization: SVD for Linear, Tucker-2 for Conv2d; rank fraction per layer"
     stage = "torch"
     needs_recovery = True
-    order = 20
+    phase = "factorization"
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
         return module_available("torch", "pip install 'edgeslim[torch]'")
 
-    def knob_names(self) -> list[Knob]:
-        return [Knob(self.name, "rank", None, RANK_LEVELS)]
+    def decision_names(self) -> frozenset[str]:
+        return frozenset({"rank"})
 
     def knobs(self, source: ModelSource) -> list[Knob]:
         if source.torch_model is None:

@@ -21,20 +21,12 @@ from typing import Any, ClassVar
 
 from edgeslim import hookimpl
 from edgeslim.errors import EdgeslimError
-from edgeslim.plan import empty_plan, set_knob
-from edgeslim.search import SearchSession
+from edgeslim.plan import Plan, empty_plan, set_knob
 from edgeslim.settings import module_available
-from edgeslim.strategy import Strategy, TrialsExhausted
+from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy, TrialsExhausted
 
 #: constraint value of a trial whose latency could not be measured (failed, not faster than the baseline)
 UNMEASURED = 1e9
-
-
-def _knobs(session: SearchSession) -> list[tuple[str, Any]]:
-    offered = [(name, knob) for name, tech in session.techniques.items() if session.offers(tech)
-               for knob in tech.knobs(session.source)]
-    offered += [(session.target.name, knob) for knob in session.target.knobs()]
-    return offered
 
 
 class OptunaStrategy(Strategy):
@@ -82,122 +74,121 @@ class OptunaStrategy(Strategy):
             raise EdgeslimError(f"--storage {url}: cannot open it ({type(exc).__name__}: "
                                 f"{str(exc).splitlines()[0]})") from None
 
-    def run(self, session: SearchSession) -> None:
+    def _open_study(self, search: SearchAPI, directions: list[str], per_trial: bool) -> Any:
+        """The run's study in its storage, named after what is searched, so workers and resumed runs share it."""
         import optuna
 
-        ok, why = self.available()
-        if not ok:
-            raise EdgeslimError(f"--strategy {self.name}: {why}")
-        optuna.logging.set_verbosity(logging.WARNING)
-        knobs = _knobs(session)
-        variants = {name: tech.variants(session.source) for name, tech in session.techniques.items()
-                    if tech.reduces_latency and tech.variants(session.source)}
-        if not knobs:
-            session.notes.append("no technique offers a knob for this model")
-            return
-        # the table is built from the empty plan's model-wide settings: per-layer knobs are what it ranks
-        session.build_predictor(empty_plan(), [knob for name, knob in knobs if name not in session.techniques
-                                               or session.techniques[name].reduces_latency])
-        url = session.config.storage or f"sqlite:///{session.run_dir / 'optuna.sqlite'}"
-        storage = self._storage(url, session.config.trial_grace_s)
-        study_name = f"edgeslim-{self.name}-{hashlib.sha256(session.context.encode()).hexdigest()[:16]}"
-        budget = session.budget_ms
+        url = search.storage_url or f"sqlite:///{search.work_dir / 'optuna.sqlite'}"
+        storage = self._storage(url, search.trial_grace_s)
+        study_name = f"edgeslim-{self.name}-{hashlib.sha256(search.run_id.encode()).hexdigest()[:16]}"
 
         def constraints(trial: optuna.trial.FrozenTrial) -> list[float]:
             return [trial.user_attrs.get("constraint", UNMEASURED)]
 
-        directions = ["maximize", "minimize"] if self._multi_objective() else ["maximize"]
-        if not session.evaluator.info.higher_is_better:
-            directions[0] = "minimize"
         # Optuna 5 takes constraints from the trial (set_constraint); 4 from the sampler's constraints_func
-        per_trial = hasattr(optuna.trial.Trial, "set_constraint")
         sampler = self._sampler(seed=0, constraints=None if per_trial else constraints)
-        study = None
         for attempt in range(5):
             try:
                 study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
                                             directions=directions, sampler=sampler)
-                break
+                search.note(f"{self.name}: study {study_name} in {url.split('://')[0]} storage")
+                return study
             except Exception as exc:  # noqa: BLE001 (SQLAlchemy raises many kinds)
                 # workers starting together race to create the schema and the study: the loser retries
                 if attempt == 4 or type(exc).__name__ not in ("IntegrityError", "ProgrammingError", "InternalError"):
                     raise EdgeslimError(f"--storage {url}: cannot open the study "
                                         f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
                 time.sleep(0.5 + attempt)
-        assert study is not None
-        session.notes.append(f"{self.name}: study {study_name} in {url.split('://')[0]} storage")
+        raise AssertionError("unreachable: the last attempt raises")
+
+    @staticmethod
+    def _plan_of(trial: Any, knobs: list[OfferedKnob], variants: dict[str, list[dict[str, Any]]]) -> Plan:
+        plan = empty_plan()
+        for name, options in variants.items():
+            choice = trial.suggest_categorical(f"{name}:variant", list(range(len(options))))
+            plan["model"].update(options[choice])
+        for offered in knobs:
+            knob = offered.knob
+            level = trial.suggest_categorical(f"{knob.layer or 'model'}:{knob.name}", list(knob.levels))
+            plan = set_knob(plan, knob.layer, knob.name, level, knob.levels[0])
+        return plan
+
+    def run(self, search: SearchAPI) -> None:
+        import optuna
+
+        optuna.logging.set_verbosity(logging.WARNING)
+        knobs = search.knobs()
+        if not knobs:
+            search.note("no technique offers a knob for this model")
+            return
+        variants = search.model_variants()
+        # the table is built from the empty plan's model-wide settings: per-layer knobs are what it ranks
+        search.use_latency_table(empty_plan(), [o.knob for o in knobs if o.reduces_latency])
+        budget, multi = search.budget_ms, self._multi_objective()
+        directions = ["maximize" if search.higher_is_better else "minimize"] + (["minimize"] if multi else [])
+        worst = float("-inf") if directions[0] == "maximize" else float("inf")
+        per_trial = hasattr(optuna.trial.Trial, "set_constraint")
+        study = self._open_study(search, directions, per_trial)
+
+        def report(trial: optuna.Trial, constraint: float, value: float, latency: float) -> Any:
+            trial.set_user_attr("constraint", constraint)
+            if per_trial:
+                trial.set_constraint("latency_over_budget_ms", constraint)
+            return (value, latency) if multi else value
 
         def objective(trial: optuna.Trial) -> Any:
-            plan = empty_plan()
-            for name, options in variants.items():
-                choice = trial.suggest_categorical(f"{name}:variant", list(range(len(options))))
-                plan["model"].update(options[choice])
-            for _tech, knob in knobs:
-                key = f"{knob.layer or 'model'}:{knob.name}"
-                level = trial.suggest_categorical(key, list(knob.levels))
-                plan = set_knob(plan, knob.layer, knob.name, level, knob.levels[0])
-            trial.set_user_attr("worker", str(session.run_dir))
+            plan = self._plan_of(trial, knobs, variants)
+            trial.set_user_attr("worker", search.worker)
             trial.set_user_attr("plan", plan)
             for done in trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,)):
                 if done.params == trial.params and "key" in done.user_attrs:
                     # another worker (or an earlier run) already measured this plan: its result, not a new one
-                    for name in ("key", "constraint"):
-                        trial.set_user_attr(name, done.user_attrs[name])
+                    trial.set_user_attr("key", done.user_attrs["key"])
                     trial.set_user_attr("reused_from", done.number)
-                    if per_trial:
-                        trial.set_constraint("latency_over_budget_ms", done.user_attrs["constraint"])
-                    return tuple(done.values) if self._multi_objective() else done.value
-            if not session.worth_measuring(plan):
+                    return report(trial, done.user_attrs["constraint"], done.values[0],
+                                  done.values[1] if multi else 0.0)
+            if not search.worth_measuring(plan):
                 # the latency table puts it far over the budget: told to the sampler as predicted, not measured
-                record = session.skip_predicted(plan, purpose=f"{self.name}:{trial.number}")
-                predicted = record["details"]["predicted_ms"]
-                trial.set_user_attr("key", record["key"])
+                record = search.skip(plan, purpose=f"{self.name}:{trial.number}")
+                predicted = record.details["predicted_ms"]
+                trial.set_user_attr("key", record.key)
                 trial.set_user_attr("predicted_only", True)
-                trial.set_user_attr("constraint", predicted - budget)
-                if per_trial:
-                    trial.set_constraint("latency_over_budget_ms", predicted - budget)
-                worst = float("-inf") if directions[0] == "maximize" else float("inf")
-                return (worst, predicted) if self._multi_objective() else worst
+                return report(trial, predicted - budget, worst, predicted)
             try:
-                record = session.evaluate(plan, purpose=f"{self.name}:{trial.number}")
+                record = search.measure(plan, purpose=f"{self.name}:{trial.number}")
             except TrialsExhausted:
                 trial.study.stop()
                 raise optuna.TrialPruned() from None
-            latency = session.latency_of(record)
-            metric = record.get("metric")
-            trial.set_user_attr("key", record["key"])
-            constraint = UNMEASURED if latency is None or record.get("status") == "not_faster" else latency - budget
-            if constraint <= 0 and session.over_other_budgets(record):
+            latency = search.latency_of(record)
+            trial.set_user_attr("key", record.key)
+            constraint = UNMEASURED if latency is None or record.status == "not_faster" else latency - budget
+            if constraint <= 0 and search.over_other_budgets(record):
                 constraint = 1.0  # within the latency budget but too large (size or memory): infeasible
-            trial.set_user_attr("constraint", constraint)
-            if per_trial:
-                trial.set_constraint("latency_over_budget_ms", constraint)
-            worst = float("-inf") if directions[0] == "maximize" else float("inf")
-            value = metric if metric is not None else worst
-            return (value, latency if latency is not None else UNMEASURED) if self._multi_objective() else value
+            value = record.metric if record.metric is not None else worst
+            return report(trial, constraint, value, latency if latency is not None else UNMEASURED)
 
-        remaining = session.trials_left()
+        remaining = search.trials_left()
         if remaining > 0:
             study.optimize(objective, n_trials=remaining, catch=())
-        self._measure_study_best(session, study, directions[0] == "maximize")
+        self._measure_study_best(search, study, directions[0] == "maximize")
 
     @staticmethod
-    def _measure_study_best(session: SearchSession, study: Any, maximize: bool, top: int = 2) -> None:
+    def _measure_study_best(search: SearchAPI, study: Any, maximize: bool, top: int = 2) -> None:
         """The best plans other workers found, measured on this worker's device too: its answer is chosen
         from the whole study, yet only from models it has measured and verified itself."""
         import optuna
 
-        mine = str(session.run_dir)
+        mine = search.worker
         others = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
                   if t.user_attrs.get("worker") != mine and "plan" in t.user_attrs
                   and not t.user_attrs.get("predicted_only") and "reused_from" not in t.user_attrs
                   and t.user_attrs.get("constraint", UNMEASURED) <= 0]
         others.sort(key=lambda t: t.values[0], reverse=maximize)
         for t in others[:top]:
-            record = session.evaluate(t.user_attrs["plan"], counts_as_trial=False,
-                                      purpose=f"study-best: trial {t.number} of {t.user_attrs['worker']}")
-            session.notes.append(f"study trial {t.number} (another worker's, within its budget there) measured "
-                                 f"here: {record['status']}")
+            record = search.measure(t.user_attrs["plan"], counts_as_trial=False,
+                                    purpose=f"study-best: trial {t.number} of {t.user_attrs['worker']}")
+            search.note(f"study trial {t.number} (another worker's, within its budget there) measured "
+                        f"here: {record.status}")
 
 
 class TPEStrategy(OptunaStrategy):

@@ -27,7 +27,7 @@ import onnx
 from onnx import numpy_helper
 
 from edgeslim import hookimpl
-from edgeslim.model import ModelSource, weighted_nodes
+from edgeslim.model import ModelSource
 from edgeslim.plan import Plan, layer_decisions
 from edgeslim.settings import module_available
 from edgeslim.technique import BuildContext, Knob, Technique
@@ -72,15 +72,15 @@ class ChannelPruning(Technique):
     name = "pruning"
     description = "filter/channel and neuron pruning (magnitude or Taylor), channels removed via Torch-Pruning"
     stage = "torch"
+    phase = "channels"
     needs_recovery = True
-    order = 10
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
         return module_available("torch_pruning", "pip install 'edgeslim[torch]'")
 
-    def knob_names(self) -> list[Knob]:
-        return [Knob(self.name, "sparsity", None, SPARSITY_LEVELS)]
+    def decision_names(self) -> frozenset[str]:
+        return frozenset({"sparsity"})
 
     def is_active(self, plan: Plan) -> bool:
         return bool(layer_decisions(plan, "sparsity"))
@@ -155,86 +155,6 @@ def _record_kept_outputs(group: Any) -> None:
         module._edgeslim_kept_out = [previous[i] for i in range(len(previous)) if i not in removed]
 
 
-def reconstruct_least_squares(pruned: Any, original: Any, inputs: np.ndarray, max_rows: int = 20000,
-                              ridge: float = 1e-3) -> list[str]:
-    """Channel pruning without labels (He et al. 2017): every layer whose inputs were narrowed gets new
-    weights, by ridge least squares, that reproduce the original layer's (kept) outputs on ``inputs``."""
-    import torch
-    import torch.nn.functional as F
-
-    originals = dict(original.named_modules())
-    targets = {}
-    for name, module in pruned.named_modules():
-        ref = originals.get(name)
-        if isinstance(module, torch.nn.Conv2d) and isinstance(ref, torch.nn.Conv2d) and module.groups == 1:
-            if module.in_channels != ref.in_channels:
-                targets[name] = (module, ref)
-        elif isinstance(module, torch.nn.Linear) and isinstance(ref, torch.nn.Linear):
-            if module.in_features != ref.in_features:
-                targets[name] = (module, ref)
-    if not targets:
-        return []
-    # the original layers' outputs: the targets, computed once
-    seen_out: dict[str, list[Any]] = {name: [] for name in targets}
-    called: list[str] = []  # forward order of the pruned layers
-    hooks = [ref.register_forward_hook(lambda m, i, o, k=name: seen_out[k].append(o.detach()))
-             for name, (_module, ref) in targets.items()]
-    hooks += [module.register_forward_hook(lambda m, i, o, k=name: called.append(k) if k not in called else None)
-              for name, (module, _ref) in targets.items()]
-    batches = [torch.from_numpy(np.asarray(inputs[s : s + 16], dtype=np.float32)) for s in range(0, len(inputs), 16)]
-    try:
-        with torch.no_grad():
-            for batch in batches:
-                original.eval()(batch)
-            pruned.eval()(batches[0])
-    finally:
-        for h in hooks:
-            h.remove()
-
-    def inputs_of(name: str) -> Any:
-        """The layer's inputs in the pruned network as it is now, earlier layers already rebuilt (He et al.
-        reconstruct layer by layer, so each layer also corrects the error accumulated before it)."""
-        seen: list[Any] = []
-        hook = targets[name][0].register_forward_hook(lambda m, i, o: seen.append(i[0].detach()))
-        try:
-            with torch.no_grad():
-                for batch in batches:
-                    pruned(batch)
-        finally:
-            hook.remove()
-        return torch.cat(seen)
-
-    notes = []
-    generator = torch.Generator().manual_seed(0)
-    for name in called:
-        module = targets[name][0]
-        x, y = inputs_of(name), torch.cat(seen_out[name])
-        kept = getattr(module, "_edgeslim_kept_out", None)
-        if kept is not None:
-            y = y[:, kept]
-        if isinstance(module, torch.nn.Conv2d):
-            cols = F.unfold(x, module.kernel_size, dilation=module.dilation, padding=module.padding,
-                            stride=module.stride)  # (N, C*k*k, L)
-            rows = cols.transpose(1, 2).reshape(-1, cols.shape[1])
-            target = y.reshape(y.shape[0], y.shape[1], -1).transpose(1, 2).reshape(-1, y.shape[1])
-        else:
-            rows, target = x.reshape(-1, x.shape[-1]), y.reshape(-1, y.shape[-1])
-        if rows.shape[0] > max_rows:
-            pick = torch.randperm(rows.shape[0], generator=generator)[:max_rows]
-            rows, target = rows[pick], target[pick]
-        has_bias = module.bias is not None
-        design = torch.cat([rows, torch.ones(rows.shape[0], 1)], dim=1) if has_bias else rows
-        gram = design.T @ design
-        gram += ridge * gram.diagonal().mean() * torch.eye(gram.shape[0])
-        solution = torch.linalg.solve(gram.double(), (design.T @ target).double()).float()  # (in(+1), out)
-        weight = solution[: rows.shape[1]].T
-        module.weight.data.copy_(weight.reshape(module.weight.shape))
-        if has_bias:
-            module.bias.data.copy_(solution[-1])
-        notes.append(f"least squares: rebuilt {name} from {rows.shape[0]} calibration rows")
-    return notes
-
-
 def removable_blocks(source: ModelSource) -> list[str]:
     """Modules inside an nn.Sequential whose output has their input's shape and that hold a convolution:
     residual blocks, which the identity can replace."""
@@ -269,15 +189,15 @@ class LayerPruning(Technique):
     name = "layer_pruning"
     description = "remove whole residual blocks (replaced by the identity) where shapes allow"
     stage = "torch"
+    phase = "blocks"
     needs_recovery = True
-    order = 30
 
     @classmethod
     def available(cls) -> tuple[bool, str]:
         return ChannelPruning.available()
 
-    def knob_names(self) -> list[Knob]:
-        return [Knob(self.name, "remove", None, (False, True))]
+    def decision_names(self) -> frozenset[str]:
+        return frozenset({"remove"})
 
     def knobs(self, source: ModelSource) -> list[Knob]:
         if source.torch_model is None:
@@ -294,19 +214,6 @@ class LayerPruning(Technique):
             parent = module.get_submodule(parent_name) if parent_name else module
             setattr(parent, child, torch.nn.Identity())
         return module
-
-
-def _weight_initializers(model: onnx.ModelProto, ctx: BuildContext) -> dict[tuple[str, str], onnx.TensorProto]:
-    """{(layer, node name): weight initializer} for weighted nodes whose weight is an initializer (a factorized
-    layer has several nodes)."""
-    inits = {init.name: init for init in model.graph.initializer}
-    found = {}
-    for node in weighted_nodes(model):
-        layer = ctx.layer_of_node(node.name)
-        weight = node.input[1] if len(node.input) > 1 else None
-        if layer is not None and weight in inits:
-            found[(layer, node.name)] = inits[weight]
-    return found
 
 
 def nm_mask(w: np.ndarray, n: int = 2, m: int = 4) -> np.ndarray:
@@ -351,16 +258,14 @@ class UnstructuredPruning(Technique):
     stage = "onnx"
     # ONNX stage: before quantization (QDQ weights are stored quantized); torch stage: after channel pruning,
     # low-rank and block removal, so masks are computed on the weights that will be exported
-    order = 40
+    phase = "sparsity"
     reduces_latency = False  # dense kernels multiply zeros as fast as anything else
     # masks held during the recovery (Han et al. 2015: prune, retrain the survivors) when training data exist;
     # at 90% a one-shot mask after training loses most of the accuracy
     retrains_in_torch = True
 
-    def knob_names(self) -> list[Knob]:
-        return [Knob(self.name, "weight_sparsity", None, WEIGHT_SPARSITY_LEVELS),
-                Knob(self.name, "global_weight_sparsity", None, WEIGHT_SPARSITY_LEVELS),
-                Knob(self.name, "nm_sparsity", None, ("off", "2:4"))]
+    def decision_names(self) -> frozenset[str]:
+        return frozenset({"weight_sparsity", "global_weight_sparsity", "nm_sparsity"})
 
     def knobs(self, source: ModelSource) -> list[Knob]:
         knobs = [Knob(self.name, "weight_sparsity", layer.name, WEIGHT_SPARSITY_LEVELS) for layer in source.layers
@@ -368,27 +273,11 @@ class UnstructuredPruning(Technique):
         knobs.append(Knob(self.name, "global_weight_sparsity", None, WEIGHT_SPARSITY_LEVELS))
         return knobs
 
-    @staticmethod
-    def _torch_weights(module: Any, ctx: BuildContext) -> dict[tuple[str, str], Any]:
-        """{(layer, submodule): Conv2d/Linear} for every layer; a factorized layer contributes its parts."""
-        import torch
-
-        found = {}
-        for layer in ctx.source.layers:
-            try:
-                holder = module.get_submodule(ctx.source.module_name(layer.name))
-            except AttributeError:
-                continue  # removed with its block
-            for part_name, part in holder.named_modules():
-                if isinstance(part, (torch.nn.Conv2d, torch.nn.Linear)):
-                    found[(layer.name, part_name)] = part
-        return found
-
     def apply_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:
         import torch
         from torch.nn.utils import prune
 
-        parts = self._torch_weights(module, ctx)
+        parts = ctx.torch_weight_layers(module)
         arrays = {key: part.weight.detach().cpu().numpy() for key, part in parts.items()}
         for key, mask in unstructured_masks(arrays, plan).items():
             if not mask.all():
@@ -399,14 +288,22 @@ class UnstructuredPruning(Technique):
     def finalize_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:
         from torch.nn.utils import prune
 
-        for part in self._torch_weights(module, ctx).values():
+        for part in ctx.torch_weight_layers(module).values():
             if prune.is_pruned(part):
                 prune.remove(part, "weight")
         return module
 
+    def stored_sizes(self, artifact: Path, plan: Plan, shrinks_storage: bool) -> dict[str, int]:
+        """A sparse plan's zeros become real bytes saved in the bitmask + values pack; the dense model deflated
+        the same way is recorded beside it, so packing is compared with compression, not with raw bytes."""
+        if not self.is_active(plan) or artifact.suffix != ".onnx":
+            return {}
+        return {"packed_bytes": pack_sparse(artifact, artifact.parent / "model.sparse.zip"),
+                "zipped_dense_bytes": zipped_size(artifact)}
+
     def apply_onnx(self, onnx_path: Path, plan: Plan, ctx: BuildContext, out_path: Path) -> Path:
         model = onnx.load(str(onnx_path))
-        weights = _weight_initializers(model, ctx)
+        weights = ctx.weight_initializers(model)
         arrays = {key: numpy_helper.to_array(init).copy() for key, init in weights.items()}
         # after a masked retraining the pruned weights are exactly zero: the same masks come out again
         for key, mask in unstructured_masks(arrays, plan).items():

@@ -6,12 +6,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeslim import hookimpl
 from edgeslim.settings import module_available
-from edgeslim.target import Target
+from edgeslim.target import OnnxRuntimeHostSession, Target
 
 INT8_KERNELS = ("QLinearConv", "QGemm", "QLinearMatMul", "MatMulIntegerToFloat", "ConvInteger", "MatMulInteger",
                 "DynamicQuantizeMatMul")
@@ -25,24 +24,9 @@ class OnnxRuntimeSettings(BaseModel):
     providers: list[str] = ["CPUExecutionProvider"]
 
 
-class OrtHostSession:
-    def __init__(self, path: Path, settings: OnnxRuntimeSettings) -> None:
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        # Scoring runs beside other work: spinning worker threads would only burn the other core.
-        so.intra_op_num_threads = max(1, settings.threads)
-        so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        so.log_severity_level = 3
-        self._session = ort.InferenceSession(str(path), so, providers=settings.providers)
-        self.input_names = [i.name for i in self._session.get_inputs()]
-
-    def run(self, feeds: dict[str, np.ndarray]) -> list[np.ndarray]:
-        return self._session.run(None, feeds)
-
-
 class OnnxRuntimeTarget(Target):
     name = "onnxruntime"
+    agent_modules = ("onnxruntime", "numpy")
     description = "ONNX Runtime (CPU execution provider by default; x86 and aarch64)"
 
     Settings = OnnxRuntimeSettings
@@ -62,8 +46,8 @@ class OnnxRuntimeTarget(Target):
         # the artifact is the ONNX model itself; threads and graph optimization only change the speed
         return {"providers": self.settings.providers}
 
-    def host_session(self, artifact: Path) -> OrtHostSession:
-        return OrtHostSession(artifact, self.settings)
+    def host_session(self, artifact: Path) -> OnnxRuntimeHostSession:
+        return OnnxRuntimeHostSession(artifact, self.settings.providers)
 
     def benchmark_job(self, artifact: Path, input_shapes: dict[str, list[int]]) -> dict[str, Any]:
         return {

@@ -60,6 +60,7 @@ class OpenVINOTarget(Target):
     name = "openvino"
     description = "OpenVINO IR (INT8 from QDQ), LATENCY hint; CPU/GPU/NPU; f32/bf16/f16 inference precision"
     artifact_suffix = ".xml"
+    agent_modules = ("openvino", "numpy")
     Settings = OpenVINOSettings
 
     @classmethod

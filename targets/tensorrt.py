@@ -21,7 +21,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edgeslim import hookimpl
-from edgeslim.target import Target
+from edgeslim.target import OnnxRuntimeHostSession, Target
 
 OPTIONS_FILE = "tensorrt_options.json"
 
@@ -71,6 +71,7 @@ class TensorRTTarget(Target):
     name = "tensorrt"
     description = "TensorRT engines built and timed on the device with trtexec (fp16, explicit INT8, 2:4 sparsity)"
     artifact_suffix = ".onnx"
+    agent_commands = ("trtexec",)
     Settings = TensorRTSettings
 
     @classmethod
@@ -101,9 +102,8 @@ class TensorRTTarget(Target):
         return json.loads(path.read_text()) if path.exists() else {}
 
     def host_session(self, artifact: Path) -> Any:
-        from edgeslim.targets.onnxruntime import OnnxRuntimeSettings, OrtHostSession
-
-        return OrtHostSession(Path(artifact), OnnxRuntimeSettings(threads=1))
+        # scored with ONNX Runtime on the host (the same QDQ arithmetic): no GPU needed for the metric
+        return OnnxRuntimeHostSession(Path(artifact))
 
     def benchmark_job(self, artifact: Path, input_shapes: dict[str, list[int]]) -> dict[str, Any]:
         s = self.settings

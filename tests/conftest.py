@@ -1,4 +1,8 @@
-"""Shared fixtures: real models (exported from torch), real ONNX Runtime, a fast measurement profile."""
+"""Shared fixtures: real models (exported from torch), real ONNX Runtime, a fast measurement profile.
+
+No torch at import time: an ONNX-only install (`pip install -e .`) runs its share of the tests; the fixtures
+that need torch skip with the reason.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-nn = torch.nn
-
 FAST_MEASUREMENT = """
 [measurement]
 warmup = 3
@@ -22,48 +23,12 @@ verify_rounds = 3
 """
 
 
-class BasicBlock(nn.Module):
-    def __init__(self, channels: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(channels)
-        self.conv2 = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(channels)
-
-    def forward(self, x):
-        return torch.relu(x + self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x))))))
-
-
-class TinyResNet(nn.Module):
-    """A ResNet-style classifier: stem, two residual stages, pooled linear head."""
-
-    def __init__(self, width: int = 32, classes: int = 10) -> None:
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, width, 3, padding=1, bias=False), nn.BatchNorm2d(width), nn.ReLU())
-        self.layer1 = BasicBlock(width)
-        self.down = nn.Sequential(nn.Conv2d(width, 2 * width, 3, stride=2, padding=1, bias=False),
-                                  nn.BatchNorm2d(2 * width), nn.ReLU())
-        self.layer2 = BasicBlock(2 * width)
-        self.head = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(2 * width, classes))
-
-    def forward(self, x):
-        return self.head(self.layer2(self.down(self.layer1(self.stem(x)))))
-
-
-def make_resnet(seed: int = 0, width: int = 32) -> nn.Module:
-    torch.manual_seed(seed)
-    model = TinyResNet(width)
-    # give batch norms non-trivial statistics, as a trained model has
-    model.train()
-    with torch.no_grad():
-        for _ in range(3):
-            model(torch.randn(16, 3, 32, 32))
-    return model.eval()
-
-
 @pytest.fixture(scope="session")
 def resnet_onnx(tmp_path_factory) -> Path:
     """A ResNet-style classifier exported from torch, fixed input shape 1x3x32x32, never seen by edgeslim."""
+    torch = pytest.importorskip("torch", reason="the test models are exported from torch: pip install torch")
+    from tests.models import make_resnet
+
     path = tmp_path_factory.mktemp("models") / "tiny_resnet.onnx"
     torch.onnx.export(make_resnet(), (torch.randn(1, 3, 32, 32),), str(path), input_names=["images"],
                       output_names=["logits"], opset_version=17, dynamo=False)
@@ -73,6 +38,9 @@ def resnet_onnx(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def symbolic_onnx(tmp_path_factory) -> Path:
     """The same network with symbolic batch, height and width."""
+    torch = pytest.importorskip("torch", reason="the test models are exported from torch: pip install torch")
+    from tests.models import make_resnet
+
     path = tmp_path_factory.mktemp("models") / "symbolic.onnx"
     torch.onnx.export(make_resnet(1, 16), (torch.randn(1, 3, 32, 32),), str(path), input_names=["images"],
                       output_names=["logits"], opset_version=17, dynamo=False,
@@ -119,6 +87,8 @@ def make_task():
 
 @pytest.fixture
 def digits_task_file(tmp_path) -> Path:
+    pytest.importorskip("torch", reason="the digits task trains a torch model: pip install torch")
+    pytest.importorskip("sklearn", reason="the digits task loads scikit-learn's digits: pip install scikit-learn")
     path = tmp_path / "digits_task.py"
     path.write_text(textwrap.dedent(DIGITS_TASK).replace("EPOCHS", "10"))
     return path

@@ -29,6 +29,7 @@ class OrtFormatTarget(Target):
     name = "onnxruntime-ortformat"
     description = "ONNX Runtime, models optimized offline into the .ort format (ORT Mobile style)"
     artifact_suffix = ".ort"
+    agent_modules = ("onnxruntime", "numpy")  # what `edgeslim doctor` checks on each board
     Settings = OrtFormatSettings
 
     @classmethod

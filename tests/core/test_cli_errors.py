@@ -98,18 +98,20 @@ def test_plugins_and_profiles_listings():
     assert proc.returncode == 0, proc.stderr
     names = {(p["kind"], p["name"]) for p in __import__("json").loads(proc.stdout)}
     assert {("technique", "quantization"), ("technique", "pruning"), ("target", "onnxruntime"),
-            ("strategy", "greedy")} <= names
+            ("strategy", "greedy"), ("recovery", "distillation"), ("recovery", "least_squares")} <= names
     proc = run_cli("profiles", "local-cpu", "--json")
     assert proc.returncode == 0 and '"onnxruntime"' in proc.stdout
 
 
 @pytest.mark.parametrize(("args", "fragment"), [
-    (("--recovery", "magic"), "--recovery magic: not an installed recovery technique (finetune, distillation)"),
+    (("--recovery", "magic"), "--recovery magic: not an installed recovery (distillation, finetune, least_squares)"),
     (("--recovery-option", "temperature"), "expected KEY=VALUE"),
     (("--recovery-option", "temperature=-1"), "--recovery-option.temperature"),
     (("--recovery-option", "tempreature=2"), "tempreature"),
     (("--distill-feature", "layer2"), "expected STUDENT_MODULE=TEACHER_MODULE"),
-    (("--recovery", "finetune", "--recovery-option", "alpha=1"), "configure distillation"),
+    (("--recovery", "finetune", "--recovery-option", "alpha=1"),
+     "finetune: --recovery-option.alpha: unknown field (check the spelling; `edgeslim plugins` lists recoveries; "
+     "finetune takes lr, batch_size, seed)"),
 ])
 def test_bad_recovery_options(tmp_path: Path, resnet_onnx: Path, args: tuple[str, ...], fragment: str):
     proc = run_cli("search", resnet_onnx, "--out", tmp_path / "out", *args)

@@ -27,8 +27,8 @@ class WeightRounding(Technique):
     stage = "onnx"
     calls: list[dict] = []
 
-    def knob_names(self):
-        return [Knob(self.name, "rounding", None, (0, 4))]
+    def decision_names(self):
+        return frozenset({"rounding"})
 
     def knobs(self, source):
         return [Knob(self.name, "rounding", layer.name, (0, 4)) for layer in source.layers]

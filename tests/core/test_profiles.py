@@ -74,3 +74,42 @@ def test_target_options_are_validated_by_the_target(tmp_path: Path):
     target_cls = load_registry().targets["onnxruntime"]
     with pytest.raises(EdgeslimError, match="target.thread: unknown field"):
         target_cls.from_options({"thread": 2})
+
+
+def _child(tmp_path: Path, body: str):
+    path = tmp_path / "child.toml"
+    path.write_text('name = "child"\n' + body)
+    return load_profile(str(path))
+
+
+def test_a_childs_latency_budget_replaces_the_inherited_ratio(tmp_path: Path):
+    profile = _child(tmp_path, 'extends = "local-cpu"\n[budget]\nlatency_ms = 5.0\n')
+    assert (profile.budget.latency_ms, profile.budget.ratio) == (5.0, None)
+
+
+def test_a_childs_ratio_replaces_the_inherited_latency_budget(tmp_path: Path):
+    (tmp_path / "parent.toml").write_text('name = "parent"\n[target]\nname = "onnxruntime"\n[budget]\n'
+                                          'latency_ms = 5.0\n')
+    profile = _child(tmp_path, 'extends = "parent.toml"\n[budget]\nratio = 0.3\n')
+    assert (profile.budget.latency_ms, profile.budget.ratio) == (None, 0.3)
+
+
+def test_target_options_are_not_carried_into_another_target(tmp_path: Path):
+    profile = _child(tmp_path, 'extends = "raspberry-pi-5"\n[target]\nname = "openvino"\n'
+                               '[[boards]]\nhost = "pi"\nuser = "pi"\n')
+    assert profile.target.options() == {}
+
+
+def test_the_description_is_not_inherited(tmp_path: Path):
+    profile = _child(tmp_path, 'extends = "local-cpu"\n')
+    assert profile.description == ""
+
+
+def test_the_readmes_example_profile_loads(tmp_path: Path):
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    section = readme.split("## Profiles", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    path = tmp_path / "my-box.toml"
+    path.write_text(example)
+    profile = load_profile(str(path))
+    assert (profile.name, profile.budget.latency_ms, profile.budget.ratio) == ("my-box", 20.0, None)

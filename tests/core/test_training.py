@@ -3,12 +3,14 @@
 import numpy as np
 import onnxruntime as ort
 import pytest
+
+pytest.importorskip("torch", reason="needs the torch extra: pip install 'edgeslim[torch]'")
 import torch
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.model import export_torch
 from edgeslim.training import GradualPruning, compress_for_training, cubic_sparsity
-from tests.conftest import make_resnet
+from tests.models import make_resnet
 
 
 def digits():

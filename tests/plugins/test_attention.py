@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 import pytest
+
+pytest.importorskip("torch", reason="needs the torch extra: pip install 'edgeslim[torch]'")
 import torch
 
 from edgeslim.errors import EdgeslimError
@@ -129,9 +131,9 @@ def make_task():
 def test_search_explores_the_cascade_knobs(tmp_path, fast_profile):
     task = tmp_path / "cascade_task.py"
     task.write_text(CASCADE_TASK)
-    proc = run_cli("search", task, "--profile", fast_profile, "--budget-ratio", "0.9", "--trials", "4",
+    proc = run_cli("search", task, "--profile", fast_profile, "--budget-ms", "0.0001", "--trials", "4",
                    "--out", tmp_path / "s", "--json")
-    assert proc.returncode in (0, 3), proc.stderr
+    assert proc.returncode == 3, proc.stderr
     manifest = json.loads(proc.stdout)
     assert any(note.startswith("attention: {'crop_size'") for note in manifest["notes"]), manifest["notes"]
     records = [json.loads(line) for line in (tmp_path / "s" / "candidates.jsonl").open()]
@@ -147,8 +149,9 @@ def test_the_scenes_cascade_through_apply(tmp_path, fast_profile):
     layers = ["attention.features.0", "main.stem.0", "main.layer3.1.conv2", "main.head.2"]
     plan.write_text(json.dumps({"layers": {name: {"bits": 8} for name in layers},
                                 "model": {"attention_size": 28, "crop_size": 32}}))
-    proc = run_cli("apply", task, "--plan", plan, "--profile", fast_profile, "--out", tmp_path / "a", "--json")
-    assert proc.returncode in (0, 3), proc.stderr
+    proc = run_cli("apply", task, "--plan", plan, "--profile", fast_profile, "--budget-ms", "1000",
+                   "--out", tmp_path / "a", "--json")
+    assert proc.returncode == 0, proc.stderr
     manifest = json.loads(proc.stdout)
     assert manifest["baseline"]["metric"]["value"] > 0.7 and manifest["best"]["metric"]["value"] > 0.65
     assert manifest["best"]["latency"]["p50_ms"] > 0

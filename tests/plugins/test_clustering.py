@@ -6,21 +6,22 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
+pytest.importorskip("torch", reason="needs the torch extra: pip install 'edgeslim[torch]'")
 import torch
 
 from edgeslim.errors import EdgeslimError
 from edgeslim.host import load_registry
+from edgeslim.huffman import huffman_decode, huffman_encode
 from edgeslim.model import load_onnx_source, torch_source
 from edgeslim.plugins.clustering import (
-    huffman_decode,
-    huffman_encode,
     kmeans_1d,
     pack_model,
     share_weights,
     unpack_model,
 )
 from edgeslim.technique import BuildContext
-from tests.conftest import make_resnet
+from tests.models import make_resnet
 
 EXAMPLE = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
 

@@ -45,17 +45,21 @@ def test_checkpoint_accuracy_is_as_documented():
 
     from edgeslim.evaluate import TaskEvaluator
     from edgeslim.model import export_torch
-    from edgeslim.targets.onnxruntime import OnnxRuntimeSettings, OrtHostSession
+    from edgeslim.target import OnnxRuntimeHostSession
 
     documented = json.loads((ROOT / "examples" / "fashion_mnist" / "checkpoints.json").read_text())
     task = make("lenet300100", eval_samples=10000)
     path = Path(__file__).parent / "_lenet.onnx"
     export_torch(task.model, task.example_input, path, "input")
     try:
-        acc = TaskEvaluator(task).score(OrtHostSession(path, OnnxRuntimeSettings()))
+        acc = TaskEvaluator(task).score(OnnxRuntimeHostSession(path))
     finally:
         path.unlink()
     assert abs(acc - documented["lenet300100"]["test_accuracy"]) < 0.005
+
+
+#: a budget of a whole second: every plan here meets it, so apply's outcome (exit 0) is known
+GENEROUS = ("--budget-ms", "1000")
 
 
 def test_apply_combines_techniques(tmp_path):
@@ -63,9 +67,10 @@ def test_apply_combines_techniques(tmp_path):
     plan.write_text(json.dumps({"layers": {"net.1": {"sparsity": 0.5, "rank": 0.5, "bits": 8},
                                            "net.3": {"bits": 8, "weight_sparsity": 0.5}, "net.5": {"bits": 8}},
                                 "model": {"int8_scheme": "u8s8-per-channel", "prune_importance": "taylor"}}))
-    proc = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), "--out", tmp_path / "a",
+    proc = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), *GENEROUS,
+                   "--out", tmp_path / "a",
                    "--finetune-epochs", "1", "--json")
-    assert proc.returncode in (0, 3), proc.stderr
+    assert proc.returncode == 0, proc.stderr
     manifest = json.loads(proc.stdout)
     best = manifest["best"]
     assert best["metric"]["value"] > 0.8
@@ -76,9 +81,9 @@ def test_apply_combines_techniques(tmp_path):
 
 
 def test_search_on_the_reference_task(tmp_path):
-    proc = run_cli("search", LENET, "--profile", fast_profile(tmp_path), "--budget-ratio", "0.5", "--trials", "6",
+    proc = run_cli("search", LENET, "--profile", fast_profile(tmp_path), "--budget-ms", "0.0001", "--trials", "6",
                    "--finetune-epochs", "1", "--out", tmp_path / "s", "--json")
-    assert proc.returncode in (0, 3), proc.stderr
+    assert proc.returncode == 3, proc.stderr
     manifest = json.loads(proc.stdout)
     records = [json.loads(line) for line in (tmp_path / "s" / "candidates.jsonl").open()]
     knobs = {k for r in records for d in r["plan"]["layers"].values() for k in d}
@@ -94,9 +99,10 @@ def test_unstructured_90_percent_retrains_with_masks_held(tmp_path):
 
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"layers": {}, "model": {"global_weight_sparsity": 0.9}}))
-    proc = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), "--out", tmp_path / "a",
+    proc = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), *GENEROUS,
+                   "--out", tmp_path / "a",
                    "--finetune-epochs", "1", "--json")
-    assert proc.returncode in (0, 3), proc.stderr
+    assert proc.returncode == 0, proc.stderr
     best = json.loads(proc.stdout)["best"]
     assert best["metric"]["value"] > 0.8
     model = onnx.load(str(tmp_path / "a" / "best" / "model.onnx"))
@@ -109,16 +115,18 @@ def test_unstructured_90_percent_retrains_with_masks_held(tmp_path):
 def test_apply_with_feature_distillation_from_the_cli(tmp_path):
     plan = tmp_path / "plan.json"
     plan.write_text(json.dumps({"layers": {"net.1": {"sparsity": 0.5}}, "model": {}}))
-    proc = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), "--out", tmp_path / "a",
+    proc = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), *GENEROUS,
+                   "--out", tmp_path / "a",
                    "--finetune-epochs", "1", "--distill-feature", "net.3=net.3", "--recovery-option",
                    "temperature=2", "--json")
-    assert proc.returncode in (0, 3), proc.stderr
+    assert proc.returncode == 0, proc.stderr
     manifest = json.loads(proc.stdout)
     assert manifest["recovery"] == {"method": "distillation", "epochs": 1, "used": True,
                                     "options": {"temperature": 2, "features": [["net.3", "net.3"]],
                                                 "feature_weight": 1.0}}
     assert manifest["best"]["metric"]["value"] > 0.8
-    wrong = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), "--out", tmp_path / "b",
+    wrong = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), *GENEROUS,
+                    "--out", tmp_path / "b",
                     "--finetune-epochs", "1", "--distill-feature", "net.1=net.1")
     assert wrong.returncode == 1 and "shapes differ" in wrong.stderr and "Traceback" not in wrong.stderr
 
@@ -129,9 +137,9 @@ def test_qat_beats_post_training_quantization_at_two_bits(tmp_path):
                                 "model": {}}))
     scores = {}
     for flag in ((), ("--qat",)):
-        proc = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), "--out",
+        proc = run_cli("apply", LENET, "--plan", plan, "--profile", fast_profile(tmp_path), *GENEROUS, "--out",
                        tmp_path / f"run{len(flag)}", "--finetune-epochs", "2", *flag, "--json")
-        assert proc.returncode in (0, 3), proc.stderr
+        assert proc.returncode == 0, proc.stderr
         best = json.loads(proc.stdout)["best"]
         scores[bool(flag)] = best["metric"]["value"]
         assert best["deep_compression_bytes"] < 0.25 * best["artifact_bytes"]  # int8 containers -> 2-bit codes

@@ -2,12 +2,15 @@ import copy
 
 import numpy as np
 import onnxruntime as ort
+import pytest
+
+pytest.importorskip("torch", reason="needs the torch extra: pip install 'edgeslim[torch]'")
 import torch
 
 from edgeslim.host import load_registry
 from edgeslim.model import export_torch, torch_source
 from edgeslim.technique import BuildContext
-from tests.conftest import make_resnet
+from tests.models import make_resnet
 
 
 def test_channels_are_physically_removed_including_residual_partners(tmp_path):

@@ -4,14 +4,18 @@ import copy
 
 import numpy as np
 import onnx
+import pytest
+
+pytest.importorskip("torch", reason="needs the torch extra: pip install 'edgeslim[torch]'")
 import torch
 from onnx import numpy_helper
 
 from edgeslim.host import load_registry
 from edgeslim.model import export_torch, torch_source
-from edgeslim.plugins.quantization import fold_batchnorms, quantize_weight_only
+from edgeslim.plugins.qat import fold_batchnorms
+from edgeslim.plugins.quantization import quantize_weight_only
 from edgeslim.technique import BuildContext
-from tests.conftest import make_resnet
+from tests.models import make_resnet
 
 EXAMPLE = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
 

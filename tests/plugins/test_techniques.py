@@ -7,6 +7,8 @@ import numpy as np
 import onnx
 import onnxruntime as ort
 import pytest
+
+pytest.importorskip("torch", reason="needs the torch extra: pip install 'edgeslim[torch]'")
 import torch
 from onnx import numpy_helper
 
@@ -15,7 +17,7 @@ from edgeslim.model import export_torch, load_onnx_source, torch_source
 from edgeslim.plugins.lowrank import factorize_conv, factorize_linear
 from edgeslim.plugins.pruning import nm_mask, pack_sparse, removable_blocks, unpack_sparse
 from edgeslim.technique import BuildContext
-from tests.conftest import make_resnet
+from tests.models import make_resnet
 
 EXAMPLE = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
 
@@ -205,7 +207,7 @@ def test_feature_distillation_matches_intermediate_features(tmp_path):
 def test_onnx_model_gets_structured_pruning_with_least_squares(resnet_onnx, tmp_path):
     """An ONNX-only model, no labels: onnx2torch twin, channels removed, successors rebuilt by least squares
     from calibration inputs; the reconstruction must bring the outputs closer to the original's."""
-    from edgeslim.plugins.pruning import reconstruct_least_squares
+    from edgeslim.plugins.recovery import reconstruct_least_squares
 
     src = load_onnx_source(resnet_onnx, tmp_path / "s", {}, None)
     assert src.torch_model is not None, src.notes

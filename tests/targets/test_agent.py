@@ -2,6 +2,8 @@ import json
 import subprocess
 import sys
 
+import pytest
+
 from edgeslim.measure import LocalRunner, agent_path, compare_interleaved, measure
 from edgeslim.profile import MeasurementSettings
 
@@ -66,5 +68,10 @@ def test_interleaved_comparison_alternates_processes(resnet_onnx, symbolic_onnx)
     comparison = compare_interleaved(LocalRunner(), job(resnet_onnx),
                                      job(symbolic_onnx, input_shapes={"images": [1, 3, 32, 32]}), FAST, rounds=3)
     assert len(comparison.reference_p50s) == len(comparison.candidate_p50s) == 3
-    # the symbolic model is half as wide: it must measure faster
+
+
+@pytest.mark.timing
+def test_a_half_as_wide_model_measures_faster(resnet_onnx, symbolic_onnx):
+    comparison = compare_interleaved(LocalRunner(), job(resnet_onnx),
+                                     job(symbolic_onnx, input_shapes={"images": [1, 3, 32, 32]}), FAST, rounds=3)
     assert comparison.ratio < 1.0

@@ -1,0 +1,87 @@
+"""Budget judgement: what a run's budget is in milliseconds, and whether a measured candidate meets it."""
+
+from __future__ import annotations
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.profile import BudgetSettings
+from edgeslim.records import CandidateRecord
+
+
+class Budget:
+    """The latency budget (resolved against the measured baseline) and the profile's size and memory limits.
+
+    The command line (``--budget-ms``/``--budget-ratio``) overrides the profile; a ratio is of the uncompressed
+    model's measured latency, so it is known only once the baseline has been measured (:meth:`resolve`)."""
+
+    def __init__(self, limits: BudgetSettings, budget_ms: float | None = None, budget_ratio: float | None = None,
+                 profile_name: str = "") -> None:
+        self.limits = limits
+        self.statistic = limits.statistic
+        self._cli_ms = budget_ms
+        self._cli_ratio = budget_ratio
+        self._profile_name = profile_name
+        #: the budget in ms once :meth:`resolve` has seen the baseline
+        self.latency_ms: float | None = None
+
+    @property
+    def ratio(self) -> float | None:
+        """The budget as a fraction of the baseline, when it was given that way (else None)."""
+        if self._cli_ms is not None:
+            return None
+        if self._cli_ratio is not None:
+            return self._cli_ratio
+        return None if self.limits.latency_ms is not None else self.limits.ratio
+
+    def resolve(self, baseline_ms: float) -> float:
+        if self._cli_ms is not None:
+            self.latency_ms = self._cli_ms
+        elif self._cli_ratio is not None:
+            self.latency_ms = self._cli_ratio * baseline_ms
+        elif self.limits.latency_ms is not None:
+            self.latency_ms = self.limits.latency_ms
+        elif self.limits.ratio is not None:
+            self.latency_ms = self.limits.ratio * baseline_ms
+        else:
+            raise EdgeslimError(f"profile {self._profile_name} sets no budget; give --budget-ms or --budget-ratio")
+        return self.latency_ms
+
+    def latency_of(self, record: CandidateRecord) -> float | None:
+        """The record's measured latency in the budget's statistic (p50 or p90), or None if not measured."""
+        return record.latency_ms(self.statistic)
+
+    def meets(self, record: CandidateRecord) -> bool:
+        """Measured within the latency budget, faster than the baseline, and within every size/memory limit."""
+        if record.status == "not_faster":
+            return False
+        latency = self.latency_of(record)
+        if latency is None or self.latency_ms is None or latency > self.latency_ms:
+            return False
+        return not self.over_other_limits(record)
+
+    def over_other_limits(self, record: CandidateRecord) -> list[str]:
+        """The profile's size and memory budgets this (measured) record exceeds, each said in words."""
+        limits, details = self.limits, record.details
+        over = []
+        size_kb = (details.get("artifact_bytes") or 0) / 1e3
+        if limits.size_kb is not None and size_kb > limits.size_kb:
+            over.append(f"artifact {size_kb:.1f} kB > size_kb {limits.size_kb}")
+        stored = [v for v in (details.get("artifact_bytes"), details.get("packed_bytes"),
+                              details.get("deep_compression_bytes")) if v]
+        if limits.stored_kb is not None and stored and min(stored) / 1e3 > limits.stored_kb:
+            over.append(f"smallest stored form {min(stored) / 1e3:.1f} kB > stored_kb {limits.stored_kb}")
+        rss = (record.latency or {}).get("peak_rss_mb")
+        if limits.memory_mb is not None and rss is not None and rss > limits.memory_mb:
+            over.append(f"peak memory {rss:.0f} MB > memory_mb {limits.memory_mb}")
+        return over
+
+    def describe(self) -> dict[str, float | str | None]:
+        return {"latency_ms": self.latency_ms, "ratio": self.ratio, "statistic": self.statistic,
+                "size_kb": self.limits.size_kb, "stored_kb": self.limits.stored_kb, "memory_mb": self.limits.memory_mb}
+
+
+def metric_drop(record: CandidateRecord, baseline_metric: float, higher_is_better: bool) -> float:
+    """How much worse than the baseline (positive = worse), whatever the metric's direction."""
+    if record.metric is None:
+        return float("inf")
+    delta = baseline_metric - record.metric
+    return delta if higher_is_better else -delta

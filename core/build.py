@@ -1,0 +1,234 @@
+"""The build pipeline: plan -> torch stage -> recovery -> export -> ONNX stage -> target compile.
+
+Artifacts are cached per plan key in ``candidates/KEY/`` (latency probes in ``probes/KEY/``), built in a
+``KEY.tmp`` folder and renamed when complete, so a build killed half-way is never taken for a result.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.model import ModelSource, ensure_node_names, export_torch, torch_layer_trace, weighted_nodes
+from edgeslim.plan import Plan, plan_key
+from edgeslim.predictor import graph_summary
+from edgeslim.recovery import Recovery, RecoveryData, choose_recovery
+from edgeslim.store import SharedEvaluations
+from edgeslim.target import Target
+from edgeslim.technique import (
+    BuildContext,
+    Technique,
+    pipeline_order,
+    recovery_rounds,
+    torch_stage_techniques,
+)
+
+#: compact stored forms written beside an artifact: not what the target loads
+PACKED_SUFFIXES = (".sparse.zip", ".dc")
+
+
+@dataclass
+class RecoveryChoice:
+    """How a build recovers after structural changes: the method, its checked settings, and the epochs."""
+
+    recoveries: dict[str, type[Recovery]]
+    requested: str
+    options: dict[str, Any]
+    epochs: int
+
+
+class BuildPipeline:
+    """Builds plans into compiled artifacts for one model on one target."""
+
+    def __init__(self, source: ModelSource, calibration: list[dict[str, np.ndarray]],
+                 train_data: tuple[np.ndarray, np.ndarray] | None, target: Target,
+                 techniques: dict[str, Technique], recovery: RecoveryChoice, run_dir: Path, context: str,
+                 scoring_context: str, shared: SharedEvaluations | None = None) -> None:
+        self.source = source
+        self.calibration = calibration
+        self.train_data = train_data
+        self.target = target
+        self.techniques = techniques
+        self.recovery = recovery
+        self.run_dir = run_dir
+        self.context = context
+        self.scoring_context = scoring_context
+        self.shared = shared
+
+    def artifact_path(self, plan: Plan, latency_probe: bool = False) -> Path:
+        key = plan_key(plan, self.context + "\nlatency_probe" if latency_probe else self.context)
+        folder = self.run_dir / ("probes" if latency_probe else "candidates") / key
+        return folder / f"model{self.target.artifact_suffix}"
+
+    def build(self, plan: Plan, latency_probe: bool = False) -> Path:
+        """Apply a plan and compile the result; artifacts are cached per plan key.
+
+        A ``latency_probe`` is built without recovery (its weights do not change its speed) and kept apart
+        from the candidates: it is timed for the latency table, never scored or reported as a model."""
+        artifact = self.artifact_path(plan, latency_probe)
+        final_dir = artifact.parent
+        if artifact.exists():
+            return artifact
+        if not latency_probe and self._copy_shared_build(plan, final_dir, artifact.name):
+            return artifact
+        tmp_dir = final_dir.parent / f"{final_dir.name}.tmp"
+        shutil.rmtree(tmp_dir, ignore_errors=True)
+        tmp_dir.mkdir(parents=True)
+        ctx = BuildContext(source=self.source, calibration=self.calibration, work_dir=tmp_dir,
+                           train_data=self.train_data, layer_nodes=dict(self.source.layer_nodes))
+        onnx_path = self._torch_stage(plan, ctx, tmp_dir, latency_probe)
+        # every ONNX-stage technique runs here, also those whose decisions the torch stage held during training
+        onnx_stage = [t for t in pipeline_order(self._active(plan)) if t.stage == "onnx"]
+        for index, tech in enumerate(onnx_stage):
+            onnx_path = tech.apply_onnx(onnx_path, plan, ctx, tmp_dir / f"onnx_stage_{index}_{tech.name}.onnx")
+        self._write_build_files(tmp_dir, onnx_path, plan, ctx)
+        compiled = self.target.compile(onnx_path, tmp_dir, plan)
+        if compiled.name != artifact.name:
+            raise EdgeslimError(f"target {self.target.name} wrote {compiled.name}, expected {artifact.name}")
+        for leftover in tmp_dir.glob("*stage*.onnx"):
+            leftover.unlink()  # intermediate models; the artifact is what the target compiled
+        shutil.rmtree(final_dir, ignore_errors=True)
+        tmp_dir.rename(final_dir)
+        if self.shared is not None and not latency_probe:
+            self.shared.put(plan_key(plan, self.scoring_context), artifact_dir=str(final_dir.resolve()))
+        return artifact
+
+    def _active(self, plan: Plan) -> list[Technique]:
+        return [t for t in self.techniques.values() if t.is_active(plan)]
+
+    def _can_train(self, latency_probe: bool) -> bool:
+        return (self.source.torch_model is not None and self.train_data is not None
+                and self.recovery.epochs > 0 and not latency_probe)
+
+    def _in_torch(self, plan: Plan, latency_probe: bool) -> list[Technique]:
+        return torch_stage_techniques(self._active(plan), plan, self._can_train(latency_probe))
+
+    def _copy_shared_build(self, plan: Plan, final_dir: Path, artifact_name: str) -> bool:
+        """Another device of this run built the same model: copy it rather than train it again."""
+        if self.shared is None:
+            return False
+        _, built = self.shared.get(plan_key(plan, self.scoring_context))
+        if not built or not (Path(built) / artifact_name).exists():
+            return False
+        tmp = final_dir.parent / f"{final_dir.name}.tmp"
+        shutil.copytree(built, tmp, dirs_exist_ok=True)
+        shutil.rmtree(final_dir, ignore_errors=True)
+        tmp.rename(final_dir)
+        self.shared.builds_reused += 1
+        return True
+
+    def _torch_stage(self, plan: Plan, ctx: BuildContext, tmp_dir: Path, latency_probe: bool) -> Path:
+        """Apply the torch-stage techniques round by round, recovering after each; export. Returns the ONNX
+        model the ONNX stage starts from (the original when no torch-stage technique is active)."""
+        torch_stage = self._in_torch(plan, latency_probe)
+        if not torch_stage:
+            return self.source.onnx_path
+        if self.source.torch_model is None:
+            raise EdgeslimError(f"plan uses {', '.join(t.name for t in torch_stage)}, which need a torch model; "
+                                "this model is ONNX (install onnx2torch to convert it: pip install onnx2torch)")
+        module = copy.deepcopy(self.source.torch_model)
+        rounds = recovery_rounds(torch_stage)
+        for (_, group), epochs in zip(rounds, split_epochs(self.recovery.epochs, len(rounds)), strict=True):
+            for tech in group:
+                module = tech.apply_torch(module, plan, ctx)
+            if not latency_probe and any(t.needs_recovery or t.retrains_in_torch for t in group):
+                ctx.notes += self._recover(module, epochs)
+        for tech in torch_stage:
+            module = tech.finalize_torch(module, plan, ctx)
+        onnx_path = tmp_dir / "torch_stage.onnx"
+        export_torch(module, self.source.example_input, onnx_path, self.source.inputs[0].name)
+        exported = onnx.load(str(onnx_path))
+        ensure_node_names(exported)
+        onnx.save(exported, str(onnx_path))
+        ctx.layer_nodes = {self.source.layer_of_module(mod): node for mod, node in
+                           traced_layer_nodes(module, self.source.example_input, exported).items()}
+        return onnx_path
+
+    def _recover(self, module: Any, epochs: int) -> list[str]:
+        has_data = self.train_data is not None
+        if has_data and epochs <= 0:
+            return []
+        method = choose_recovery(self.recovery.recoveries, self.recovery.requested, has_data)
+        if method is None:
+            return ["no recovery could run (no training data and no data-free recovery installed)"]
+        options = self.recovery.options if method.name == self.recovery.requested else {}
+        settings = method.settings_from(options, "recovery_options")
+        inputs = np.concatenate([f[self.source.inputs[0].name] for f in self.calibration]) if self.calibration else None
+        data = RecoveryData(train=self.train_data, calibration_inputs=inputs)
+        return method().recover(module, self.source.torch_model, data, epochs, settings)
+
+    def _write_build_files(self, tmp_dir: Path, onnx_path: Path, plan: Plan, ctx: BuildContext) -> None:
+        (tmp_dir / "layer_nodes.json").write_text(json.dumps(ctx.layer_nodes, indent=1))
+        # the graph's structure, so per-node profiles (fused kernels named after tensors) map back to layers
+        graph = graph_summary(onnx.load(str(onnx_path), load_external_data=False))
+        (tmp_dir / "graph.json").write_text(json.dumps(graph))
+        (tmp_dir / "plan.json").write_text(json.dumps(plan, indent=2, sort_keys=True))
+        if ctx.notes:
+            (tmp_dir / "notes.txt").write_text("\n".join(ctx.notes) + "\n")
+
+    # --- what the built model is --------------------------------------------------------------------------------
+
+    def size_details(self, plan: Plan, artifact: Path) -> dict[str, Any]:
+        """The artifact's size, and the sizes of compact stored forms the plan's techniques can write."""
+        compiled = [p for p in artifact.parent.glob("model.*") if not p.name.endswith(PACKED_SUFFIXES)]
+        details: dict[str, Any] = {"artifact_bytes": sum(p.stat().st_size for p in compiled)}
+        active = self._active(plan)
+        shrinks_storage = any(not t.reduces_latency for t in active)
+        for tech in self.techniques.values():
+            details.update(tech.stored_sizes(artifact, plan, shrinks_storage))
+        return details
+
+    def precision_details(self, plan: Plan, artifact: Path) -> dict[str, Any]:
+        """What precision each layer really runs at on the target, and where that differs from the plan."""
+        mapping_file = artifact.parent / "layer_nodes.json"
+        if not mapping_file.exists():
+            return {}
+        layer_nodes = json.loads(mapping_file.read_text())
+        try:
+            by_node = self.target.effective_precision(artifact)
+        except Exception as exc:  # noqa: BLE001 (a diagnostic must not sink the candidate)
+            return {"effective_precision_error": str(exc)}
+        effective = {layer: by_node[node] for layer, node in layer_nodes.items() if node in by_node}
+        if not effective:
+            return {}
+        asked = {layer: self.planned_precision(plan, layer) for layer in effective}
+        differs = {layer: f"planned {asked[layer]}, runs {effective[layer]}"
+                   for layer in effective if asked[layer] != effective[layer]}
+        return {"effective_precision": effective, "precision_differs_from_plan": differs}
+
+    def planned_precision(self, plan: Plan, layer: str) -> str:
+        """What the plan's techniques ask for ``layer``; a factorized layer's parts ("fc.0") follow "fc"."""
+        while layer:
+            for tech in self.techniques.values():
+                asked = tech.planned_precision(plan, layer)
+                if asked is not None:
+                    return asked
+            layer = layer.rpartition(".")[0]
+        return "float"
+
+
+def traced_layer_nodes(module: Any, example: np.ndarray, exported: onnx.ModelProto) -> dict[str, str]:
+    """{module name: node name} for a (changed) torch module and its export, matched in execution order."""
+    trace = torch_layer_trace(module, example)
+    nodes = weighted_nodes(exported)
+    if len(trace) != len(nodes):
+        return {}
+    return {name: node.name for (name, _, _, _), node in zip(trace, nodes, strict=True)}
+
+
+def split_epochs(epochs: int, rounds: int) -> list[int]:
+    """Recovery epochs per round: an even share each (at least one), the remainder to the first."""
+    if epochs <= 0:
+        return [0] * max(rounds, 1)
+    if rounds <= 1:
+        return [epochs]
+    base, extra = divmod(epochs, rounds)
+    return [max(1, base + (1 if i < extra else 0)) for i in range(rounds)]

@@ -1,0 +1,93 @@
+"""Measuring the latency table: uniform probes built, timed and profiled per node on the device.
+
+The table itself (attribution, ratios, online correction) lives in :mod:`edgeslim.predictor`; this module
+decides which probes to build, measures them once per run (stored, so a resumed run does not measure them
+again) and hands the per-layer times to :class:`~edgeslim.predictor.LatencyPredictor`.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from edgeslim.build import BuildPipeline
+from edgeslim.device import Device
+from edgeslim.errors import EdgeslimError
+from edgeslim.plan import Plan, plan_key
+from edgeslim.predictor import LatencyPredictor, Probe, attribute_profile, layer_producers
+from edgeslim.progress import Reporter
+from edgeslim.store import Store
+from edgeslim.technique import Knob
+
+
+@dataclass
+class WantedProbe:
+    knob: str | None
+    level: Any
+    plan: Plan
+    layers: list[str]
+
+
+def wanted_probes(base: Plan, knobs: list[Knob]) -> list[WantedProbe]:
+    """The baseline (``base``), then one probe per per-layer knob level with that level on every layer."""
+    by_knob: dict[str, list[str]] = {}
+    levels: dict[str, list[Any]] = {}
+    for knob in knobs:
+        if knob.layer is None:
+            continue
+        by_knob.setdefault(knob.name, []).append(knob.layer)
+        levels.setdefault(knob.name, list(knob.levels[1:]))
+    wanted = [WantedProbe(None, None, base, [])]
+    for name, knob_layers in by_knob.items():
+        for level in levels[name]:
+            plan = {"layers": {layer: {name: level} for layer in knob_layers}, "model": dict(base["model"])}
+            wanted.append(WantedProbe(name, level, plan, knob_layers))
+    return wanted
+
+
+def measure_latency_table(base: Plan, knobs: list[Knob], layers: set[str], builder: BuildPipeline, device: Device,
+                          store: Store, statistic: str, notes: list[str], reporter: Reporter
+                          ) -> LatencyPredictor | None:
+    """Measure the probes and build the table; None (and a note saying why) when the target gives no per-node
+    profile for the baseline."""
+    stored: dict[str, Any] = store.get_meta("latency_probes") or {}
+    probes: list[Probe] = []
+    for want in wanted_probes(base, knobs):
+        label = f"probe {want.knob}={want.level}" if want.knob else "probe baseline"
+        key = plan_key(want.plan, builder.context + "\nlatency_probe")
+        if key not in stored:
+            reporter.advance(label)
+            probe = _measure_probe(want, layers, builder, device, statistic, notes, label)
+            if probe is None:
+                continue
+            stored[key] = probe.to_dict()
+            store.set_meta("latency_probes", stored)
+        probes.append(Probe(**stored[key]))
+    if not any(p.knob is None for p in probes):
+        notes.append("latency table not built: the baseline gave no per-node profile on this target; "
+                     "every candidate the strategy proposes is measured")
+        return None
+    base_dir = builder.build(base, latency_probe=True).parent
+    producers = layer_producers(json.loads((base_dir / "layer_nodes.json").read_text()),
+                                json.loads((base_dir / "graph.json").read_text()), layers)
+    return LatencyPredictor(probes, base_model=dict(base["model"]), producers=producers,
+                            consumer_knobs={k.name for k in knobs if k.narrows_consumers})
+
+
+def _measure_probe(want: WantedProbe, layers: set[str], builder: BuildPipeline, device: Device, statistic: str,
+                   notes: list[str], label: str) -> Probe | None:
+    try:
+        artifact = builder.build(want.plan, latency_probe=True)
+    except EdgeslimError as exc:
+        notes.append(f"latency table: {label} could not be built ({exc}); those entries predict no change")
+        return None
+    stats = device.measure(artifact, counted_as="latency_table", layer_profile=True)
+    if not stats.usable or not stats.layer_profile:
+        notes.append(f"latency table: {label} gave no per-node profile "
+                     f"({stats.status}: {stats.error or 'the target does not profile'})")
+        return None
+    layer_nodes = json.loads((artifact.parent / "layer_nodes.json").read_text())
+    graph = json.loads((artifact.parent / "graph.json").read_text())
+    layer_ms, rest_ms = attribute_profile(stats.layer_profile, layer_nodes, graph, layers)
+    return Probe(want.plan, want.knob, want.level, want.layers, stats.statistic(statistic), layer_ms, rest_ms)

@@ -1,0 +1,176 @@
+"""Verification and outputs: re-measure the answer against the baseline, then write the run directory
+(``manifest.json``, ``candidates.jsonl``, ``best/``, ``report.md``, ``report.html``) and announce it."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from dataclasses import asdict
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+import edgeslim
+from edgeslim.host import get_plugin_manager
+from edgeslim.measure import MeasurementFailed
+from edgeslim.predictor import error_summary
+from edgeslim.records import CandidateRecord, Manifest, ManifestBest
+from edgeslim.report import write_html_report, write_report
+
+if TYPE_CHECKING:
+    from edgeslim.search import SearchSession
+
+#: how many of the most accurate in-budget candidates are re-measured before giving up
+VERIFY_TOP = 3
+
+
+def verify(session: SearchSession, record: CandidateRecord) -> dict[str, Any]:
+    """Re-measure ``record`` against the baseline, interleaved, and judge it on the budget (raises
+    MeasurementFailed). The verdict is ``verification["passed"]``."""
+    comparison = session.device.compare(session.run_dir / str(session.baseline.artifact),
+                                        session.run_dir / str(record.artifact))
+    verification = comparison.to_dict()
+    budget = session.budget
+    stat = "candidate_p50_ms" if budget.statistic == "p50" else "candidate_p90_ms"
+    if budget.ratio is not None:
+        passed = comparison.ratio <= budget.ratio
+        verification["judged_on"] = f"ratio {comparison.ratio:.3f} <= {budget.ratio}"
+    else:
+        assert budget.latency_ms is not None
+        passed = verification[stat] <= budget.latency_ms
+        verification["judged_on"] = f"{stat} {verification[stat]:.3f} <= {budget.latency_ms:.3f} ms"
+    over = budget.over_other_limits(record)
+    if over:
+        passed = False
+        verification["judged_on"] += "; over " + ", ".join(over)
+    verification["passed"] = passed
+    return verification
+
+
+def select_and_verify(session: SearchSession) -> tuple[CandidateRecord | None, dict[str, Any] | None]:
+    """Re-measure the most accurate in-budget candidates against the baseline, interleaved; the first whose
+    re-measurement still meets the budget is the answer. Nothing unverified is reported."""
+    baseline = session.baseline
+    contenders = [r for r in session.store.all() if r.key != baseline.key and session.meets_budget(r)]
+    contenders.sort(key=lambda r: (session.metric_drop(r), session.latency_of(r)))
+    for record in contenders[:VERIFY_TOP]:
+        try:
+            verification = verify(session, record)
+        except MeasurementFailed as exc:
+            session.notes.append(f"verification of {record.key} failed: {exc}")
+            continue
+        record.verification = verification
+        if verification["passed"]:
+            return record, verification
+        session.notes.append(f"candidate {record.key} met the budget in the search but not when re-measured "
+                             f"({verification['judged_on']} is false); not reported")
+    return None, None
+
+
+def summary(session: SearchSession, record: CandidateRecord) -> dict[str, Any]:
+    lat = record.latency or {}
+    return {
+        "key": record.key, "plan": record.plan, "artifact": record.artifact,
+        "latency": {"p50_ms": lat.get("p50_ms"), "p90_ms": lat.get("p90_ms"), "cv": lat.get("cv"),
+                    "n": lat.get("n"), "status": lat.get("status")},
+        "metric": {"name": session.evaluator.info.name, "value": record.metric},
+        **record.details,
+    }
+
+
+def _best_section(session: SearchSession, answer: CandidateRecord | None, verification: dict[str, Any] | None,
+                  fastest: CandidateRecord | None) -> ManifestBest:
+    if answer is None or verification is None:
+        if fastest is None:
+            return ManifestBest(plan=None, artifact=None, latency={},
+                                metric={"name": session.evaluator.info.name}, meets_budget=False)
+        return ManifestBest(**summary(session, fastest), meets_budget=False)  # type: ignore[typeddict-item]
+    best_dir = session.run_dir / "best"
+    shutil.rmtree(best_dir, ignore_errors=True)
+    shutil.copytree(session.run_dir / Path(str(answer.artifact)).parent, best_dir)
+    best: ManifestBest = ManifestBest(**summary(session, answer))  # type: ignore[typeddict-item]
+    best["artifact"] = session.rel(best_dir / Path(str(answer.artifact)).name)
+    # the reported latency is the independent re-measurement, not the search-time number
+    best["latency"].update(p50_ms=verification["candidate_p50_ms"], p90_ms=verification["candidate_p90_ms"],
+                           measured_by="verification")
+    best["meets_budget"] = bool(verification["passed"])
+    best["speedup"] = 1.0 / verification["ratio"]
+    best["verification"] = verification
+    return best
+
+
+def write_outputs(session: SearchSession, answer: CandidateRecord | None, verification: dict[str, Any] | None,
+                  wall_s: float, command: str = "search") -> Manifest:
+    """Write the run directory and fire ``edgeslim_search_finished``. ``answer`` with a verification that did
+    not pass (``edgeslim apply`` of a plan over budget) is reported as missing the budget everywhere."""
+    records = session.store.all()
+    _write_atomic(session.run_dir / "candidates.jsonl",
+                  "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in records))
+    baseline = session.baseline
+    measured = [r for r in records if session.latency_of(r) is not None and r.key != baseline.key]
+    fastest = min(measured, key=lambda r: session.latency_of(r) or 0.0) if measured else None
+    most_accurate = min(measured, key=session.metric_drop) if measured else None
+    best = _best_section(session, answer, verification, fastest)
+    config, profile, target = session.config, session.profile, session.target
+    manifest = Manifest(
+        edgeslim=edgeslim.__version__, status="ok" if best["meets_budget"] else "budget_not_met", command=command,
+        profile=profile.name, profile_source=profile.source,
+        target={"name": target.name, **target.settings.model_dump()}, model=config.model,
+        budget=session.budget.describe(), baseline=summary(session, baseline), best=best,
+        fastest=summary(session, fastest) if fastest else None,
+        most_accurate=summary(session, most_accurate) if most_accurate else None,
+        metric=asdict(session.evaluator.info), candidates_evaluated=len(measured),
+        candidates_scored_only=len([r for r in records if r.latency is None]),
+        candidates_not_faster=len([r for r in records if r.status == "not_faster"]),
+        measured_this_run=session.measured_this_run,
+        # every agent run on the device this run (re-measurements of noisy results included)
+        device_runs={**session.device.runs, "total": sum(session.device.runs.values())},
+        predictor=_predictor_summary(session, records),
+        candidates_skipped_by_predictor=len([r for r in records if r.status == "predicted_over_budget"]),
+        strategy=config.strategy, trials=config.trials,
+        # how structurally changed candidates were trained back (only used when the task has train_data)
+        recovery={"method": config.recovery, "epochs": config.finetune_epochs, "options": config.recovery_options,
+                  "used": bool(session.task and session.task.train_data is not None)},
+        layers=session.source.describe_layers(),
+        measurement={"how": "board-side agent in its own process per model: warm-up, then timed runs until "
+                            "min_runs and min_seconds are both reached; noisy runs (cv > max_cv) re-measured",
+                     "where": session.device.where, **profile.measurement.model_dump()},
+        notes=session.notes, wall_time_s=round(wall_s, 1),
+        versions={"edgeslim": edgeslim.__version__, "python": platform.python_version(), "numpy": np.__version__,
+                  **target.versions(), **_optional_versions()},
+    )
+    record_dicts = [r.to_dict() for r in records]
+    _write_atomic(session.run_dir / "manifest.json", json.dumps(manifest, indent=2))
+    write_report(session.run_dir, dict(manifest), record_dicts)
+    write_html_report(session.run_dir, dict(manifest), record_dicts)
+    get_plugin_manager().hook.edgeslim_search_finished(manifest=manifest)
+    return manifest
+
+
+def _predictor_summary(session: SearchSession, records: list[CandidateRecord]) -> dict[str, Any] | None:
+    if session.predictor is None:
+        return None
+    errors = [r.details["prediction_error"] for r in records if r.details.get("prediction_error") is not None]
+    return {**session.predictor.describe(), "error": error_summary(errors),
+            "how": "per-layer table from uniform probes profiled on the target, scaled online by end-to-end "
+                   "measurements; error = prediction made before each measurement / measured - 1"}
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Readers (``report``, a resuming run, a user's script) never see half a file."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _optional_versions() -> dict[str, str]:
+    versions = {}
+    for module in ("onnx", "torch", "torch_pruning"):
+        try:
+            versions[module] = __import__(module).__version__
+        except Exception:  # noqa: BLE001 (an optional package missing or broken is only not reported)
+            continue
+    return versions

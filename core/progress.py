@@ -1,0 +1,52 @@
+"""Progress callbacks: the CLI draws rich progress bars, tests and library callers stay quiet."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+
+class Reporter:
+    """What a run says while it works; every method is optional for a subclass to override."""
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        """A new phase begins (``total`` steps, when known)."""
+
+    def advance(self, label: str = "") -> None:
+        """One step of the current phase is done."""
+
+    def log(self, message: str) -> None:
+        """A line worth showing above the progress bars."""
+
+
+class RichReporter(Reporter):
+    """Progress bars on stderr, so ``--json`` output on stdout stays parseable."""
+
+    def __init__(self, enabled: bool = True) -> None:
+        self.progress = Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(),
+                                 MofNCompleteColumn(), TimeElapsedColumn(), console=Console(stderr=True),
+                                 disable=not enabled, transient=False)
+        self._task: Any = None
+
+    def __enter__(self) -> RichReporter:
+        self.progress.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self.progress.update(self._task, completed=self.progress.tasks[-1].completed)
+        self.progress.stop()
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        if self._task is not None:
+            self.progress.update(self._task, total=self.progress.tasks[-1].completed or 1)
+        self._task = self.progress.add_task(name, total=total)
+
+    def advance(self, label: str = "") -> None:
+        if self._task is not None:
+            self.progress.advance(self._task)
+
+    def log(self, message: str) -> None:
+        self.progress.console.print(message)

@@ -1,0 +1,102 @@
+"""The contract of a recovery method: how a compressed network is brought back towards the original.
+
+Recoveries are plugins of their own kind (``edgeslim_register_recoveries``), each with pydantic settings
+(``--recovery-option KEY=VALUE``). After a torch-stage change the build runs ``--recovery NAME`` when the task
+has training data, and otherwise the first installed recovery that needs none (least-squares reconstruction
+from calibration inputs, for bare ONNX models).
+"""
+
+from __future__ import annotations
+
+import abc
+import json
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edgeslim.errors import EdgeslimError
+from edgeslim.settings import describe_validation_error
+
+
+@dataclass
+class RecoveryData:
+    """What a recovery may learn from."""
+
+    #: the task's (inputs, labels); labels may be None (distillation needs none). None for a bare ONNX model.
+    train: tuple[np.ndarray, np.ndarray | None] | None
+    #: the calibration inputs of the model's first input, stacked along the batch axis
+    calibration_inputs: np.ndarray | None
+
+
+class Recovery(abc.ABC):
+    """Subclasses set ``name``, ``description``, a ``Settings`` model and implement :meth:`recover`."""
+
+    name: ClassVar[str] = ""
+    description: ClassVar[str] = ""
+    #: False for methods that work from calibration inputs alone (usable on a bare ONNX model)
+    needs_training_data: ClassVar[bool] = True
+
+    class Settings(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+
+    @classmethod
+    def available(cls) -> tuple[bool, str]:
+        return True, ""
+
+    @classmethod
+    def settings_from(cls, options: dict[str, Any], where: str = "--recovery-option") -> BaseModel:
+        """The options checked against ``Settings``; a bad one is an error naming the field."""
+        try:
+            return cls.Settings.model_validate(options)
+        except ValidationError as exc:
+            hint = f"`edgeslim plugins` lists recoveries; {cls.name} takes {', '.join(cls.Settings.model_fields)}"
+            raise EdgeslimError(f"{cls.name}: {describe_validation_error(exc, where, unknown_hint=hint)}") from None
+
+    @abc.abstractmethod
+    def recover(self, student: Any, teacher: Any, data: RecoveryData, epochs: int, settings: Any) -> list[str]:
+        """Train or rebuild ``student`` (the compressed torch module, in place) towards ``teacher`` (the
+        original). Returns notes worth recording with the candidate (may be empty)."""
+
+
+def choose_recovery(recoveries: dict[str, type[Recovery]], requested: str, has_training_data: bool
+                    ) -> type[Recovery] | None:
+    """The recovery a build uses: ``requested`` where it can run, else (no training data) the first installed
+    data-free one; None when nothing can run (the candidate is then built without recovery)."""
+    chosen = recoveries.get(requested)
+    if chosen is not None and (has_training_data or not chosen.needs_training_data) and chosen.available()[0]:
+        return chosen
+    if has_training_data:
+        usable = sorted(n for n, r in recoveries.items() if r.available()[0])
+        raise EdgeslimError(f"--recovery {requested}: not an installed recovery (usable here: {', '.join(usable)})")
+    free = [r for _, r in sorted(recoveries.items()) if not r.needs_training_data and r.available()[0]]
+    return free[0] if free else None
+
+
+def parse_recovery_options(recoveries: dict[str, type[Recovery]], recovery: str, pairs: tuple[str, ...],
+                           features: tuple[str, ...]) -> dict[str, Any]:
+    """``--recovery-option KEY=VALUE`` (values read as JSON where they parse) and ``--distill-feature S=T`` into
+    options, checked against the recovery's ``Settings`` now, before any work: a wrong option names the field."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise EdgeslimError(f"--recovery-option {pair!r}: expected KEY=VALUE, e.g. temperature=2")
+        try:
+            options[key] = json.loads(value)
+        except ValueError:
+            options[key] = value
+    for pair in features:
+        student, sep, teacher = pair.partition("=")
+        if not sep or not student or not teacher:
+            raise EdgeslimError(f"--distill-feature {pair!r}: expected STUDENT_MODULE=TEACHER_MODULE, "
+                                "e.g. layer2=layer2")
+        options.setdefault("features", []).append([student, teacher])
+    if features:
+        options.setdefault("feature_weight", 1.0)
+    method = recoveries.get(recovery)
+    if method is None:
+        raise EdgeslimError(f"--recovery {recovery}: not an installed recovery ({', '.join(sorted(recoveries))})")
+    method.settings_from(options)
+    return options

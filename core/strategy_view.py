@@ -1,0 +1,134 @@
+"""The session as strategies see it: :class:`~edgeslim.strategy.SearchAPI` and nothing else of it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edgeslim.plan import Plan
+from edgeslim.records import CandidateRecord
+from edgeslim.strategy import AccuracyVariants, OfferedKnob, SpeedGate
+from edgeslim.technique import Knob
+
+if TYPE_CHECKING:
+    from edgeslim.search import SearchSession
+
+
+class SessionView:
+    """Implements :class:`~edgeslim.strategy.SearchAPI` over a :class:`~edgeslim.search.SearchSession`."""
+
+    def __init__(self, session: SearchSession) -> None:
+        self._session = session
+
+    @property
+    def baseline(self) -> CandidateRecord:
+        return self._session.baseline
+
+    @property
+    def baseline_ms(self) -> float:
+        ms = self._session.latency_of(self._session.baseline)
+        assert ms is not None  # measure_baseline refuses a baseline it could not measure
+        return ms
+
+    @property
+    def budget_ms(self) -> float:
+        ms = self._session.budget.latency_ms
+        assert ms is not None  # resolved when the baseline was measured
+        return ms
+
+    @property
+    def higher_is_better(self) -> bool:
+        return self._session.evaluator.info.higher_is_better
+
+    def knobs(self) -> list[OfferedKnob]:
+        return [OfferedKnob(owner, knob, fast) for owner, knob, fast in self._session.offered_knobs()]
+
+    def speed_gates(self) -> list[SpeedGate]:
+        source = self._session.source
+        gates = []
+        for name, tech in self._session.techniques.items():
+            knobs = tuple(k for k in tech.knobs(source) if k.layer is not None)
+            if tech.speed_gated and knobs:
+                gates.append(SpeedGate(name, knobs, tuple(tech.variants(source))))
+        return gates
+
+    def model_variants(self) -> dict[str, list[dict[str, Any]]]:
+        source = self._session.source
+        return {name: variants for name, tech in self._session.techniques.items()
+                if tech.reduces_latency and (variants := tech.variants(source))}
+
+    def accuracy_variants(self) -> list[AccuracyVariants]:
+        source = self._session.source
+        found = []
+        for name, tech in self._session.techniques.items():
+            variants = tech.accuracy_variants(source)
+            if len(variants) >= 2:
+                knobs = tuple(k for k in tech.knobs(source) if k.layer is not None)
+                found.append(AccuracyVariants(name, knobs, tuple(variants)))
+        return found
+
+    def trials_left(self) -> int:
+        return self._session.trials_left()
+
+    def predict(self, plan: Plan) -> float | None:
+        predictor = self._session.predictor
+        return predictor.predict(plan) if predictor is not None else None
+
+    def worth_measuring(self, plan: Plan) -> bool:
+        predictor, budget_ms = self._session.predictor, self._session.budget.latency_ms
+        if predictor is None or budget_ms is None:
+            return True
+        return predictor.near_budget(plan, budget_ms)
+
+    def latency_of(self, record: CandidateRecord) -> float | None:
+        return self._session.latency_of(record)
+
+    def meets_budget(self, record: CandidateRecord) -> bool:
+        return self._session.meets_budget(record)
+
+    def over_other_budgets(self, record: CandidateRecord) -> list[str]:
+        return self._session.budget.over_other_limits(record)
+
+    def metric_drop(self, record: CandidateRecord) -> float:
+        return self._session.metric_drop(record)
+
+    def score(self, plan: Plan, purpose: str = "sensitivity") -> CandidateRecord:
+        return self._session.score(plan, purpose)
+
+    def measure(self, plan: Plan, purpose: str = "candidate", counts_as_trial: bool = True) -> CandidateRecord:
+        return self._session.evaluate(plan, purpose, counts_as_trial)
+
+    def skip(self, plan: Plan, purpose: str) -> CandidateRecord:
+        return self._session.skip_predicted(plan, purpose)
+
+    def use_latency_table(self, base: Plan, knobs: list[Knob]) -> bool:
+        return self._session.build_predictor(base, knobs) is not None
+
+    def note(self, message: str) -> None:
+        self._session.notes.append(message)
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        self._session.reporter.phase(name, total)
+
+    def progress(self, label: str = "") -> None:
+        self._session.reporter.advance(label)
+
+    @property
+    def run_id(self) -> str:
+        return self._session.context
+
+    @property
+    def worker(self) -> str:
+        return str(self._session.run_dir)
+
+    @property
+    def work_dir(self) -> Path:
+        return self._session.run_dir
+
+    @property
+    def storage_url(self) -> str | None:
+        return self._session.config.storage
+
+    @property
+    def trial_grace_s(self) -> float:
+        return self._session.config.trial_grace_s

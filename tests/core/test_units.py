@@ -1,0 +1,238 @@
+"""Unit tests of the small rooms: store, plan, budget, config, settings, charts, report, multi, recovery choice."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from edgeslim.budget import Budget, metric_drop
+from edgeslim.build import split_epochs
+from edgeslim.charts import fmt, pareto_front, plan_text, svg_scatter
+from edgeslim.config import SearchConfig
+from edgeslim.errors import EdgeslimError
+from edgeslim.multi import device_dirs
+from edgeslim.plan import empty_plan, layer_decisions, plan_key, set_knob, validate_plan
+from edgeslim.profile import BudgetSettings
+from edgeslim.records import CandidateRecord
+from edgeslim.recovery import Recovery, RecoveryData, choose_recovery
+from edgeslim.report import load_manifest, load_records
+from edgeslim.settings import describe_validation_error
+from edgeslim.store import SharedEvaluations, Store
+from edgeslim.technique import PHASES, Technique, pipeline_order, recovery_rounds
+
+
+def record(key: str = "k", p50: float | None = 1.0, metric: float | None = 0.9, **details) -> CandidateRecord:
+    latency = None if p50 is None else {"status": "ok", "p50_ms": p50, "p90_ms": p50 * 1.1, "peak_rss_mb": 50.0}
+    return CandidateRecord.new(key, empty_plan(), "candidate", "measured", metric=metric, latency=latency,
+                               details=details)
+
+
+# --- store --------------------------------------------------------------------------------------------------
+
+def test_store_round_trips_a_record(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    original = record(artifact_bytes=123)
+    store.put(original)
+    assert store.get("k") == original
+
+
+def test_store_counts_only_measured_records(tmp_path):
+    store = Store(tmp_path / "s.sqlite")
+    store.put(record("a"))
+    store.put(record("b", p50=None))
+    assert store.count_measured() == 1
+
+
+def test_store_keeps_records_after_reopening(tmp_path):
+    Store(tmp_path / "s.sqlite").put(record("a"))
+    assert [r.key for r in Store(tmp_path / "s.sqlite").all()] == ["a"]
+
+
+def test_shared_evaluations_keep_the_first_metric_and_add_the_artifact(tmp_path):
+    shared = SharedEvaluations(tmp_path / "shared.sqlite")
+    shared.put("k", metric=0.5)
+    shared.put("k", artifact_dir="/x")
+    assert shared.get("k") == (0.5, "/x")
+
+
+# --- plan ---------------------------------------------------------------------------------------------------
+
+def test_a_knob_at_its_off_level_leaves_the_plan_as_it_was():
+    plan = set_knob(set_knob(empty_plan(), "conv", "bits", 8, 32), "conv", "bits", 32, 32)
+    assert plan == empty_plan()
+
+
+def test_equal_plans_have_equal_keys_whatever_the_key_order():
+    a = {"layers": {"x": {"bits": 8, "sparsity": 0.5}}, "model": {}}
+    b = {"model": {}, "layers": {"x": {"sparsity": 0.5, "bits": 8}}}
+    assert plan_key(a, "ctx") == plan_key(b, "ctx")
+
+
+def test_layer_decisions_pick_one_knob():
+    plan = {"layers": {"a": {"bits": 8}, "b": {"sparsity": 0.5}}, "model": {}}
+    assert layer_decisions(plan, "bits") == {"a": 8}
+
+
+def test_validate_plan_names_the_unknown_knob():
+    with pytest.raises(ValueError, match=r"plan.layers.a.bitz: no technique has this knob"):
+        validate_plan({"layers": {"a": {"bitz": 8}}}, {"a"}, {"bits"})
+
+
+# --- budget -------------------------------------------------------------------------------------------------
+
+def test_a_ratio_budget_resolves_against_the_baseline():
+    budget = Budget(BudgetSettings(ratio=0.5))
+    assert budget.resolve(2.0) == 1.0
+
+
+def test_the_command_lines_ms_overrides_the_profiles_ratio():
+    budget = Budget(BudgetSettings(ratio=0.5), budget_ms=3.0)
+    assert (budget.resolve(2.0), budget.ratio) == (3.0, None)
+
+
+def test_a_record_over_the_stored_size_budget_does_not_meet_it():
+    budget = Budget(BudgetSettings(ratio=0.5, stored_kb=1.0))
+    budget.resolve(10.0)
+    assert budget.over_other_limits(record(artifact_bytes=5000, packed_bytes=2000)) == [
+        "smallest stored form 2.0 kB > stored_kb 1.0"]
+
+
+def test_a_packed_form_within_the_stored_budget_meets_it():
+    budget = Budget(BudgetSettings(ratio=0.5, stored_kb=1.0))
+    budget.resolve(10.0)
+    assert budget.meets(record(artifact_bytes=5000, deep_compression_bytes=900))
+
+
+def test_a_not_faster_record_never_meets_the_budget():
+    budget = Budget(BudgetSettings(latency_ms=5.0))
+    budget.resolve(10.0)
+    slow = record()
+    slow.status = "not_faster"
+    assert not budget.meets(slow)
+
+
+def test_metric_drop_follows_the_metrics_direction():
+    assert (metric_drop(record(metric=0.8), 0.9, True), metric_drop(record(metric=0.8), 0.9, False)) == \
+        pytest.approx((0.1, -0.1))
+
+
+# --- config and settings ------------------------------------------------------------------------------------
+
+def test_run_json_round_trips(tmp_path):
+    config = SearchConfig(model="m.onnx", profile="local-cpu", out_dir=str(tmp_path), budget_ratio=0.5)
+    config.save(tmp_path / "run.json")
+    assert SearchConfig.load(tmp_path / "run.json") == config
+
+
+def test_a_damaged_run_json_names_the_field(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"model": "m.onnx", "profile": "local-cpu", "out_dir": ".", "trials": "many"}))
+    with pytest.raises(EdgeslimError, match=r"cannot resume: .*run.json: trials: "):
+        SearchConfig.load(path)
+
+
+def test_a_run_json_with_an_unknown_field_is_refused(tmp_path):
+    path = tmp_path / "run.json"
+    path.write_text(json.dumps({"model": "m.onnx", "profile": "local-cpu", "out_dir": ".", "budgett": 1}))
+    with pytest.raises(EdgeslimError, match="budgett: unknown field"):
+        SearchConfig.load(path)
+
+
+def test_validation_errors_read_field_colon_message():
+    class Strict(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        threads: int = 1
+
+    with pytest.raises(ValidationError) as info:
+        Strict.model_validate({"thread": 2})
+    assert describe_validation_error(info.value, "target").startswith("target.thread: unknown field")
+
+
+# --- techniques and recoveries ------------------------------------------------------------------------------
+
+def test_pipeline_order_follows_the_named_phases():
+    made = [type(f"T{p}", (Technique,), {"name": p, "phase": p})() for p in reversed(PHASES)]
+    assert [t.phase for t in pipeline_order(made)] == list(PHASES)
+
+
+def test_an_unknown_phase_is_a_clear_error():
+    odd = type("Odd", (Technique,), {"name": "odd", "phase": "whenever"})()
+    with pytest.raises(EdgeslimError, match="technique odd: phase 'whenever' is not one of input"):
+        pipeline_order([odd])
+
+
+def test_recovery_rounds_group_structure_then_sharing_then_precision():
+    made = [type(f"T{p}", (Technique,), {"name": p, "phase": p})() for p in ("precision", "sharing", "channels")]
+    assert [name for name, _ in recovery_rounds(made)] == ["structure", "sharing", "precision"]
+
+
+def test_split_epochs_gives_every_round_one():
+    assert split_epochs(2, 3) == [1, 1, 1]
+
+
+class Labelled(Recovery):
+    name = "labelled"
+
+    def recover(self, student, teacher, data: RecoveryData, epochs, settings):
+        return []
+
+
+class DataFree(Recovery):
+    name = "data_free"
+    needs_training_data = False
+
+    def recover(self, student, teacher, data: RecoveryData, epochs, settings):
+        return []
+
+
+def test_without_training_data_the_data_free_recovery_is_chosen():
+    assert choose_recovery({"labelled": Labelled, "data_free": DataFree}, "labelled", False) is DataFree
+
+
+def test_an_unknown_requested_recovery_is_an_error_with_training_data():
+    with pytest.raises(EdgeslimError, match="--recovery nope: not an installed recovery"):
+        choose_recovery({"labelled": Labelled}, "nope", True)
+
+
+def test_a_recovery_option_it_does_not_take_names_the_field():
+    with pytest.raises(EdgeslimError, match="labelled: --recovery-option.lr: unknown field"):
+        Labelled.settings_from({"lr": 1})
+
+
+# --- charts, report, multi ----------------------------------------------------------------------------------
+
+def test_pareto_front_keeps_points_nothing_beats():
+    assert pareto_front([(1.0, 0.9), (2.0, 0.8), (0.5, 0.5)]) == [2, 0]
+
+
+def test_plan_text_of_no_plan_says_uncompressed():
+    assert (plan_text(None), plan_text({"layers": {"a": {"bits": 8}}, "model": {}})) == ("(uncompressed)", "a: bits=8")
+
+
+def test_fmt_of_nothing_is_a_dash():
+    assert (fmt(None), fmt(1.23456)) == ("-", "1.235")
+
+
+def test_svg_scatter_draws_every_point():
+    points = [{"x": 1.0, "y": 0.9, "label": "a"}, {"x": 2.0, "y": 0.8, "label": "b"}]
+    assert svg_scatter(points, "ms", "acc", budget=1.5).count("<circle") == 2
+
+
+def test_load_manifest_of_a_folder_without_one_is_a_clear_error(tmp_path):
+    with pytest.raises(EdgeslimError, match="holds no manifest.json"):
+        load_manifest(tmp_path)
+
+
+def test_load_records_of_an_unfinished_run_is_empty(tmp_path):
+    assert load_records(tmp_path) == []
+
+
+def test_device_directories_are_unique_and_safe(tmp_path: Path):
+    for name in ("a b", "a b"):
+        (tmp_path / f"{len(list(tmp_path.iterdir()))}.toml").write_text(
+            f'name = "{name}"\nextends = "local-cpu"\n')
+    profiles = sorted(str(p) for p in tmp_path.iterdir())
+    assert device_dirs(profiles) == ["a-b", "a-b-2"]
