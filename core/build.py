@@ -34,6 +34,12 @@ from edgeslim.technique import (
 #: compact stored forms written beside an artifact: not what the target loads
 PACKED_SUFFIXES = (".sparse.zip", ".dc")
 
+#: what a build is for -> (folder, key suffix, which recovery runs). A candidate recovers fully; a one-shot
+#: build (cheap sensitivity scores) only by data-free means (least squares from calibration inputs); a latency
+#: probe not at all (its weights do not change its speed), and is never scored or reported as a model.
+BUILD_KINDS = {"candidate": ("candidates", "", "full"), "one_shot": ("oneshot", "\none_shot", "data_free"),
+               "probe": ("probes", "\nlatency_probe", "none")}
+
 
 @dataclass
 class RecoveryChoice:
@@ -63,28 +69,27 @@ class BuildPipeline:
         self.scoring_context = scoring_context
         self.shared = shared
 
-    def artifact_path(self, plan: Plan, latency_probe: bool = False) -> Path:
-        key = plan_key(plan, self.context + "\nlatency_probe" if latency_probe else self.context)
-        folder = self.run_dir / ("probes" if latency_probe else "candidates") / key
+    def key(self, plan: Plan, kind: str = "candidate") -> str:
+        return plan_key(plan, self.context + BUILD_KINDS[kind][1])
+
+    def artifact_path(self, plan: Plan, kind: str = "candidate") -> Path:
+        folder = self.run_dir / BUILD_KINDS[kind][0] / self.key(plan, kind)
         return folder / f"model{self.target.artifact_suffix}"
 
-    def build(self, plan: Plan, latency_probe: bool = False) -> Path:
-        """Apply a plan and compile the result; artifacts are cached per plan key.
-
-        A ``latency_probe`` is built without recovery (its weights do not change its speed) and kept apart
-        from the candidates: it is timed for the latency table, never scored or reported as a model."""
-        artifact = self.artifact_path(plan, latency_probe)
+    def build(self, plan: Plan, kind: str = "candidate") -> Path:
+        """Apply a plan and compile the result; artifacts are cached per plan key and :data:`BUILD_KINDS`."""
+        artifact = self.artifact_path(plan, kind)
         final_dir = artifact.parent
         if artifact.exists():
             return artifact
-        if not latency_probe and self._copy_shared_build(plan, final_dir, artifact.name):
+        if kind == "candidate" and self._copy_shared_build(plan, final_dir, artifact.name):
             return artifact
         tmp_dir = final_dir.parent / f"{final_dir.name}.tmp"
         shutil.rmtree(tmp_dir, ignore_errors=True)
         tmp_dir.mkdir(parents=True)
         ctx = BuildContext(source=self.source, calibration=self.calibration, work_dir=tmp_dir,
                            train_data=self.train_data, layer_nodes=dict(self.source.layer_nodes))
-        onnx_path = self._torch_stage(plan, ctx, tmp_dir, latency_probe)
+        onnx_path = self._torch_stage(plan, ctx, tmp_dir, BUILD_KINDS[kind][2])
         # every ONNX-stage technique runs here, also those whose decisions the torch stage held during training
         onnx_stage = [t for t in pipeline_order(self._active(plan)) if t.stage == "onnx"]
         for index, tech in enumerate(onnx_stage):
@@ -97,19 +102,19 @@ class BuildPipeline:
             leftover.unlink()  # intermediate models; the artifact is what the target compiled
         shutil.rmtree(final_dir, ignore_errors=True)
         tmp_dir.rename(final_dir)
-        if self.shared is not None and not latency_probe:
+        if self.shared is not None and kind == "candidate":
             self.shared.put(plan_key(plan, self.scoring_context), artifact_dir=str(final_dir.resolve()))
         return artifact
 
     def _active(self, plan: Plan) -> list[Technique]:
         return [t for t in self.techniques.values() if t.is_active(plan)]
 
-    def _can_train(self, latency_probe: bool) -> bool:
+    def _can_train(self, recovery: str) -> bool:
         return (self.source.torch_model is not None and self.train_data is not None
-                and self.recovery.epochs > 0 and not latency_probe)
+                and self.recovery.epochs > 0 and recovery == "full")
 
-    def _in_torch(self, plan: Plan, latency_probe: bool) -> list[Technique]:
-        return torch_stage_techniques(self._active(plan), plan, self._can_train(latency_probe))
+    def _in_torch(self, plan: Plan, recovery: str) -> list[Technique]:
+        return torch_stage_techniques(self._active(plan), plan, self._can_train(recovery))
 
     def _copy_shared_build(self, plan: Plan, final_dir: Path, artifact_name: str) -> bool:
         """Another device of this run built the same model: copy it rather than train it again."""
@@ -125,10 +130,11 @@ class BuildPipeline:
         self.shared.builds_reused += 1
         return True
 
-    def _torch_stage(self, plan: Plan, ctx: BuildContext, tmp_dir: Path, latency_probe: bool) -> Path:
-        """Apply the torch-stage techniques round by round, recovering after each; export. Returns the ONNX
-        model the ONNX stage starts from (the original when no torch-stage technique is active)."""
-        torch_stage = self._in_torch(plan, latency_probe)
+    def _torch_stage(self, plan: Plan, ctx: BuildContext, tmp_dir: Path, recovery: str) -> Path:
+        """Apply the torch-stage techniques round by round, recovering after each (as ``recovery`` allows:
+        "full", "data_free", "none"); export. Returns the ONNX model the ONNX stage starts from (the original
+        when no torch-stage technique is active)."""
+        torch_stage = self._in_torch(plan, recovery)
         if not torch_stage:
             return self.source.onnx_path
         if self.source.torch_model is None:
@@ -139,8 +145,8 @@ class BuildPipeline:
         for (_, group), epochs in zip(rounds, split_epochs(self.recovery.epochs, len(rounds)), strict=True):
             for tech in group:
                 module = tech.apply_torch(module, plan, ctx)
-            if not latency_probe and any(t.needs_recovery or t.retrains_in_torch for t in group):
-                ctx.notes += self._recover(module, epochs)
+            if recovery != "none" and any(t.needs_recovery or t.retrains_in_torch for t in group):
+                ctx.notes += self._recover(module, epochs, data_free=recovery == "data_free")
         for tech in torch_stage:
             module = tech.finalize_torch(module, plan, ctx)
         onnx_path = tmp_dir / "torch_stage.onnx"
@@ -152,8 +158,8 @@ class BuildPipeline:
                            traced_layer_nodes(module, self.source.example_input, exported).items()}
         return onnx_path
 
-    def _recover(self, module: Any, epochs: int) -> list[str]:
-        has_data = self.train_data is not None
+    def _recover(self, module: Any, epochs: int, data_free: bool = False) -> list[str]:
+        has_data = self.train_data is not None and not data_free
         if has_data and epochs <= 0:
             return []
         method = choose_recovery(self.recovery.recoveries, self.recovery.requested, has_data)
@@ -162,7 +168,7 @@ class BuildPipeline:
         options = self.recovery.options if method.name == self.recovery.requested else {}
         settings = method.settings_from(options, "recovery_options")
         inputs = np.concatenate([f[self.source.inputs[0].name] for f in self.calibration]) if self.calibration else None
-        data = RecoveryData(train=self.train_data, calibration_inputs=inputs)
+        data = RecoveryData(train=self.train_data if has_data else None, calibration_inputs=inputs)
         return method().recover(module, self.source.torch_model, data, epochs, settings)
 
     def _write_build_files(self, tmp_dir: Path, onnx_path: Path, plan: Plan, ctx: BuildContext) -> None:

@@ -225,6 +225,10 @@ def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) 
 @click.option("--no-predictor", is_flag=True, help="measure every candidate the strategy proposes (no latency table)")
 @click.option("--trials", type=click.IntRange(min=1), default=30, show_default=True,
               help="at most this many measured candidates")
+@click.option("--time-budget", "time_budget_s", type=click.FloatRange(min=1), default=None,
+              help="wall-clock seconds for the search; measuring stops when they are spent")
+@click.option("--final-epochs", type=click.IntRange(min=0), default=None,
+              help="recovery epochs for the answer before verification  [default: 3 x --finetune-epochs]")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=2, show_default=True,
               help="recovery fine-tune after pruning (task files with train_data)")
 @click.option("--out", "out_dir", type=str, help="run directory (default edgeslim-runs/NAME-TIME)")
@@ -233,7 +237,8 @@ def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) 
 @recovery_options
 def search(model: str | None, profile_refs: tuple[str, ...], budget_ms: float | None, budget_ratio: float | None,
            calib: str | None, input_shapes: tuple[str, ...], strategy: str, storage: str | None,
-           trial_grace_s: float, no_predictor: bool, trials: int, finetune_epochs: int, out_dir: str | None,
+           trial_grace_s: float, no_predictor: bool, trials: int, time_budget_s: float | None,
+           final_epochs: int | None, finetune_epochs: int, out_dir: str | None,
            resume_dir: str | None, as_json: bool, recovery: str, recovery_option: tuple[str, ...],
            distill_features: tuple[str, ...]) -> None:
     """Search for the most accurate compressed MODEL (.onnx or TASK.py) that meets the budget."""
@@ -273,7 +278,8 @@ def search(model: str | None, profile_refs: tuple[str, ...], budget_ms: float | 
                           input_shapes=_shapes(input_shapes), strategy=strategy, storage=storage, trials=trials,
                           finetune_epochs=finetune_epochs, recovery=recovery,
                           recovery_options=_recovery(recovery, recovery_option, distill_features),
-                          trial_grace_s=trial_grace_s, predictor=not no_predictor)
+                          trial_grace_s=trial_grace_s, predictor=not no_predictor, time_budget_s=time_budget_s,
+                          final_epochs=final_epochs)
     if (Path(config.out_dir) / "manifest.json").exists():
         raise EdgeslimError(f"--out {config.out_dir} already holds a finished run; choose another directory "
                             "(or --resume it)")

@@ -37,6 +37,10 @@ class SearchConfig(BaseModel):
     trial_grace_s: float = Field(default=120.0, ge=3)
     #: rank candidates with a per-layer latency table measured on the device; measure only those near the budget
     predictor: bool = True
+    #: wall-clock seconds for the strategy (``--time-budget``); measuring stops when they are spent
+    time_budget_s: float | None = Field(default=None, gt=0)
+    #: recovery epochs for the chosen answer before verification (``--final-epochs``); None: 3 x finetune_epochs
+    final_epochs: int | None = Field(default=None, ge=0)
     #: every ``--profile`` of a multi-device run (``profile`` is then the one this sub-run measures on)
     profiles: list[str] = Field(default_factory=list)
 

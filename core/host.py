@@ -25,6 +25,7 @@ DEFAULT_PLUGINS = (
     "edgeslim.plugins.distillation",
     "edgeslim.plugins.recovery",
     "edgeslim.plugins.greedy",
+    "edgeslim.plugins.knapsack",
     "edgeslim.plugins.optuna_search",
     "edgeslim.targets.onnxruntime",
     "edgeslim.targets.openvino",

@@ -14,7 +14,7 @@ from typing import Any
 from edgeslim.build import BuildPipeline
 from edgeslim.device import Device
 from edgeslim.errors import EdgeslimError
-from edgeslim.plan import Plan, plan_key
+from edgeslim.plan import Plan
 from edgeslim.predictor import LatencyPredictor, Probe, attribute_profile, layer_producers
 from edgeslim.progress import Reporter
 from edgeslim.store import Store
@@ -55,7 +55,7 @@ def measure_latency_table(base: Plan, knobs: list[Knob], layers: set[str], build
     probes: list[Probe] = []
     for want in wanted_probes(base, knobs):
         label = f"probe {want.knob}={want.level}" if want.knob else "probe baseline"
-        key = plan_key(want.plan, builder.context + "\nlatency_probe")
+        key = builder.key(want.plan, "probe")
         if key not in stored:
             reporter.advance(label)
             probe = _measure_probe(want, layers, builder, device, statistic, notes, label)
@@ -68,7 +68,7 @@ def measure_latency_table(base: Plan, knobs: list[Knob], layers: set[str], build
         notes.append("latency table not built: the baseline gave no per-node profile on this target; "
                      "every candidate the strategy proposes is measured")
         return None
-    base_dir = builder.build(base, latency_probe=True).parent
+    base_dir = builder.build(base, "probe").parent
     producers = layer_producers(json.loads((base_dir / "layer_nodes.json").read_text()),
                                 json.loads((base_dir / "graph.json").read_text()), layers)
     return LatencyPredictor(probes, base_model=dict(base["model"]), producers=producers,
@@ -78,7 +78,7 @@ def measure_latency_table(base: Plan, knobs: list[Knob], layers: set[str], build
 def _measure_probe(want: WantedProbe, layers: set[str], builder: BuildPipeline, device: Device, statistic: str,
                    notes: list[str], label: str) -> Probe | None:
     try:
-        artifact = builder.build(want.plan, latency_probe=True)
+        artifact = builder.build(want.plan, "probe")
     except EdgeslimError as exc:
         notes.append(f"latency table: {label} could not be built ({exc}); those entries predict no change")
         return None

@@ -138,7 +138,8 @@ def write_outputs(session: SearchSession, answer: CandidateRecord | None, verifi
         measurement={"how": "board-side agent in its own process per model: warm-up, then timed runs until "
                             "min_runs and min_seconds are both reached; noisy runs (cv > max_cv) re-measured",
                      "where": session.device.where, **profile.measurement.model_dump()},
-        notes=session.notes, wall_time_s=round(wall_s, 1),
+        notes=session.notes, wall_time_s=round(wall_s, 1), phases_s=session.clock.summary(),
+        time_budget_s=config.time_budget_s,
         versions={"edgeslim": edgeslim.__version__, "python": platform.python_version(), "numpy": np.__version__,
                   **target.versions(), **_optional_versions()},
     )

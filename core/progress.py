@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from rich.console import Console
@@ -50,3 +51,31 @@ class RichReporter(Reporter):
 
     def log(self, message: str) -> None:
         self.progress.console.print(message)
+
+
+class PhaseClock:
+    """Wall time per phase of a run (for the manifest and reports), forwarding each phase to a reporter."""
+
+    def __init__(self, reporter: Reporter) -> None:
+        self.reporter = reporter
+        self.started = time.monotonic()
+        #: {phase: seconds}, in the order phases began; a phase entered twice adds up
+        self.durations: dict[str, float] = {}
+        self._current: tuple[str, float] | None = None
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        self.stop()
+        self._current = (name, time.monotonic())
+        self.reporter.phase(name, total)
+
+    def stop(self) -> None:
+        if self._current is not None:
+            name, began = self._current
+            self.durations[name] = self.durations.get(name, 0.0) + time.monotonic() - began
+            self._current = None
+
+    def since_start(self) -> float:
+        return time.monotonic() - self.started
+
+    def summary(self) -> dict[str, float]:
+        return {name: round(seconds, 1) for name, seconds in self.durations.items()}

@@ -128,4 +128,7 @@ class Manifest(TypedDict, total=False):
     measurement: dict[str, Any]
     notes: list[str]
     wall_time_s: float
+    #: wall time per phase (loading, baseline, gate, sensitivity, latency table, search, final recovery...)
+    phases_s: dict[str, float]
+    time_budget_s: float | None
     versions: dict[str, str]

@@ -19,6 +19,7 @@ from edgeslim.config import SearchConfig
 from edgeslim.device import Device, runner_for_profile, target_for_profile
 from edgeslim.errors import EdgeslimError
 from edgeslim.evaluate import FidelityEvaluator, TaskEvaluator
+from edgeslim.final_recovery import final_recovery
 from edgeslim.host import Registry, get_plugin_manager, load_registry
 from edgeslim.inputs import calibration_feeds, resolve_model_ref
 from edgeslim.latency_table import measure_latency_table
@@ -27,7 +28,7 @@ from edgeslim.outputs import select_and_verify, write_outputs
 from edgeslim.plan import Plan, canonical, empty_plan, plan_key
 from edgeslim.predictor import NEAR_BUDGET, LatencyPredictor
 from edgeslim.profile import Profile, load_profile
-from edgeslim.progress import Reporter
+from edgeslim.progress import PhaseClock, Reporter
 from edgeslim.records import CandidateRecord, Manifest
 from edgeslim.store import SharedEvaluations, Store
 from edgeslim.strategy import TrialsExhausted
@@ -57,12 +58,13 @@ class SearchSession:
             self.notes.extend(getattr(runner, "warnings", []))
         self.techniques = {name: t for name, t in self.registry.techniques.items() if t.available()[0]}
         self.measured_this_run = 0
+        self.clock = PhaseClock(self.reporter)
         self.predictor: LatencyPredictor | None = None
         self._baseline: CandidateRecord | None = None
         self.budget = Budget(self.profile.budget, config.budget_ms, config.budget_ratio, self.profile.name)
 
         self.run_dir.mkdir(parents=True, exist_ok=True)
-        self.reporter.phase("loading model")
+        self.clock.phase("loading model")
         self.source, self.task, calib = resolve_model_ref(config.model, self.run_dir, config.input_shapes,
                                                           config.calib)
         self.calibration, calib_origin = calibration_feeds(self.source, self.task, calib)
@@ -82,6 +84,9 @@ class SearchSession:
         # what decides the built model and its metric (not the device's speed settings): shared across devices
         self.scoring_context = canonical({**scoring, "scoring": self.target.scoring_settings()})
         self.store = self._open_store()
+        #: measured plans that are not trials of --trials (speed-gate probes, other workers' bests), kept in the
+        #: store so a resumed run counts the same
+        self._uncounted: set[str] = set(self.store.get_meta("uncounted") or [])
         self.device = Device(self.target, runner, self.profile.measurement, self.source.input_shapes())
         recovery = RecoveryChoice(self.registry.recoveries, config.recovery, config.recovery_options,
                                   config.finetune_epochs)
@@ -119,7 +124,17 @@ class SearchSession:
         return metric_drop(record, self.baseline.metric, self.evaluator.info.higher_is_better)
 
     def trials_left(self) -> int:
-        return self.config.trials - max(0, self.store.count_measured() - 1)
+        """Measured candidates left under ``--trials``; none once ``--time-budget`` is spent."""
+        if self.time_left() == 0.0:
+            return 0
+        used = self.store.count_measured() - 1 - len(self._uncounted)  # the baseline is not a trial either
+        return self.config.trials - max(0, used)
+
+    def time_left(self) -> float | None:
+        """Seconds of ``--time-budget`` left for the strategy (None without a time budget)."""
+        if self.config.time_budget_s is None:
+            return None
+        return max(0.0, self.config.time_budget_s - self.clock.since_start())
 
     def offered_knobs(self) -> list[tuple[str, Knob, bool]]:
         """(owner, knob, reduces latency) for every knob a strategy may use: latency knobs always, size-only
@@ -134,16 +149,19 @@ class SearchSession:
 
     # --- what strategies do (through SessionView) ---------------------------------------------------------------
 
-    def score(self, plan: Plan, purpose: str = "sensitivity") -> CandidateRecord:
-        """Build and score on the host without measuring latency (cheap; not counted as a trial)."""
-        key = plan_key(plan, self.context)
+    def score(self, plan: Plan, purpose: str = "sensitivity", one_shot: bool = False) -> CandidateRecord:
+        """Build and score on the host without measuring latency (cheap; not counted as a trial). ``one_shot``
+        builds without training (data-free recovery only): a ranking signal, kept apart from candidates."""
+        kind = "one_shot" if one_shot else "candidate"
+        key = self.builder.key(plan, kind)
         record = self.store.get(key)
         if record is not None and record.metric is not None:
             return record
         try:
-            artifact = self.builder.build(plan)
-            record = CandidateRecord.new(key, plan, purpose, "scored", metric=self._score_artifact(artifact, plan),
-                                         artifact=self.rel(artifact))
+            artifact = self.builder.build(plan, kind)
+            metric = self._score_artifact(artifact, plan, kind)
+            record = CandidateRecord.new(key, plan, purpose + (" (one-shot)" if one_shot else ""), "scored",
+                                         metric=metric, artifact=self.rel(artifact))
         except EdgeslimError as exc:
             record = CandidateRecord.new(key, plan, purpose, "failed", note=str(exc))
         self.store.put(record)
@@ -158,7 +176,7 @@ class SearchSession:
             get_plugin_manager().hook.edgeslim_candidate_measured(record={**stored.to_dict(), "from_store": True})
             return stored
         is_baseline = plan == empty_plan()
-        if counts_as_trial and not is_baseline and self.store.count_measured() - 1 >= self.config.trials:
+        if counts_as_trial and not is_baseline and self.trials_left() <= 0:
             raise TrialsExhausted
         self.reporter.advance(purpose)
         try:
@@ -169,11 +187,27 @@ class SearchSession:
             record = CandidateRecord.new(key, plan, purpose, "failed", note=str(exc))
             self.store.put(record)
             return record
+        metric = stored.metric if stored is not None else None
+        record = self.measure_built(key, plan, purpose, artifact, metric, self.builder)
+        if not counts_as_trial and not is_baseline:
+            self.not_a_trial(key)
+        return record
+
+    def not_a_trial(self, key: str) -> None:
+        """A measured record that does not use up ``--trials`` (gate probes, the final recovery)."""
+        self._uncounted.add(key)
+        self.store.set_meta("uncounted", sorted(self._uncounted))
+
+    def measure_built(self, key: str, plan: Plan, purpose: str, artifact: Path, metric: float | None,
+                      builder: BuildPipeline, details: dict | None = None) -> CandidateRecord:
+        """Measure a built artifact on the device, score it (unless ``metric`` is known), store and announce
+        the record. The one place a measured candidate's record is made."""
+        is_baseline = plan == empty_plan()
         # the prediction is made before the measurement, so its recorded error is the one a ranking suffers
         predicted = self.predictor.predict(plan) if self.predictor is not None else None
         stats = self.device.measure(artifact)
-        metric = stored.metric if stored is not None and stored.metric is not None else \
-            self._score_artifact(artifact, plan)
+        if metric is None:
+            metric = self._score_artifact(artifact, plan)
         status, note = ("measured" if stats.usable else f"measure_{stats.status}"), stats.error or ""
         measured_ms = stats.statistic(self.budget.statistic) if stats.usable else None
         if measured_ms is not None and not is_baseline and self._baseline is not None:
@@ -182,7 +216,8 @@ class SearchSession:
                 # the speed-up gate: a compressed model that is not faster is never a result
                 status = "not_faster"
                 note = f"measured {measured_ms:.3f} ms, baseline {base_ms:.3f} ms: not faster, dropped"
-        details = {**self.builder.precision_details(plan, artifact), **self.builder.size_details(plan, artifact)}
+        details = {**(details or {}), **builder.precision_details(plan, artifact),
+                   **builder.size_details(plan, artifact)}
         if predicted is not None and measured_ms is not None and self.predictor is not None:
             details.update(predicted_ms=predicted, prediction_error=predicted / measured_ms - 1)
             self.predictor.observe(plan, measured_ms)
@@ -212,7 +247,7 @@ class SearchSession:
         """Measure the latency table (uniform probes, profiled on the device) for ``knobs`` on top of ``base``."""
         if not self.config.predictor or self._baseline is None:
             return None
-        self.reporter.phase("latency table (uniform probes, profiled on the target)")
+        self.clock.phase("latency table (uniform probes, profiled on the target)")
         layers = {layer.name for layer in self.source.layers} | {k.layer for k in knobs if k.layer}
         self.predictor = measure_latency_table(base, knobs, layers, self.builder, self.device, self.store,
                                                self.budget.statistic, self.notes, self.reporter)
@@ -224,10 +259,10 @@ class SearchSession:
                     self.predictor.observe(record.plan, ms)
         return self.predictor
 
-    def _score_artifact(self, artifact: Path, plan: Plan) -> float:
+    def _score_artifact(self, artifact: Path, plan: Plan, kind: str = "candidate") -> float:
         if self.shared is None:
             return self.evaluator.score(self.target.host_session(artifact))
-        key = plan_key(plan, self.scoring_context)
+        key = plan_key(plan, self.scoring_context + kind)
         metric, _ = self.shared.get(key)
         if metric is not None:
             self.shared.metrics_reused += 1
@@ -239,7 +274,7 @@ class SearchSession:
     # --- the run ------------------------------------------------------------------------------------------------
 
     def measure_baseline(self) -> CandidateRecord:
-        self.reporter.phase("measuring the uncompressed model")
+        self.clock.phase("measuring the uncompressed model")
         baseline = self.evaluate(empty_plan(), purpose="baseline")
         baseline_ms = self.latency_of(baseline)
         if baseline_ms is None:
@@ -262,11 +297,17 @@ class SearchSession:
         ok, why = strategy_cls.available()
         if not ok:
             raise EdgeslimError(f"--strategy {name}: {why}")
-        self.reporter.phase(f"searching ({name})")
+        self.clock.phase(f"searching ({name})")
         try:
             strategy_cls().run(SessionView(self))
         except TrialsExhausted:
-            self.notes.append(f"stopped after --trials {self.config.trials} measured candidates")
-        self.reporter.phase("verifying the best candidates (interleaved, one process per model)")
+            if self.time_left() != 0.0:
+                self.notes.append(f"stopped after --trials {self.config.trials} measured candidates")
+        if self.time_left() == 0.0:
+            self.notes.append(f"--time-budget {self.config.time_budget_s:g} s spent: the search stopped measuring")
+        self.clock.phase("final recovery of the answer")
+        final_recovery(self)
+        self.clock.phase("verifying the best candidates (interleaved, one process per model)")
         best, verification = select_and_verify(self)
+        self.clock.stop()
         return write_outputs(self, best, verification, time.time() - started)

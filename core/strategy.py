@@ -98,7 +98,10 @@ class SearchAPI(Protocol):
         """Model-wide settings that change accuracy only: score each on the host, keep the best."""
 
     def trials_left(self) -> int:
-        """Measured candidates left under ``--trials``."""
+        """Measured candidates left under ``--trials`` (0 once ``--time-budget`` is spent)."""
+
+    def time_left(self) -> float | None:
+        """Seconds left of ``--time-budget`` (None without one)."""
 
     def predict(self, plan: Plan) -> float | None:
         """The latency table's prediction in ms (None without a table)."""
@@ -119,8 +122,9 @@ class SearchAPI(Protocol):
         """How much worse than the baseline (positive = worse); infinite when unscored."""
 
     # --- what a strategy does --------------------------------------------------------------------------------
-    def score(self, plan: Plan, purpose: str = "sensitivity") -> CandidateRecord:
-        """Build and score on the host, no device run (cheap; not a trial)."""
+    def score(self, plan: Plan, purpose: str = "sensitivity", one_shot: bool = False) -> CandidateRecord:
+        """Build and score on the host, no device run (cheap; not a trial). ``one_shot``: without training
+        (data-free recovery only), the cheap ranking signal for sensitivity."""
 
     def measure(self, plan: Plan, purpose: str = "candidate", counts_as_trial: bool = True) -> CandidateRecord:
         """Build, measure on the device, score. Raises :class:`TrialsExhausted` past ``--trials``."""

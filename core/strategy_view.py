@@ -70,6 +70,9 @@ class SessionView:
     def trials_left(self) -> int:
         return self._session.trials_left()
 
+    def time_left(self) -> float | None:
+        return self._session.time_left()
+
     def predict(self, plan: Plan) -> float | None:
         predictor = self._session.predictor
         return predictor.predict(plan) if predictor is not None else None
@@ -92,8 +95,8 @@ class SessionView:
     def metric_drop(self, record: CandidateRecord) -> float:
         return self._session.metric_drop(record)
 
-    def score(self, plan: Plan, purpose: str = "sensitivity") -> CandidateRecord:
-        return self._session.score(plan, purpose)
+    def score(self, plan: Plan, purpose: str = "sensitivity", one_shot: bool = False) -> CandidateRecord:
+        return self._session.score(plan, purpose, one_shot)
 
     def measure(self, plan: Plan, purpose: str = "candidate", counts_as_trial: bool = True) -> CandidateRecord:
         return self._session.evaluate(plan, purpose, counts_as_trial)
@@ -108,7 +111,7 @@ class SessionView:
         self._session.notes.append(message)
 
     def phase(self, name: str, total: int | None = None) -> None:
-        self._session.reporter.phase(name, total)
+        self._session.clock.phase(name, total)
 
     def progress(self, label: str = "") -> None:
         self._session.reporter.advance(label)

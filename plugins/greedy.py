@@ -26,9 +26,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeslim import hookimpl
-from edgeslim.plan import Plan, empty_plan, set_knob
+from edgeslim.plan import Plan, set_knob
+from edgeslim.recipes import best_accuracy_variants, speed_gate
 from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy
-from edgeslim.technique import Knob
 
 
 @dataclass
@@ -41,19 +41,11 @@ class Move:
     technique: str
 
 
-GATE_MARGIN = 0.97  # a gated technique must be at least 3% faster than the baseline to stay
-
-
 def compose(base: Plan, moves: list[Move]) -> Plan:
     plan = base
     for move in moves:
         plan = set_knob(plan, move.layer, move.knob, move.level, move.off)
     return plan
-
-
-def uniform(base: Plan, knobs: tuple[Knob, ...] | list[Knob]) -> Plan:
-    """``base`` with every given per-layer knob at its first level."""
-    return compose(base, [Move(k.layer, k.name, k.levels[1], k.levels[0], 0.0, k.technique) for k in knobs])
 
 
 class GreedySensitivity(Strategy):
@@ -62,8 +54,8 @@ class GreedySensitivity(Strategy):
 
     def run(self, search: SearchAPI) -> None:
         dropped: set[str] = set()
-        base = self._speed_gate(search, dropped)
-        base = self._accuracy_variants(search, base, dropped)
+        base = speed_gate(search, dropped)
+        base = best_accuracy_variants(search, base, dropped)
         offered = [o for o in search.knobs() if o.owner not in dropped]
         ordered = self._sensitivity(search, base, offered)
         if not ordered:
@@ -78,44 +70,6 @@ class GreedySensitivity(Strategy):
             found = self._bisect(search, base, ordered)
         if found is not None:  # None: even every move at once misses; the run reports the fastest
             self._refine(search, base, ordered[:found])
-
-    @staticmethod
-    def _speed_gate(search: SearchAPI, dropped: set[str]) -> Plan:
-        """Probe each all-or-nothing technique uniformly, per variant; keep the fastest variant or drop it."""
-        base = empty_plan()
-        for gate in search.speed_gates():
-            probe_plan = uniform(empty_plan(), gate.knobs)
-            best_variant, best_ms = None, None
-            for variant in gate.variants or ({},):
-                probe = {"layers": probe_plan["layers"], "model": {**probe_plan["model"], **variant}}
-                ms = search.latency_of(search.measure(probe, purpose=f"gate:{gate.technique}"))
-                if ms is not None and (best_ms is None or ms < best_ms):
-                    best_variant, best_ms = variant, ms
-            if best_ms is None or best_ms > GATE_MARGIN * search.baseline_ms:
-                dropped.add(gate.technique)
-                search.note(f"{gate.technique} dropped: uniform {gate.technique} measured {best_ms:.3f} ms vs "
-                            f"baseline {search.baseline_ms:.3f} ms (not faster on this target)" if best_ms else
-                            f"{gate.technique} dropped: no probe could be measured")
-            else:
-                base = {"layers": {}, "model": {**base["model"], **(best_variant or {})}}
-                search.note(f"{gate.technique}: uniform probe {search.baseline_ms / best_ms:.2f}x faster than the "
-                            f"baseline with {best_variant}")
-        return base
-
-    @staticmethod
-    def _accuracy_variants(search: SearchAPI, base: Plan, dropped: set[str]) -> Plan:
-        """Settings that change accuracy only (INT8 calibration): scored on the host, the best kept."""
-        for found in search.accuracy_variants():
-            if found.technique in dropped:
-                continue
-            probe = uniform(base, found.knobs)
-            scored = [(search.metric_drop(search.score({"layers": probe["layers"], "model": {**probe["model"], **v}})),
-                       i) for i, v in enumerate(found.variants)]
-            _, best = min(scored)
-            base = {"layers": base["layers"], "model": {**base["model"], **found.variants[best]}}
-            search.note(f"{found.technique}: {found.variants[best]} kept (uniform, scored on the host: "
-                        + ", ".join(f"{list(found.variants[i].values())[0]} {-d:+.4f}" for d, i in scored) + ")")
-        return base
 
     @staticmethod
     def _sensitivity(search: SearchAPI, base: Plan, offered: list[OfferedKnob]) -> list[Move]:

@@ -26,6 +26,8 @@ def arm64_ready() -> tuple[bool, str]:
 def test_int8_models_match_x86_on_aarch64_onnxruntime(tmp_path):
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "aarch64_check.py"), "--results", str(tmp_path)],
                           capture_output=True, text=True, timeout=1200)
+    if proc.returncode == 4:  # benchmarks/aarch64_check.py OFFLINE_EXIT: the registries are out of reach
+        pytest.skip(f"aarch64 packages cannot be fetched here: {proc.stdout.strip()[-300:]}")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads((tmp_path / "aarch64_check.json").read_text())
     assert result["aarch64"]["machine"] == "aarch64"

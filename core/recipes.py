@@ -1,0 +1,112 @@
+"""What every strategy may want first, written once against :class:`~edgeslim.strategy.SearchAPI`: the speed
+gate (all-or-nothing techniques probed uniformly), settings that change accuracy only, and the one-line uniform
+recipes a user would try by hand (uniform INT8, uniform channel pruning at each level, every block removed...).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from edgeslim.plan import Plan, empty_plan, set_knob
+from edgeslim.strategy import SearchAPI
+from edgeslim.technique import Knob
+
+#: a gated technique must be at least 3% faster than the baseline to stay
+GATE_MARGIN = 0.97
+
+
+def uniform(base: Plan, knobs: list[Knob] | tuple[Knob, ...], level_index: int = 1) -> Plan:
+    """``base`` with every given knob at its ``level_index``-th level (where it has one)."""
+    plan = base
+    for knob in knobs:
+        if level_index < len(knob.levels):
+            plan = set_knob(plan, knob.layer, knob.name, knob.levels[level_index], knob.levels[0])
+    return plan
+
+
+def with_model(plan: Plan, settings: dict[str, Any]) -> Plan:
+    return {"layers": plan["layers"], "model": {**plan["model"], **settings}}
+
+
+def speed_gate(search: SearchAPI, dropped: set[str]) -> Plan:
+    """Probe each all-or-nothing technique uniformly, once per variant, on the device; keep its fastest variant
+    in the returned base plan's model-wide settings, or add it to ``dropped`` when it is not faster."""
+    base = empty_plan()
+    for gate in search.speed_gates():
+        probe_plan = uniform(empty_plan(), gate.knobs)
+        best_variant, best_ms = None, None
+        for variant in gate.variants or ({},):
+            ms = search.latency_of(search.measure(with_model(probe_plan, variant), purpose=f"gate:{gate.technique}",
+                                                  counts_as_trial=False))
+            if ms is not None and (best_ms is None or ms < best_ms):
+                best_variant, best_ms = variant, ms
+        if best_ms is None or best_ms > GATE_MARGIN * search.baseline_ms:
+            dropped.add(gate.technique)
+            search.note(f"{gate.technique} dropped: uniform {gate.technique} measured {best_ms:.3f} ms vs baseline "
+                        f"{search.baseline_ms:.3f} ms (not faster on this target)" if best_ms else
+                        f"{gate.technique} dropped: no probe could be measured")
+        else:
+            base = with_model(base, best_variant or {})
+            search.note(f"{gate.technique}: uniform probe {search.baseline_ms / best_ms:.2f}x faster than the "
+                        f"baseline with {best_variant}")
+    return base
+
+
+def best_accuracy_variants(search: SearchAPI, base: Plan, dropped: set[str]) -> Plan:
+    """Settings that change accuracy only (INT8 calibration): each scored on the host, uniformly; the best kept."""
+    for found in search.accuracy_variants():
+        if found.technique in dropped:
+            continue
+        probe = uniform(base, found.knobs)
+        scored = [(search.metric_drop(search.score(with_model(probe, v))), i) for i, v in enumerate(found.variants)]
+        _, best = min(scored)
+        base = with_model(base, found.variants[best])
+        search.note(f"{found.technique}: {found.variants[best]} kept (uniform, scored on the host: "
+                    + ", ".join(f"{list(found.variants[i].values())[0]} {-d:+.4f}" for d, i in scored) + ")")
+    return base
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """A one-line recipe (every layer offering a knob at one level, INT8 on top or not). Recipes of one
+    ``family`` come in order of increasing compression: the first that meets the budget is the family's best."""
+
+    label: str
+    plan: Plan
+    family: str
+
+
+def uniform_recipes(search: SearchAPI, base: Plan, dropped: set[str]) -> list[Recipe]:
+    """Every per-layer latency knob at each of its levels on all layers that offer it, alone and with the speed
+    gate's techniques (INT8) on every layer too; and the gated techniques alone. What a user tries by hand."""
+    by_knob: dict[tuple[str, str], list[Knob]] = {}
+    for offered in search.knobs():
+        if offered.reduces_latency and offered.knob.layer is not None and offered.owner not in dropped:
+            by_knob.setdefault((offered.owner, offered.knob.name), []).append(offered.knob)
+    gated = {g.technique: g.knobs for g in search.speed_gates() if g.technique not in dropped}
+    gated_plan = base
+    for knobs in gated.values():
+        gated_plan = uniform(gated_plan, knobs)
+    recipes = [Recipe(f"uniform {name}", uniform(base, knobs), name) for name, knobs in gated.items()]
+    # the target's own precision modes and other model-wide latency knobs, each level alone and with INT8
+    for offered in search.knobs():
+        knob = offered.knob
+        if knob.layer is None and offered.reduces_latency and offered.owner not in dropped:
+            for level in knob.levels[1:]:
+                recipes.append(Recipe(f"{knob.name}={level}", set_knob(base, None, knob.name, level, knob.levels[0]),
+                                      knob.name))
+                if gated:
+                    recipes.append(Recipe(f"{knob.name}={level} + {'+'.join(gated)}",
+                                          set_knob(gated_plan, None, knob.name, level, knob.levels[0]),
+                                          f"{knob.name} + {'+'.join(gated)}"))
+    for (owner, name), knobs in by_knob.items():
+        if owner in gated:
+            continue
+        for index in range(1, max(len(k.levels) for k in knobs)):
+            level = knobs[0].levels[index] if index < len(knobs[0].levels) else index
+            recipes.append(Recipe(f"uniform {name}={level}", uniform(base, knobs, index), name))
+            if gated:
+                recipes.append(Recipe(f"uniform {name}={level} + {'+'.join(gated)}",
+                                      uniform(gated_plan, knobs, index), f"{name} + {'+'.join(gated)}"))
+    return recipes

@@ -1,0 +1,203 @@
+"""Allocation as a constrained optimisation (``--strategy knapsack``), measured on the device every round.
+
+1. Speed gate and accuracy-only settings, as every strategy (``edgeslim.recipes``).
+2. One-shot sensitivity: every single move (one layer, one knob, one level) built *without training*
+   (least-squares reconstruction only) and scored on the host: a cheap ranking, not the answer's accuracy.
+3. The latency table (probes profiled on the device) predicts what each option of each layer saves.
+4. Uniform recipes (uniform INT8, uniform channel pruning at each level, all blocks removed, the target's
+   precision modes, each with INT8) are measured with the run's short recovery: the answer is chosen from
+   everything measured, so it is never less accurate than a recipe that meets the budget.
+5. Rounds: a multiple-choice knapsack over the layers (``edgeslim.allocation``, HALP / HAWQ-V3 style: least
+   predicted accuracy loss whose predicted latency fits) is solved, its solution measured with the short
+   recovery, the table corrected by that measurement and the latency target rescaled by how far the
+   measurement was off; solved again, a few rounds.
+6. The run then gives the best in-budget candidate its longer final recovery and verifies it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+from edgeslim import hookimpl
+from edgeslim.allocation import Group, Option, solve
+from edgeslim.plan import Plan, set_knob
+from edgeslim.recipes import best_accuracy_variants, speed_gate, uniform_recipes
+from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy, TrialsExhausted
+
+#: allocation rounds (each one measured candidate) after the recipes
+ROUNDS = 4
+#: a layer's options are the combinations of its knobs' levels, at most this many (the rest: single knobs)
+MAX_OPTIONS_PER_LAYER = 64
+
+
+class KnapsackAllocation(Strategy):
+    name = "knapsack"
+    description = ("one-shot sensitivity + device latency table -> integer program (least accuracy loss within "
+                   "the budget), measured and re-solved; uniform recipes always measured")
+
+    def run(self, search: SearchAPI) -> None:
+        dropped: set[str] = set()
+        base = speed_gate(search, dropped)
+        base = best_accuracy_variants(search, base, dropped)
+        offered = [o for o in search.knobs() if o.owner not in dropped and o.reduces_latency]
+        if not offered:
+            search.note("no technique offers a latency knob for this model")
+            return
+        drops = self._sensitivity(search, base, offered)
+        has_table = search.use_latency_table(base, [o.knob for o in offered if o.knob.layer is not None])
+        recipe_ms = self._recipes(search, base, dropped)
+        self._rounds(search, base, offered, drops, has_table, recipe_ms)
+
+    # --- phases -------------------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _sensitivity(search: SearchAPI, base: Plan, offered: list[OfferedKnob]) -> dict[tuple, float]:
+        """{(layer, knob, level): metric drop} of every single move, one-shot; a deeper level never costs less."""
+        search.phase("per-layer sensitivity (one-shot, scored on the host)")
+        drops: dict[tuple, float] = {}
+        for o in offered:
+            knob, floor = o.knob, 0.0
+            for level in knob.levels[1:]:
+                record = search.score(set_knob(base, knob.layer, knob.name, level, knob.levels[0]), one_shot=True)
+                search.progress(f"{knob.layer or 'model'} {knob.name}={level}")
+                floor = max(floor, search.metric_drop(record))
+                drops[(knob.layer, knob.name, level)] = floor
+        return drops
+
+    @staticmethod
+    def _recipes(search: SearchAPI, base: Plan, dropped: set[str]) -> dict[str, float]:
+        """Measure, per recipe family, the least compressed recipe that meets the budget (the deeper ones of
+        that family compress more for no latency the budget needs); those the table rules out are skipped.
+        Returns {recipe label: measured ms}."""
+        search.phase("uniform recipes (measured on the target)")
+        measured: dict[str, float] = {}
+        settled: set[str] = set()
+        for recipe in uniform_recipes(search, base, dropped):
+            if search.trials_left() <= 0:
+                break
+            if recipe.family in settled:
+                continue
+            if not search.worth_measuring(recipe.plan):
+                search.skip(recipe.plan, purpose=f"recipe: {recipe.label}")
+                continue
+            record = search.measure(recipe.plan, purpose=f"recipe: {recipe.label}")
+            ms = search.latency_of(record)
+            if ms is not None:
+                measured[recipe.label] = ms
+            if search.meets_budget(record):
+                settled.add(recipe.family)
+        return measured
+
+    def _rounds(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],
+                has_table: bool, recipe_ms: dict[str, float]) -> None:
+        """Solve, measure, correct, re-solve. ``slack`` (ms) moves the separable constraint so the table's own
+        (non-separable) prediction of the composed plan, and then the measurement, land on the budget."""
+        search.phase("allocation (integer program, measured on the target)")
+        groups, base_ms = self._groups(search, base, offered, drops, has_table, recipe_ms)
+        budget, slack, tried = search.budget_ms, 0.0, set()
+        for round_no in range(1, ROUNDS + 1):
+            if search.trials_left() <= 0:
+                return
+            plan, allocation, predicted = self._solve(search, base, offered, groups, base_ms, slack, has_table)
+            key = repr(plan)
+            if key in tried:
+                return  # the correction no longer changes the answer
+            tried.add(key)
+            purpose = (f"knapsack: round {round_no}, predicted {predicted:.3f} ms, predicted drop "
+                       f"{allocation.predicted_cost:.4f}" + ("" if allocation.feasible else " (fastest: none fits)"))
+            try:
+                record = search.measure(plan, purpose=purpose)
+            except TrialsExhausted:
+                return
+            measured = search.latency_of(record)
+            if measured is None or (not allocation.feasible and measured > budget):
+                return  # failed, or even the fastest combination misses: nothing to buy back
+            if search.meets_budget(record) and measured >= 0.95 * budget:
+                return  # within 5% under the budget: little left to buy back
+            slack += budget - measured  # over: ask for that much more saving; under: give it back
+
+    def _solve(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], groups: list[Group], base_ms: float,
+               slack: float, has_table: bool) -> tuple[Plan, Any, float]:
+        """The allocation for this slack, tightened (without measuring) until the table's prediction of the
+        whole plan, not just the sum of its parts, is within the budget."""
+        budget = search.budget_ms
+        for _ in range(6):
+            allocation = solve(groups, budget - base_ms + slack)
+            plan = base
+            for group in groups:
+                for knob, level in allocation.choice[group.name].decisions.items():
+                    plan = set_knob(plan, group.layer, knob, level, _off(offered, group.layer, knob))
+            predicted = (search.predict(plan) if has_table else None) or base_ms + allocation.predicted_delta_ms
+            if not has_table or predicted <= budget or not allocation.feasible:
+                return plan, allocation, predicted
+            slack += budget - predicted
+        return plan, allocation, predicted
+
+    @staticmethod
+    def _groups(search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],
+                has_table: bool, recipe_ms: dict[str, float]) -> tuple[list[Group], float]:
+        """One group per layer (its knobs' level combinations) and per model-wide knob, with predicted costs
+        and latency changes; and the base plan's predicted latency."""
+        by_layer: dict[str | None, list[OfferedKnob]] = {}
+        for o in offered:
+            by_layer.setdefault(o.knob.layer, []).append(o)
+        base_ms = (search.predict(base) if has_table else None) or search.baseline_ms
+        per_layer_share = _measured_shares(search, offered, recipe_ms)
+        groups = []
+        for layer, knobs in by_layer.items():
+            singles = [[(o.knob.name, lv) for lv in o.knob.levels[1:]] for o in knobs]
+            if layer is None:  # model-wide knobs: one group each
+                for o, levels in zip(knobs, singles, strict=True):
+                    groups.append(Group(f"model:{o.knob.name}", None, [Option({}, 0.0, 0.0)] + [
+                        _option(search, base, None, [pair], drops, has_table, base_ms, per_layer_share)
+                        for pair in levels]))
+                continue
+            combos = [c for r in range(1, len(singles) + 1) for subset in itertools.combinations(singles, r)
+                      for c in itertools.product(*subset)]
+            if len(combos) > MAX_OPTIONS_PER_LAYER:
+                combos = [(pair,) for levels in singles for pair in levels]
+            groups.append(Group(layer, layer, [Option({}, 0.0, 0.0)] + [
+                _option(search, base, layer, list(combo), drops, has_table, base_ms, per_layer_share)
+                for combo in combos]))
+        return groups, base_ms
+
+
+def _option(search: SearchAPI, base: Plan, layer: str | None, pairs: list[tuple[str, Any]], drops: dict[tuple, float],
+            has_table: bool, base_ms: float, shares: dict[tuple[str, Any], float]) -> Option:
+    cost = sum(drops.get((layer, name, level), math.inf) for name, level in pairs)
+    if has_table:
+        plan = base
+        for name, level in pairs:
+            plan = set_knob(plan, layer, name, level, None)
+        delta = (search.predict(plan) or base_ms) - base_ms
+    else:
+        delta = sum(shares.get((name, level), 0.0) for name, level in pairs)
+    return Option(dict(pairs), cost if math.isfinite(cost) else 1e6, delta)
+
+
+def _measured_shares(search: SearchAPI, offered: list[OfferedKnob], recipe_ms: dict[str, float]
+                     ) -> dict[tuple[str, Any], float]:
+    """Without a latency table: each layer's share of what the uniform recipe of that knob level saved, as
+    measured (equal shares: crude, corrected by the rounds' measurements)."""
+    counts: dict[str, int] = {}
+    for o in offered:
+        if o.knob.layer is not None:
+            counts[o.knob.name] = counts.get(o.knob.name, 0) + 1
+    shares = {}
+    for o in offered:
+        for level in o.knob.levels[1:]:
+            ms = recipe_ms.get(f"uniform {o.knob.name}={level}")
+            if ms is not None:
+                shares[(o.knob.name, level)] = (ms - search.baseline_ms) / max(1, counts.get(o.knob.name, 1))
+    return shares
+
+
+def _off(offered: list[OfferedKnob], layer: str | None, name: str) -> Any:
+    return next((o.knob.levels[0] for o in offered if o.knob.layer == layer and o.knob.name == name), None)
+
+
+@hookimpl
+def edgeslim_register_strategies(register):
+    register(KnapsackAllocation)

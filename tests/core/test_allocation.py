@@ -1,0 +1,28 @@
+"""The allocation integer program (scipy's HiGHS): one option per group, least cost within the latency limit."""
+
+from edgeslim.allocation import Group, Option, solve
+
+
+def groups() -> list[Group]:
+    return [Group("a", "a", [Option({}, 0.0, 0.0), Option({"s": 0.5}, 0.01, -2.0), Option({"s": 0.75}, 0.05, -3.0)]),
+            Group("b", "b", [Option({}, 0.0, 0.0), Option({"s": 0.5}, 0.001, -1.0)])]
+
+
+def test_the_cheapest_combination_within_the_limit_is_chosen():
+    allocation = solve(groups(), -2.5)
+    assert {name: o.decisions for name, o in allocation.choice.items()} == {"a": {"s": 0.5}, "b": {"s": 0.5}}
+
+
+def test_a_loose_limit_changes_nothing():
+    allocation = solve(groups(), 0.0)
+    assert (allocation.predicted_cost, allocation.feasible) == (0.0, True)
+
+
+def test_an_impossible_limit_gives_the_fastest_combination_marked_infeasible():
+    allocation = solve(groups(), -10.0)
+    assert (allocation.predicted_delta_ms, allocation.feasible) == (-4.0, False)
+
+
+def test_one_option_per_group_even_when_two_would_be_cheaper():
+    two = [Group("a", "a", [Option({}, 0.0, 0.0), Option({"x": 1}, 0.1, -1.0), Option({"x": 2}, 0.1, -1.0)])]
+    assert len(solve(two, -1.0).choice) == 1

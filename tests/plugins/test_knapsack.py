@@ -1,0 +1,57 @@
+"""The knapsack strategy on a model it has never seen: one-shot sensitivity, uniform recipes measured, the
+integer program's solution measured, every phase timed in the manifest."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tests.conftest import FAST_MEASUREMENT, run_cli
+
+
+@pytest.fixture(scope="module")
+def knapsack_run(tmp_path_factory, resnet_onnx):
+    work = tmp_path_factory.mktemp("knapsack")
+    profile = work / "fast.toml"
+    profile.write_text('name = "fast-local"\nextends = "local-cpu"\n' + FAST_MEASUREMENT)
+    out = work / "run"
+    # an impossible budget: the outcome (exit 3) is known, every phase still runs
+    proc = run_cli("search", resnet_onnx, "--profile", profile, "--strategy", "knapsack", "--budget-ms", "0.0001",
+                   "--trials", "8", "--out", out, "--json")
+    records = [json.loads(line) for line in (out / "candidates.jsonl").open()] if out.exists() else []
+    return proc, records
+
+
+def test_an_impossible_budget_exits_3(knapsack_run):
+    proc, _ = knapsack_run
+    assert proc.returncode == 3, proc.stderr
+
+
+def test_sensitivity_is_scored_one_shot(knapsack_run):
+    _, records = knapsack_run
+    assert any(r["purpose"].endswith("(one-shot)") and r["metric"] is not None for r in records)
+
+
+def test_uniform_recipes_are_candidates(knapsack_run):
+    _, records = knapsack_run
+    assert any(r["purpose"].startswith("recipe: uniform") for r in records)
+
+
+def test_the_integer_programs_solution_is_measured(knapsack_run):
+    _, records = knapsack_run
+    assert any(r["purpose"].startswith("knapsack: round 1") and r["latency"] for r in records)
+
+
+def test_the_manifest_times_every_phase(knapsack_run):
+    proc, _ = knapsack_run
+    phases = json.loads(proc.stdout)["phases_s"]
+    assert {"per-layer sensitivity (one-shot, scored on the host)", "uniform recipes (measured on the target)",
+            "allocation (integer program, measured on the target)"} <= set(phases)
+
+
+def test_a_spent_time_budget_stops_measuring_and_says_so(tmp_path, resnet_onnx, fast_profile):
+    proc = run_cli("search", resnet_onnx, "--profile", fast_profile, "--strategy", "knapsack", "--budget-ms",
+                   "0.0001", "--time-budget", "1", "--out", tmp_path / "run", "--json")
+    notes = json.loads(proc.stdout)["notes"]
+    assert any("--time-budget 1 s spent" in note for note in notes), notes
