@@ -15,7 +15,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from edgeslim.errors import BudgetNotMet, EdgeslimError
-from edgeslim.progress import RichReporter
+from edgeslim.progress import reporter_for_stderr
 
 err_console = Console(stderr=True)
 out_console = Console()
@@ -170,7 +170,7 @@ def _finish(manifest: dict[str, Any], out_dir: str, as_json: bool) -> None:
 def _run_search(config: Any, as_json: bool) -> None:
     from edgeslim.search import SearchSession
 
-    with RichReporter(enabled=not as_json or sys.stderr.isatty()) as reporter:
+    with reporter_for_stderr() as reporter:
         session = SearchSession(config, reporter)
         manifest = session.run()
     _finish(manifest, config.out_dir, as_json)
@@ -180,7 +180,7 @@ def _run_multi(config: Any, profiles: list[str], as_json: bool) -> None:
     from edgeslim.multi import run_multi
     from edgeslim.report import print_report
 
-    with RichReporter(enabled=not as_json or sys.stderr.isatty()) as reporter:
+    with reporter_for_stderr() as reporter:
         manifest = run_multi(config, profiles, reporter)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))
@@ -189,6 +189,43 @@ def _run_multi(config: Any, profiles: list[str], as_json: bool) -> None:
     missed = [name for name, d in manifest["devices"].items() if d["status"] != "ok"]
     if missed:
         raise BudgetNotMet(f"no candidate met the budget on {', '.join(missed)}; see {config.out_dir}/report.md")
+
+
+def _resume(model: str | None, resume_dir: str, as_json: bool) -> None:
+    """``--resume DIR`` repeats the stored run exactly: options that would change its answer are refused (not
+    silently ignored), and a finished run is reported, not run again."""
+    from edgeslim.config import SearchConfig
+
+    if model:
+        raise EdgeslimError("--resume DIR repeats the stored run; do not give MODEL as well")
+    context = click.get_current_context()
+    given = [f"--{name.replace('_', '-')}" for name in context.params
+             if name not in ("resume_dir", "as_json", "model")
+             and context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        raise EdgeslimError(f"--resume repeats the stored run exactly, so it takes no {', '.join(given)}; to change "
+                            f"them, start a new run with --out (the stored settings are in {resume_dir}/run.json)")
+    if not Path(resume_dir).is_dir():
+        raise EdgeslimError(f"--resume {resume_dir}: no such run directory")
+    config = SearchConfig.load(Path(resume_dir) / "run.json")
+    config.out_dir = resume_dir
+    if (Path(resume_dir) / "manifest.json").is_file():
+        from edgeslim.report import load_manifest
+
+        # finished: nothing to resume; report it as it stands, with its exit status
+        manifest = load_manifest(Path(resume_dir))
+        if not manifest.get("multi_device"):
+            _finish(manifest, resume_dir, as_json)
+            return
+        from edgeslim.report import print_report
+
+        click.echo(json.dumps(manifest, indent=2)) if as_json else print_report(Path(resume_dir), out_console)
+        if manifest["status"] != "ok":
+            raise BudgetNotMet(f"no candidate met the budget on every device; see {resume_dir}/report.md")
+    elif len(config.profiles) > 1:
+        _run_multi(config, config.profiles, as_json)
+    else:
+        _run_search(config, as_json)
 
 
 def recovery_options(func: Any) -> Any:
@@ -245,16 +282,7 @@ def search(model: str | None, profile_refs: tuple[str, ...], budget_ms: float | 
     from edgeslim.config import SearchConfig
 
     if resume_dir:
-        if model:
-            raise EdgeslimError("--resume DIR repeats the stored run; do not give MODEL as well")
-        if not Path(resume_dir).is_dir():
-            raise EdgeslimError(f"--resume {resume_dir}: no such run directory")
-        config = SearchConfig.load(Path(resume_dir) / "run.json")
-        config.out_dir = resume_dir
-        if len(config.profiles) > 1:
-            _run_multi(config, config.profiles, as_json)
-        else:
-            _run_search(config, as_json)
+        _resume(model, resume_dir, as_json)
         return
     profiles = list(profile_refs) or ["local-cpu"]
     if not model:
@@ -323,7 +351,7 @@ def apply(model: str, plan_path: str, profile_ref: str, out_dir: str, calib: str
     config = SearchConfig(model=model, profile=profile_ref, out_dir=out_dir, calib=calib,
                           input_shapes=_shapes(input_shapes), budget_ms=budget_ms, finetune_epochs=finetune_epochs,
                           recovery=recovery, recovery_options=_recovery(recovery, recovery_option, distill_features))
-    with RichReporter(enabled=not as_json) as reporter:
+    with reporter_for_stderr() as reporter:
         manifest = apply_plan(config, plan, reporter)
     if as_json:
         click.echo(json.dumps(manifest, indent=2))

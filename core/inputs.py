@@ -54,6 +54,13 @@ def load_calib(path: str) -> dict[str, np.ndarray]:
     for name, arr in arrays.items():
         if arr.ndim == 0 or arr.shape[0] == 0:
             raise EdgeslimError(f"--calib {path}: array {name!r} needs a leading batch axis with samples")
+        if arr.dtype.kind not in "biuf":
+            raise EdgeslimError(f"--calib {path}: array {name!r} holds {arr.dtype} values; expected numbers "
+                                "(float32 for image inputs)")
+        if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+            bad = int((~np.isfinite(arr)).sum())
+            raise EdgeslimError(f"--calib {path}: array {name!r} holds {bad} NaN/Inf value(s); calibration needs "
+                                "finite inputs")
     return arrays
 
 
@@ -64,6 +71,13 @@ def calibration_feeds(source: ModelSource, task: Task | None, calib: dict[str, n
         missing = [n for n in names if n not in calib]
         if missing:
             raise EdgeslimError(f"--calib has no array for model input(s) {missing}; it has {sorted(calib)}")
+        for spec in source.inputs:
+            sample = [1, *calib[spec.name].shape[1:]]
+            if sample != list(spec.shape):
+                raise EdgeslimError(
+                    f"--calib: array {spec.name!r} has shape {list(calib[spec.name].shape)}, so one sample is "
+                    f"{sample}; model input {spec.name!r} takes {list(spec.shape)} (first axis: samples, fed one "
+                    "at a time; NCHW, as the model's input)")
         count = min(len(calib[n]) for n in names)
         feeds = [{n: np.ascontiguousarray(calib[n][i : i + 1]).astype(_dtype(source, n)) for n in names}
                  for i in range(min(count, CALIBRATION_SAMPLES))]

@@ -168,6 +168,13 @@ def resolve_input_specs(
                                     f"got {len(shape)} dims")
         elif calib is not None and vi.name in calib:
             shape = [1, *calib[vi.name].shape[1:]]
+            fixed = [d if isinstance(d, int) and d > 0 else None for d in dims]
+            if len(shape) != len(dims) or any(f is not None and f != d for f, d in zip(fixed[1:], shape[1:],
+                                                                                         strict=False)):
+                raise EdgeslimError(
+                    f"--calib: array {vi.name!r} has shape {list(calib[vi.name].shape)}, so one sample is {shape}; "
+                    f"model input {vi.name!r} takes {dims} (first axis: samples, fed one at a time; the other "
+                    "axes as the model's input, e.g. NCHW)")
         elif all(isinstance(d, int) and d > 0 for d in dims):
             shape = [int(d) for d in dims]
         else:

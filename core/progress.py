@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 import time
 from typing import Any
 
@@ -51,6 +52,45 @@ class RichReporter(Reporter):
 
     def log(self, message: str) -> None:
         self.progress.console.print(message)
+
+
+class LineReporter(Reporter):
+    """Progress for a log file or a CI log (stderr not a terminal): one timestamped line per phase and per
+    step, never cut to a terminal's width, flushed as it happens."""
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream if stream is not None else sys.stderr
+        self.started = time.monotonic()
+        self._step = 0
+
+    def __enter__(self) -> LineReporter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stream.flush()
+
+    def _line(self, text: str) -> None:
+        elapsed = time.monotonic() - self.started
+        self.stream.write(f"{time.strftime('%H:%M:%S')} [{elapsed:7.1f}s] {text}\n")
+        self.stream.flush()
+
+    def phase(self, name: str, total: int | None = None) -> None:
+        self._step = 0
+        self._line(f"== {name}" + (f" ({total} steps)" if total else ""))
+
+    def advance(self, label: str = "") -> None:
+        self._step += 1
+        self._line(f"   {self._step}. {label}" if label else f"   {self._step}.")
+
+    def log(self, message: str) -> None:
+        self._line(message)
+
+
+def reporter_for_stderr(show: bool = True) -> RichReporter | LineReporter:
+    """Progress bars on a terminal; plain timestamped lines when stderr goes to a file or a pipe."""
+    if sys.stderr.isatty():
+        return RichReporter(enabled=show)
+    return LineReporter()
 
 
 class PhaseClock:

@@ -63,11 +63,17 @@ class SearchSession:
         self._baseline: CandidateRecord | None = None
         self.budget = Budget(self.profile.budget, config.budget_ms, config.budget_ratio, self.profile.name)
 
+        created = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.clock.phase("loading model")
-        self.source, self.task, calib = resolve_model_ref(config.model, self.run_dir, config.input_shapes,
-                                                          config.calib)
-        self.calibration, calib_origin = calibration_feeds(self.source, self.task, calib)
+        try:
+            self.source, self.task, calib = resolve_model_ref(config.model, self.run_dir, config.input_shapes,
+                                                              config.calib)
+            self.calibration, calib_origin = calibration_feeds(self.source, self.task, calib)
+        except BaseException:
+            if created:  # a start that failed leaves nothing behind (a resumed run keeps its directory)
+                shutil.rmtree(self.run_dir, ignore_errors=True)
+            raise
         self.evaluator: TaskEvaluator | FidelityEvaluator
         if self.task is not None:
             self.evaluator = TaskEvaluator(self.task)

@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from tests.conftest import run_cli
@@ -116,4 +117,26 @@ def test_plugins_and_profiles_listings():
 def test_bad_recovery_options(tmp_path: Path, resnet_onnx: Path, args: tuple[str, ...], fragment: str):
     proc = run_cli("search", resnet_onnx, "--out", tmp_path / "out", *args)
     assert_clean_failure(proc, fragment)
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize(("array", "fragment"), [
+    (np.zeros((4, 3, 64, 64), np.float32), "array 'images' has shape [4, 3, 64, 64], so one sample is [1, 3, 64, 64]; "
+                                           "model input 'images' takes [1, 3, 32, 32]"),
+    (np.zeros((4, 32, 32, 3), np.float32), "one sample is [1, 32, 32, 3]; model input 'images' takes [1, 3, 32, 32]"),
+    (np.zeros((4, 1, 3, 32, 32), np.float32), "one sample is [1, 1, 3, 32, 32]"),
+    (np.full((4, 3, 32, 32), np.nan, np.float32), "array 'images' holds 12288 NaN/Inf value(s)"),
+    (np.array([["a"] * 4] * 4), "holds <U1 values; expected numbers"),
+], ids=["64px", "nhwc", "extra-axis", "nan", "strings"])
+def test_calib_arrays_that_do_not_fit_the_model_are_refused(tmp_path: Path, resnet_onnx: Path, array, fragment):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, images=array)
+    proc = run_cli("search", resnet_onnx, "--calib", calib, "--out", tmp_path / "out")
+    assert_clean_failure(proc, fragment)
+
+
+def test_a_failed_start_leaves_no_run_directory(tmp_path: Path, resnet_onnx: Path):
+    calib = tmp_path / "calib.npz"
+    np.savez(calib, images=np.zeros((4, 3, 64, 64), np.float32))
+    run_cli("search", resnet_onnx, "--calib", calib, "--out", tmp_path / "out")
     assert not (tmp_path / "out").exists()

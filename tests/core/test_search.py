@@ -220,3 +220,33 @@ def test_pareto_front():
 
     points = [(1.0, 0.9), (0.5, 0.8), (0.6, 0.7), (2.0, 0.95), (0.5, 0.85), (3.0, 0.95)]
     assert pareto_front(points) == [4, 0, 3]
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, resnet_onnx):
+    work = tmp_path_factory.mktemp("finished")
+    profile = work / "fast.toml"
+    profile.write_text('name = "fast-local"\nextends = "local-cpu"\n' + FAST_MEASUREMENT)
+    out = work / "run"
+    proc = run_cli("search", resnet_onnx, "--profile", profile, "--budget-ms", "0.0001", "--trials", "3",
+                   "--no-predictor", "--out", out)
+    assert proc.returncode == 3, proc.stderr
+    return out
+
+
+def test_resume_refuses_options_that_would_change_the_answer(finished_run):
+    proc = run_cli("search", "--resume", finished_run, "--budget-ms", "5")
+    message = " ".join(proc.stderr.split())
+    assert proc.returncode == 1 and "--resume repeats the stored run exactly, so it takes no --budget-ms" in message
+
+
+def test_resuming_a_finished_run_reports_it_without_measuring_again(finished_run):
+    before = (finished_run / "manifest.json").stat().st_mtime_ns
+    proc = run_cli("search", "--resume", finished_run)
+    assert (proc.returncode, (finished_run / "manifest.json").stat().st_mtime_ns) == (3, before), proc.stderr
+
+
+def test_progress_to_a_pipe_is_timestamped_lines_per_phase(over_budget_apply):
+    proc, _ = over_budget_apply
+    phases = [line for line in proc.stderr.splitlines() if "] == " in line]
+    assert any(line.endswith("== measuring the uncompressed model") for line in phases), proc.stderr
