@@ -27,7 +27,7 @@ import torch  # noqa: E402
 from edgeslim.measure import LocalRunner  # noqa: E402
 from edgeslim.pool import BoardPool  # noqa: E402
 from edgeslim.ssh import SSHRunner  # noqa: E402
-from tests.conftest import make_resnet  # noqa: E402
+from tests.models import make_resnet  # noqa: E402
 from tests.sshd import keygen, make_sshd  # noqa: E402
 
 PROTOCOL = {"warmup": 5, "min_runs": 30, "min_seconds": 0.5, "max_seconds": 30, "max_cv": 10.0}

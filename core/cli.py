@@ -163,8 +163,8 @@ def _finish(manifest: dict[str, Any], out_dir: str, as_json: bool) -> None:
                 f"no candidate met the budget of {manifest['budget']['latency_ms']:.3f} ms; the fastest was "
                 f"{fastest['key']} at {fastest['latency']['p50_ms']:.3f} ms p50 ({fastest['artifact']}), "
                 f"see {out_dir}/manifest.json")
-        raise BudgetNotMet(f"no candidate met the budget of {manifest['budget']['latency_ms']:.3f} ms and none "
-                           f"could be measured; see {out_dir}/report.md")
+        raise BudgetNotMet(f"no candidate met the budget of {manifest['budget']['latency_ms']:.3f} ms, and none "
+                           f"measured faster than the original model; see {out_dir}/report.md")
 
 
 def _run_search(config: Any, as_json: bool) -> None:

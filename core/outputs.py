@@ -111,7 +111,9 @@ def write_outputs(session: SearchSession, answer: CandidateRecord | None, verifi
                   "".join(json.dumps(r.to_dict(), sort_keys=True) + "\n" for r in records))
     baseline = session.baseline
     measured = [r for r in records if session.latency_of(r) is not None and r.key != baseline.key]
-    fastest = min(measured, key=lambda r: session.latency_of(r) or 0.0) if measured else None
+    # a candidate slower than the original is no one's "fastest": the speed-up gate dropped it
+    faster = [r for r in measured if r.status != "not_faster"]
+    fastest = min(faster, key=lambda r: session.latency_of(r) or 0.0) if faster else None
     most_accurate = min(measured, key=session.metric_drop) if measured else None
     best = _best_section(session, answer, verification, fastest)
     config, profile, target = session.config, session.profile, session.target

@@ -68,7 +68,7 @@ def write_report(run_dir: Path, manifest: dict[str, Any], records: list[dict[str
                      f"[{fmt(v['reference_min_ms'])}-{fmt(v['reference_max_ms'])}], best "
                      f"{fmt(v['candidate_p50_ms'])} ms [{fmt(v['candidate_min_ms'])}-{fmt(v['candidate_max_ms'])}]"
                      f", speed-up {1 / v['ratio']:.2f}x")
-    lines += [f"- best plan: {plan_text(best.get('plan'))}", f"- metric: {manifest['metric']['description']}",
+    lines += [f"- {plan_label(best)}: {plan_text(best.get('plan'))}", f"- metric: {manifest['metric']['description']}",
               f"- {_predictor_text(manifest)}", ""]
     if manifest["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in manifest["notes"]] + [""]
@@ -103,6 +103,11 @@ def summary_table(manifest: dict[str, Any]) -> Table:
     return table
 
 
+def plan_label(best: dict[str, Any]) -> str:
+    """What the plan shown is: the answer, or only the fastest candidate when nothing met the budget."""
+    return "best plan" if best.get("meets_budget") else "fastest candidate's plan (budget missed, not an answer)"
+
+
 def load_manifest(run_dir: Path) -> dict[str, Any]:
     path = run_dir / "manifest.json"
     if not path.is_file():
@@ -119,7 +124,7 @@ def print_report(run_dir: Path, console: Console) -> dict[str, Any]:
         return _print_multi(run_dir, manifest, console)
     console.print(summary_table(manifest))
     best = manifest["best"]
-    console.print(f"best plan: {escape(plan_text(best.get('plan')))}", highlight=False)
+    console.print(f"{plan_label(best)}: {escape(plan_text(best.get('plan')))}", highlight=False)
     if runs := _device_runs_text(manifest):
         console.print(runs, highlight=False)
     for note in manifest.get("notes", []):
@@ -133,7 +138,8 @@ def _print_multi(run_dir: Path, manifest: dict[str, Any], console: Console) -> d
     for name, device in manifest["devices"].items():
         sub = load_manifest(run_dir / device["run_dir"])
         console.print(summary_table(sub))
-        console.print(f"{escape(name)}: best plan: {escape(plan_text(sub['best'].get('plan')))}", highlight=False)
+        console.print(f"{escape(name)}: {plan_label(sub['best'])}: {escape(plan_text(sub['best'].get('plan')))}",
+                      highlight=False)
         if runs := _device_runs_text(sub):
             console.print(f"{escape(name)}: {runs}", highlight=False)
         write_html_report(run_dir / device["run_dir"], sub, load_records(run_dir / device["run_dir"]))
