@@ -250,3 +250,14 @@ def test_progress_to_a_pipe_is_timestamped_lines_per_phase(over_budget_apply):
     proc, _ = over_budget_apply
     phases = [line for line in proc.stderr.splitlines() if "] == " in line]
     assert any(line.endswith("== measuring the uncompressed model") for line in phases), proc.stderr
+
+
+def test_a_missed_budgets_report_does_not_call_the_fastest_plan_the_best(finished_run):
+    text = " ".join(run_cli("report", finished_run).stdout.split())
+    assert "best plan:" not in text and "fastest candidate's plan (budget missed, not an answer)" in text
+
+
+def test_the_fastest_named_when_the_budget_is_missed_was_faster_than_the_original(finished_run):
+    manifest = json.loads((finished_run / "manifest.json").read_text())
+    records = {r["key"]: r for r in map(json.loads, (finished_run / "candidates.jsonl").open())}
+    assert records[manifest["fastest"]["key"]]["status"] == "measured"
