@@ -66,12 +66,7 @@ def profiles(name: str | None, as_json: bool) -> None:
     from edgeslim.profile import builtin_profile_names, load_profile
 
     if name:
-        profile = load_profile(name, allow_template=True)
-        data = profile.model_dump(mode="json")
-        if as_json:
-            click.echo(json.dumps(data, indent=2))
-        else:
-            out_console.print_json(json.dumps(data))
+        _show_profile(load_profile(name, allow_template=True), as_json)
         return
     loaded = [load_profile(n, allow_template=True) for n in builtin_profile_names()]
     if as_json:
@@ -87,6 +82,30 @@ def profiles(name: str | None, as_json: bool) -> None:
     out_console.print(table)
 
 
+def _show_profile(profile: Any, as_json: bool) -> None:
+    """One profile, resolved, its target options validated by the target and listed with what they mean."""
+    from edgeslim.host import load_registry
+
+    target_cls = load_registry().targets.get(profile.target.name)
+    if target_cls is None:
+        raise EdgeslimError(f"profile {profile.source}: target.name: unknown target {profile.target.name!r}")
+    settings = target_cls.check_options(profile.target.options(), profile.source)
+    data = profile.model_dump(mode="json")
+    data["target"] = {"name": profile.target.name, **settings.model_dump(mode="json")}
+    options = target_cls.describe_options()
+    if as_json:
+        click.echo(json.dumps({**data, "target_options": options}, indent=2, default=str))
+        return
+    out_console.print_json(json.dumps(data, default=str))
+    table = Table(title=f"[target] options of {target_cls.name}")
+    for col in ("option", "value here", "default", "type", "meaning"):
+        table.add_column(col, overflow="fold")
+    for o in options:
+        table.add_row(o["name"], escape(str(data["target"].get(o["name"]))), escape(str(o["default"])),
+                      escape(o["type"]), escape(o["description"]))
+    out_console.print(table)
+
+
 @cli.command()
 @click.option("--profile", "profile_ref", default="local-cpu", show_default=True)
 @click.option("--accept-new-host-keys", is_flag=True,
@@ -95,9 +114,14 @@ def profiles(name: str | None, as_json: bool) -> None:
 def doctor(profile_ref: str, accept_new_host_keys: bool, as_json: bool) -> None:
     """Check every device of a profile: connection, host key, Python, runtime, governor, temperature, space."""
     from edgeslim.doctor import diagnose
+    from edgeslim.host import load_registry
     from edgeslim.profile import load_profile
 
-    report = diagnose(load_profile(profile_ref), accept_new_host_keys=accept_new_host_keys)
+    profile = load_profile(profile_ref)
+    target_cls = load_registry().targets.get(profile.target.name)
+    if target_cls is not None:  # a typo in [target] is a problem doctor names, before connecting anywhere
+        target_cls.check_options(profile.target.options(), profile.source)
+    report = diagnose(profile, accept_new_host_keys=accept_new_host_keys)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

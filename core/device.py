@@ -70,4 +70,4 @@ def target_for_profile(profile: Profile, targets: dict[str, type[Target]]) -> Ta
     ok, why = target_cls.available()
     if not ok:
         raise EdgeslimError(f"target {target_cls.name} is not available here: {why}")
-    return target_cls.from_options(profile.target.options())
+    return target_cls.from_options(profile.target.options(), profile.source)

@@ -63,12 +63,25 @@ class Target(abc.ABC):
         return True, ""
 
     @classmethod
-    def from_options(cls, options: dict[str, Any]) -> Target:
+    def from_options(cls, options: dict[str, Any], source: str = "") -> Target:
+        return cls(cls.check_options(options, source))
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any], source: str = "") -> BaseModel:
+        """The profile's ``[target]`` options validated; a wrong one names the profile file and the field."""
         try:
-            settings = cls.Settings.model_validate(options)
+            return cls.Settings.model_validate(options)
         except ValidationError as exc:
-            raise EdgeslimError(f"profile: {describe_validation_error(exc, prefix='target')}") from None
-        return cls(settings)
+            hint = f"`edgeslim profiles NAME` lists {cls.name}'s options"
+            detail = describe_validation_error(exc, prefix="target", unknown_hint=hint)
+            raise EdgeslimError(f"profile {source or '(given)'}: {detail}") from None
+
+    @classmethod
+    def describe_options(cls) -> list[dict[str, Any]]:
+        """Every option a profile's ``[target]`` may set: name, type, default, description."""
+        return [{"name": name, "type": getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", ""),
+                 "default": f.get_default(call_default_factory=True), "description": f.description or ""}
+                for name, f in cls.Settings.model_fields.items()]
 
     def scoring_settings(self) -> dict[str, Any]:
         """The settings that change the artifact or its arithmetic on the host (not merely how fast the device

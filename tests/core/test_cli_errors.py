@@ -140,3 +140,17 @@ def test_a_failed_start_leaves_no_run_directory(tmp_path: Path, resnet_onnx: Pat
     np.savez(calib, images=np.zeros((4, 3, 64, 64), np.float32))
     run_cli("search", resnet_onnx, "--calib", calib, "--out", tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("command", [("profiles",), ("doctor", "--profile")])
+def test_a_target_option_typo_is_refused_naming_the_file(tmp_path: Path, command: tuple[str, ...]):
+    profile = tmp_path / "typo.toml"
+    profile.write_text('name = "typo"\nextends = "local-cpu"\n[target]\nthread = 2\n')
+    proc = run_cli(*command, profile)
+    assert_clean_failure(proc, f"profile {profile}: target.thread: unknown field")
+
+
+def test_profiles_lists_the_targets_options_with_their_meaning():
+    proc = run_cli("profiles", "local-cpu", "--json")
+    options = {o["name"]: o for o in __import__("json").loads(proc.stdout)["target_options"]}
+    assert options["threads"]["description"] == "intra-op threads; 0 lets ONNX Runtime choose"
