@@ -34,10 +34,25 @@ def resolve_model_ref(ref: str, run_dir: Path, input_shapes: dict[str, list[int]
                 raise EdgeslimError(f"{ref} looks like Python; a task file must end in .py")
         return load_onnx_source(Path(ref), run_dir, input_shapes, calib), None, calib
     if isinstance(task.model, (str, Path)):
-        source = load_onnx_source(Path(task.model), run_dir, input_shapes, None)
+        source = load_onnx_source(Path(task.model), run_dir, input_shapes or _example_shape(task), None)
     else:
         source = torch_source(task.model, np.asarray(task.example_input, dtype=np.float32), run_dir, task.input_name)
     return source, task, calib
+
+
+def _example_shape(task: Task) -> dict[str, list[int]]:
+    """A task's ONNX model with symbolic dimensions takes its input shape from the task's ``example_input``."""
+    import onnx
+
+    from edgeslim.model import graph_inputs
+
+    try:
+        inputs = graph_inputs(onnx.load(str(task.model), load_external_data=False))
+    except Exception:  # noqa: BLE001 (load_onnx_source reports an unreadable model properly)
+        return {}
+    if len(inputs) != 1 or task.example_input is None:
+        return {}
+    return {inputs[0].name: [int(d) for d in np.asarray(task.example_input).shape]}
 
 
 def load_calib(path: str) -> dict[str, np.ndarray]:

@@ -261,3 +261,20 @@ def test_the_fastest_named_when_the_budget_is_missed_was_faster_than_the_origina
     manifest = json.loads((finished_run / "manifest.json").read_text())
     records = {r["key"]: r for r in map(json.loads, (finished_run / "candidates.jsonl").open())}
     assert records[manifest["fastest"]["key"]]["status"] == "measured"
+
+
+def test_a_task_whose_onnx_model_has_symbolic_dimensions_takes_the_example_inputs_shape(tmp_path, symbolic_onnx,
+                                                                                          fast_profile):
+    task = tmp_path / "onnx_task.py"
+    task.write_text(f"""
+import numpy as np
+import edgeslim
+
+
+def make_task():
+    x = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+    return edgeslim.Task(model={str(symbolic_onnx)!r}, example_input=x[:1], eval_data=(x, np.arange(16) % 10))
+""")
+    proc = run_cli("search", task, "--profile", fast_profile, "--budget-ms", "0.0001", "--trials", "2",
+                   "--no-predictor", "--out", tmp_path / "run", "--json")
+    assert proc.returncode == 3, proc.stderr
