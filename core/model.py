@@ -115,6 +115,20 @@ def parse_input_shapes(items: tuple[str, ...] | list[str]) -> dict[str, list[int
     return shapes
 
 
+def _first_line(exc: BaseException, limit: int = 300) -> str:
+    """An exception's first line, shortened at a word boundary (never mid-word)."""
+    line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    if len(line) <= limit:
+        return line
+    return line[:limit].rsplit(" ", 1)[0] + " ..."
+
+
+def _missing_external_data(model: onnx.ModelProto, path: Path) -> list[str]:
+    wanted = {entry.value for init in model.graph.initializer if init.data_location == onnx.TensorProto.EXTERNAL
+              for entry in init.external_data if entry.key == "location"}
+    return sorted(name for name in wanted if not (path.parent / name).is_file())
+
+
 def read_onnx(path: Path) -> onnx.ModelProto:
     """Load and check an ONNX file; every way it can be broken becomes a one-line reason."""
     if not path.exists():
@@ -123,20 +137,33 @@ def read_onnx(path: Path) -> onnx.ModelProto:
         raise EdgeslimError(f"model path is a directory, not an ONNX file: {path}")
     if path.stat().st_size == 0:
         raise EdgeslimError(f"{path} is empty, not an ONNX model")
+    if path.suffix in (".pt", ".pth", ".ckpt", ".bin", ".safetensors"):
+        raise EdgeslimError(f"{path} is a {path.suffix} file, not ONNX: for a torch model write a task file "
+                            "(TASK.py with make_task() returning edgeslim.Task(model=..., example_input=..., "
+                            "eval_data=...); see the README's 'Task files'), or export it to ONNX first")
     try:
-        model = onnx.load(str(path))
+        model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise EdgeslimError(
-            f"{path} is not a readable ONNX model ({type(exc).__name__}: {str(exc).splitlines()[0][:120]}); "
-            "the file may be truncated or in another format"
+            f"{path} is not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)}); "
+            "the file may be truncated or in another format (a torch checkpoint belongs in a task file)"
         ) from None
+    missing = _missing_external_data(model, path)
+    if missing:
+        raise EdgeslimError(f"{path} keeps its weights in external data file(s) that are not beside it: "
+                            f"{', '.join(missing)}; copy them next to the .onnx file (same folder, same names)")
+    try:
+        onnx.load_external_data_for_model(model, str(path.parent))
+    except Exception as exc:
+        raise EdgeslimError(f"{path}: its external data cannot be read ({type(exc).__name__}: "
+                            f"{_first_line(exc)})") from None
     if model.ir_version <= 0 or len(model.graph.node) == 0 or not model.opset_import:
         raise EdgeslimError(f"{path} is not an ONNX model (no graph nodes or opset after parsing; is it truncated "
                             "or another format?)")
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise EdgeslimError(f"{path} fails the ONNX checker: {str(exc).splitlines()[0][:200]}") from None
+        raise EdgeslimError(f"{path} fails the ONNX checker: {_first_line(exc)}") from None
     return model
 
 

@@ -154,3 +154,25 @@ def test_profiles_lists_the_targets_options_with_their_meaning():
     proc = run_cli("profiles", "local-cpu", "--json")
     options = {o["name"]: o for o in __import__("json").loads(proc.stdout)["target_options"]}
     assert options["threads"]["description"] == "intra-op threads; 0 lets ONNX Runtime choose"
+
+
+def test_an_onnx_file_without_its_external_data_names_the_missing_file(tmp_path: Path):
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((64, 64), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["y"], name="mm")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 64])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 64])], [weight])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
+    onnx.save(model, str(tmp_path / "m.onnx"), save_as_external_data=True, location="m.onnx.data", size_threshold=0)
+    (tmp_path / "m.onnx.data").unlink()
+    proc = run_cli("search", tmp_path / "m.onnx", "--out", tmp_path / "out")
+    assert_clean_failure(proc, "keeps its weights in external data file(s) that are not beside it: m.onnx.data")
+
+
+def test_a_torch_checkpoint_points_to_task_files(tmp_path: Path):
+    checkpoint = tmp_path / "model.pt"
+    checkpoint.write_bytes(b"PK\x03\x04not really a checkpoint")
+    proc = run_cli("search", checkpoint, "--out", tmp_path / "out")
+    assert_clean_failure(proc, "is a .pt file, not ONNX: for a torch model write a task file")
