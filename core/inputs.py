@@ -10,6 +10,7 @@ import numpy as np
 from edgeslim.errors import EdgeslimError
 from edgeslim.model import ModelSource, load_onnx_source, torch_source
 from edgeslim.task import Task, load_task
+from edgeslim.torch_twin import attach_torch_twin
 
 CALIBRATION_SAMPLES = 128
 SYNTHETIC_SAMPLES = 16
@@ -32,9 +33,12 @@ def resolve_model_ref(ref: str, run_dir: Path, input_shapes: dict[str, list[int]
             head = Path(ref).read_bytes()[:64]
             if head.lstrip().startswith((b"import", b"from", b"#", b"def")):
                 raise EdgeslimError(f"{ref} looks like Python; a task file must end in .py")
-        return load_onnx_source(Path(ref), run_dir, input_shapes, calib), None, calib
+        source = load_onnx_source(Path(ref), run_dir, input_shapes, calib)
+        attach_torch_twin(source)
+        return source, None, calib
     if isinstance(task.model, (str, Path)):
         source = load_onnx_source(Path(task.model), run_dir, input_shapes or _example_shape(task), None)
+        attach_torch_twin(source)
     else:
         source = torch_source(task.model, np.asarray(task.example_input, dtype=np.float32), run_dir, task.input_name)
     return source, task, calib

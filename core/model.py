@@ -115,7 +115,7 @@ def parse_input_shapes(items: tuple[str, ...] | list[str]) -> dict[str, list[int
     return shapes
 
 
-def _first_line(exc: BaseException, limit: int = 300) -> str:
+def first_line(exc: BaseException, limit: int = 300) -> str:
     """An exception's first line, shortened at a word boundary (never mid-word)."""
     line = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
     if len(line) <= limit:
@@ -145,7 +145,7 @@ def read_onnx(path: Path) -> onnx.ModelProto:
         model = onnx.load(str(path), load_external_data=False)
     except Exception as exc:
         raise EdgeslimError(
-            f"{path} is not a readable ONNX model ({type(exc).__name__}: {_first_line(exc)}); "
+            f"{path} is not a readable ONNX model ({type(exc).__name__}: {first_line(exc)}); "
             "the file may be truncated or in another format (a torch checkpoint belongs in a task file)"
         ) from None
     missing = _missing_external_data(model, path)
@@ -156,14 +156,14 @@ def read_onnx(path: Path) -> onnx.ModelProto:
         onnx.load_external_data_for_model(model, str(path.parent))
     except Exception as exc:
         raise EdgeslimError(f"{path}: its external data cannot be read ({type(exc).__name__}: "
-                            f"{_first_line(exc)})") from None
+                            f"{first_line(exc)})") from None
     if model.ir_version <= 0 or len(model.graph.node) == 0 or not model.opset_import:
         raise EdgeslimError(f"{path} is not an ONNX model (no graph nodes or opset after parsing; is it truncated "
                             "or another format?)")
     try:
         onnx.checker.check_model(model)
     except Exception as exc:
-        raise EdgeslimError(f"{path} fails the ONNX checker: {_first_line(exc)}") from None
+        raise EdgeslimError(f"{path} fails the ONNX checker: {first_line(exc)}") from None
     return model
 
 
@@ -266,78 +266,7 @@ def load_onnx_source(
         raise EdgeslimError(f"{path}: ONNX Runtime cannot load it: {str(exc).splitlines()[0][:200]}") from None
     source = ModelSource(kind="onnx", onnx_path=normalized, inputs=specs, layers=onnx_layers(model),
                          fingerprint=file_sha256(path))
-    attach_torch_twin(source)
     return source
-
-
-def _import_onnx2torch() -> Any:
-    """onnx2torch imports torchvision for its NMS/RoIAlign converters only; torchvision cannot be installed
-    beside the CPU torch build, so a stand-in that refuses those two ops is enough for everything else."""
-    import sys
-    import types
-
-    try:
-        import torchvision  # noqa: F401
-    except ImportError:
-        stand_in = types.ModuleType("torchvision")
-        ops = types.ModuleType("torchvision.ops")
-
-        def unavailable(*args: Any, **kwargs: Any) -> Any:
-            raise EdgeslimError("this graph uses NonMaxSuppression/RoIAlign, which need torchvision")
-
-        ops.nms = ops.batched_nms = ops.roi_align = unavailable
-        stand_in.ops = ops
-        sys.modules.setdefault("torchvision", stand_in)
-        sys.modules.setdefault("torchvision.ops", ops)
-    import onnx2torch
-
-    return onnx2torch
-
-
-def attach_torch_twin(source: ModelSource) -> None:
-    """Give an ONNX model a torch twin (onnx2torch) so structured techniques can work on it; the twin must
-    compute the same outputs and call its Conv/Linear layers in the graph's order, or it is not used."""
-    if len(source.inputs) != 1 or not source.inputs[0].dtype.startswith("float"):
-        source.notes.append("structured pruning of ONNX models needs a single float input")
-        return
-    try:
-        import torch
-
-        onnx2torch = _import_onnx2torch()
-    except ImportError:
-        source.notes.append("structured pruning of ONNX models needs torch and onnx2torch "
-                            "(pip install 'edgeslim[torch]')")
-        return
-    example = np.random.default_rng(0).standard_normal(source.inputs[0].shape).astype(np.float32)
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            module = onnx2torch.convert(str(source.onnx_path)).eval()
-            with torch.no_grad():
-                twin_out = module(torch.from_numpy(example))
-        import onnxruntime as ort
-
-        reference = ort.InferenceSession(str(source.onnx_path), providers=["CPUExecutionProvider"]).run(
-            None, {source.inputs[0].name: example})[0]
-        twin = (twin_out[0] if isinstance(twin_out, (list, tuple)) else twin_out).numpy()
-        if twin.shape != reference.shape or not np.allclose(twin, reference, rtol=1e-3, atol=1e-4):
-            raise ValueError("the converted model computes different outputs")
-        trace = torch_layer_trace(module, example)
-    except Exception as exc:
-        source.notes.append(f"structured pruning unavailable for this graph (onnx2torch: {type(exc).__name__}: "
-                            f"{str(exc).splitlines()[0][:160] if str(exc) else ''})")
-        return
-    if len(trace) != len(source.layers):
-        source.notes.append(f"structured pruning unavailable: the converted model has {len(trace)} Conv/Linear "
-                            f"layers, the graph {len(source.layers)} weighted nodes")
-        return
-    for index, (layer, (name, _module, out_shape, macs)) in enumerate(zip(source.layers, trace, strict=True)):
-        layer.module = name
-        layer.macs = macs
-        layer.out_channels = out_shape[1] if len(out_shape) > 1 else None
-        layer.prunable = index < len(trace) - 1
-    source.torch_model = module
-    source.example_input = example
 
 
 # --- torch models -----------------------------------------------------------------------------------------

@@ -74,6 +74,7 @@ class SearchSession:
             if created:  # a start that failed leaves nothing behind (a resumed run keeps its directory)
                 shutil.rmtree(self.run_dir, ignore_errors=True)
             raise
+        self.notes.extend(self.source.notes)  # why a technique is not offered for this model, said where it shows
         self.evaluator: TaskEvaluator | FidelityEvaluator
         if self.task is not None:
             self.evaluator = TaskEvaluator(self.task)

@@ -17,6 +17,7 @@ from edgeslim.model import export_torch, load_onnx_source, torch_source
 from edgeslim.plugins.lowrank import factorize_conv, factorize_linear
 from edgeslim.plugins.pruning import nm_mask, pack_sparse, removable_blocks, unpack_sparse
 from edgeslim.technique import BuildContext
+from edgeslim.torch_twin import attach_torch_twin
 from tests.models import make_resnet
 
 EXAMPLE = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
@@ -210,6 +211,7 @@ def test_onnx_model_gets_structured_pruning_with_least_squares(resnet_onnx, tmp_
     from edgeslim.plugins.recovery import reconstruct_least_squares
 
     src = load_onnx_source(resnet_onnx, tmp_path / "s", {}, None)
+    attach_torch_twin(src)
     assert src.torch_model is not None, src.notes
     tech = load_registry().techniques["pruning"]
     names = [k.layer for k in tech.knobs(src)]

@@ -1,0 +1,63 @@
+"""Bare ONNX models from today's default torch exporter (opset 18+) get a torch twin, so channel pruning works
+on them; where a graph cannot be converted faithfully, the run says why in its notes."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import warnings
+
+import pytest
+
+torch = pytest.importorskip("torch", reason="needs the torch extra: pip install 'edgeslim[torch]'")
+if importlib.util.find_spec("onnx2torch") is None:  # importing it needs edgeslim's torchvision stand-in
+    pytest.skip("needs onnx2torch: pip install --no-deps 'onnx2torch>=1.5'", allow_module_level=True)
+
+from edgeslim.model import load_onnx_source
+from edgeslim.torch_twin import attach_torch_twin
+from tests.conftest import run_cli
+from tests.models import make_resnet
+
+
+@pytest.fixture(scope="module")
+def default_export(tmp_path_factory):
+    """TinyResNet through torch.onnx.export's defaults (the dynamo exporter: opset 18+, ReduceMean-18,
+    Reshape with allowzero=1)."""
+    path = tmp_path_factory.mktemp("default-export") / "resnet.onnx"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(make_resnet(), (torch.randn(1, 3, 32, 32),), str(path), input_names=["images"])
+    return path
+
+
+def test_the_default_exporters_model_gets_a_twin(default_export, tmp_path):
+    source = load_onnx_source(default_export, tmp_path / "s", {}, None)
+    attach_torch_twin(source)
+    assert source.torch_model is not None, source.notes
+
+
+def test_a_search_on_it_prunes_channels(default_export, tmp_path, fast_profile):
+    out = tmp_path / "run"
+    run_cli("search", default_export, "--profile", fast_profile, "--budget-ms", "0.0001", "--trials", "2",
+            "--no-predictor", "--out", out)
+    records = [json.loads(line) for line in (out / "candidates.jsonl").open()]
+    assert any("sparsity" in d for r in records for d in r["plan"]["layers"].values())
+
+
+def test_a_graph_that_cannot_be_converted_says_why(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    # Shrink has no onnx2torch converter: the model gets the ONNX-stage techniques and a note saying so
+    weight = numpy_helper.from_array(np.ones((8, 8), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+                               helper.make_node("Shrink", ["h"], ["y"], name="s")], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
+              str(tmp_path / "e.onnx"))
+    source = load_onnx_source(tmp_path / "e.onnx", tmp_path / "s", {}, None)
+    attach_torch_twin(source)
+    assert any("are not offered for this graph: onnx2torch cannot convert it" in n for n in source.notes), \
+        source.notes
