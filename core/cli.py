@@ -14,6 +14,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from edgeslim.cli_runs import resume, run_multi_devices, run_search, show_profile
 from edgeslim.errors import BudgetNotMet, EdgeslimError
 from edgeslim.progress import reporter_for_stderr
 
@@ -66,7 +67,7 @@ def profiles(name: str | None, as_json: bool) -> None:
     from edgeslim.profile import builtin_profile_names, load_profile
 
     if name:
-        _show_profile(load_profile(name, allow_template=True), as_json)
+        show_profile(load_profile(name, allow_template=True), as_json)
         return
     loaded = [load_profile(n, allow_template=True) for n in builtin_profile_names()]
     if as_json:
@@ -79,30 +80,6 @@ def profiles(name: str | None, as_json: bool) -> None:
         budget = f"{p.budget.latency_ms} ms" if p.budget.latency_ms else f"{p.budget.ratio} x baseline"
         kind = "template (extend with [[boards]])" if p.template else "ready"
         table.add_row(p.name, p.target.name, f"{budget} ({p.budget.statistic})", escape(kind), escape(p.description))
-    out_console.print(table)
-
-
-def _show_profile(profile: Any, as_json: bool) -> None:
-    """One profile, resolved, its target options validated by the target and listed with what they mean."""
-    from edgeslim.host import load_registry
-
-    target_cls = load_registry().targets.get(profile.target.name)
-    if target_cls is None:
-        raise EdgeslimError(f"profile {profile.source}: target.name: unknown target {profile.target.name!r}")
-    settings = target_cls.check_options(profile.target.options(), profile.source)
-    data = profile.model_dump(mode="json")
-    data["target"] = {"name": profile.target.name, **settings.model_dump(mode="json")}
-    options = target_cls.describe_options()
-    if as_json:
-        click.echo(json.dumps({**data, "target_options": options}, indent=2, default=str))
-        return
-    out_console.print_json(json.dumps(data, default=str))
-    table = Table(title=f"[target] options of {target_cls.name}")
-    for col in ("option", "value here", "default", "type", "meaning"):
-        table.add_column(col, overflow="fold")
-    for o in options:
-        table.add_row(o["name"], escape(str(data["target"].get(o["name"]))), escape(str(o["default"])),
-                      escape(o["type"]), escape(o["description"]))
     out_console.print(table)
 
 
@@ -173,85 +150,6 @@ def bench(model: str, profile_ref: str, input_shapes: tuple[str, ...], as_json: 
         raise EdgeslimError(f"measurement {stats.status}: {stats.error}")
 
 
-def _finish(manifest: dict[str, Any], out_dir: str, as_json: bool) -> None:
-    from edgeslim.report import print_report
-
-    if as_json:
-        click.echo(json.dumps(manifest, indent=2))
-    else:
-        print_report(Path(out_dir), out_console)
-    if manifest["status"] != "ok":
-        fastest = manifest.get("fastest")
-        if fastest:
-            raise BudgetNotMet(
-                f"no candidate met the budget of {manifest['budget']['latency_ms']:.3f} ms; the fastest was "
-                f"{fastest['key']} at {fastest['latency']['p50_ms']:.3f} ms p50 ({fastest['artifact']}), "
-                f"see {out_dir}/manifest.json")
-        raise BudgetNotMet(f"no candidate met the budget of {manifest['budget']['latency_ms']:.3f} ms, and none "
-                           f"measured faster than the original model; see {out_dir}/report.md")
-
-
-def _run_search(config: Any, as_json: bool) -> None:
-    from edgeslim.search import SearchSession
-
-    with reporter_for_stderr() as reporter:
-        session = SearchSession(config, reporter)
-        manifest = session.run()
-    _finish(manifest, config.out_dir, as_json)
-
-
-def _run_multi(config: Any, profiles: list[str], as_json: bool) -> None:
-    from edgeslim.multi import run_multi
-    from edgeslim.report import print_report
-
-    with reporter_for_stderr() as reporter:
-        manifest = run_multi(config, profiles, reporter)
-    if as_json:
-        click.echo(json.dumps(manifest, indent=2))
-    else:
-        print_report(Path(config.out_dir), out_console)
-    missed = [name for name, d in manifest["devices"].items() if d["status"] != "ok"]
-    if missed:
-        raise BudgetNotMet(f"no candidate met the budget on {', '.join(missed)}; see {config.out_dir}/report.md")
-
-
-def _resume(model: str | None, resume_dir: str, as_json: bool) -> None:
-    """``--resume DIR`` repeats the stored run exactly: options that would change its answer are refused (not
-    silently ignored), and a finished run is reported, not run again."""
-    from edgeslim.config import SearchConfig
-
-    if model:
-        raise EdgeslimError("--resume DIR repeats the stored run; do not give MODEL as well")
-    context = click.get_current_context()
-    given = [f"--{name.replace('_', '-')}" for name in context.params
-             if name not in ("resume_dir", "as_json", "model")
-             and context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
-    if given:
-        raise EdgeslimError(f"--resume repeats the stored run exactly, so it takes no {', '.join(given)}; to change "
-                            f"them, start a new run with --out (the stored settings are in {resume_dir}/run.json)")
-    if not Path(resume_dir).is_dir():
-        raise EdgeslimError(f"--resume {resume_dir}: no such run directory")
-    config = SearchConfig.load(Path(resume_dir) / "run.json")
-    config.out_dir = resume_dir
-    if (Path(resume_dir) / "manifest.json").is_file():
-        from edgeslim.report import load_manifest
-
-        # finished: nothing to resume; report it as it stands, with its exit status
-        manifest = load_manifest(Path(resume_dir))
-        if not manifest.get("multi_device"):
-            _finish(manifest, resume_dir, as_json)
-            return
-        from edgeslim.report import print_report
-
-        click.echo(json.dumps(manifest, indent=2)) if as_json else print_report(Path(resume_dir), out_console)
-        if manifest["status"] != "ok":
-            raise BudgetNotMet(f"no candidate met the budget on every device; see {resume_dir}/report.md")
-    elif len(config.profiles) > 1:
-        _run_multi(config, config.profiles, as_json)
-    else:
-        _run_search(config, as_json)
-
-
 def recovery_options(func: Any) -> Any:
     """The recovery options shared by ``search`` and ``apply``."""
     func = click.option("--distill-feature", "distill_features", multiple=True, metavar="STUDENT=TEACHER",
@@ -279,7 +177,7 @@ def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) 
 @click.option("--budget-ratio", type=float, help="budget as a fraction of the measured baseline (overrides)")
 @click.option("--calib", type=str, help="calibration inputs: .npz with one array per model input")
 @click.option("--input-shape", "input_shapes", multiple=True, help="NAME=1,3,320,320 (repeatable)")
-@click.option("--strategy", default="greedy", show_default=True, help="greedy, tpe or nsga2 (Optuna)")
+@click.option("--strategy", default="greedy", show_default=True, help="greedy, knapsack, tpe or nsga2 (Optuna)")
 @click.option("--storage", type=str, help="Optuna storage URL for tpe/nsga2 (default: SQLite in the run dir)")
 @click.option("--trial-grace", "trial_grace_s", type=click.FloatRange(min=3), default=120.0, show_default=True,
               help="tpe/nsga2: seconds without a worker's heartbeat before its running trial is retried")
@@ -306,7 +204,7 @@ def search(model: str | None, profile_refs: tuple[str, ...], budget_ms: float | 
     from edgeslim.config import SearchConfig
 
     if resume_dir:
-        _resume(model, resume_dir, as_json)
+        resume(model, resume_dir, as_json)
         return
     profiles = list(profile_refs) or ["local-cpu"]
     if not model:
@@ -336,9 +234,9 @@ def search(model: str | None, profile_refs: tuple[str, ...], budget_ms: float | 
         raise EdgeslimError(f"--out {config.out_dir} already holds a finished run; choose another directory "
                             "(or --resume it)")
     if len(profiles) > 1:
-        _run_multi(config, profiles, as_json)
+        run_multi_devices(config, profiles, as_json)
     else:
-        _run_search(config, as_json)
+        run_search(config, as_json)
 
 
 @cli.command()
@@ -414,7 +312,7 @@ def demo(out_dir: str | None, trials: int, as_json: bool) -> None:
                           budget_ratio=0.5, trials=trials)
     if not as_json:
         err_console.print(f"edgeslim demo: digits CNN, budget 0.5 x measured FP32 latency, run dir {config.out_dir}")
-    _run_search(config, as_json)
+    run_search(config, as_json)
 
 
 def main(argv: list[str] | None = None) -> None:
