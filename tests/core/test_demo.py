@@ -4,6 +4,9 @@ import json
 
 import pytest
 
+pytest.importorskip("torch", reason="the demo trains a torch model: pip install 'edgeslim[torch]'")
+pytest.importorskip("sklearn", reason="the demo uses scikit-learn's digits: pip install 'edgeslim[torch]'")
+
 from edgeslim.measure import LocalRunner, compare_interleaved
 from edgeslim.profile import load_profile
 from tests.conftest import run_cli

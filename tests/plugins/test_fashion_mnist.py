@@ -5,6 +5,8 @@ from pathlib import Path
 
 import pytest
 
+pytest.importorskip("torch", reason="the reference tasks are torch models: pip install 'edgeslim[torch]'")
+
 from edgeslim.errors import EdgeslimError
 from tests.conftest import run_cli
 
