@@ -308,8 +308,10 @@ def demo(out_dir: str | None, trials: int, as_json: bool) -> None:
     """The embedded default: a CNN on scikit-learn's digits, budget half its FP32 latency, this machine."""
     from edgeslim.config import SearchConfig
 
+    # final_epochs=0: the demo's network recovers fully within the search (its answers score as the original
+    # does); a longer final recovery would only add minutes to the first command a user runs
     config = SearchConfig(model="builtin:demo", profile="local-cpu", out_dir=out_dir or _default_out("builtin:demo"),
-                          budget_ratio=0.5, trials=trials)
+                          budget_ratio=0.5, trials=trials, final_epochs=0)
     if not as_json:
         err_console.print(f"edgeslim demo: digits CNN, budget 0.5 x measured FP32 latency, run dir {config.out_dir}")
     run_search(config, as_json)

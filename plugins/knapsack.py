@@ -59,6 +59,9 @@ class KnapsackAllocation(Strategy):
         drops: dict[tuple, float] = {}
         for o in offered:
             knob, floor = o.knob, 0.0
+            if search.time_left() == 0.0:
+                search.note("--time-budget spent during the sensitivity phase: the remaining moves are not offered")
+                break
             for level in knob.levels[1:]:
                 record = search.score(set_knob(base, knob.layer, knob.name, level, knob.levels[0]), one_shot=True)
                 search.progress(f"{knob.layer or 'model'} {knob.name}={level}")
