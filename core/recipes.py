@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeslim.plan import Plan, empty_plan, set_knob
-from edgeslim.strategy import SearchAPI
+from edgeslim.strategy import OfferedKnob, SearchAPI
 from edgeslim.technique import Knob
 
 #: a gated technique must be at least 3% faster than the baseline to stay
@@ -110,3 +110,22 @@ def uniform_recipes(search: SearchAPI, base: Plan, dropped: set[str]) -> list[Re
                 recipes.append(Recipe(f"uniform {name}={level} + {'+'.join(gated)}",
                                       uniform(gated_plan, knobs, index), f"{name} + {'+'.join(gated)}"))
     return recipes
+
+
+def sensitivities(search: SearchAPI, base: Plan, offered: list[OfferedKnob], one_shot: bool = False
+                  ) -> list[tuple[OfferedKnob, Any, float]]:
+    """(knob, level, metric drop) of every single move (one layer, one knob, one level) scored on the host, in
+    knob order; a deeper level never costs less than a shallower one of the same knob. Stops offering moves
+    once ``--time-budget`` is spent."""
+    found = []
+    for o in offered:
+        knob, floor = o.knob, 0.0
+        if search.time_left() == 0.0:
+            search.note("--time-budget spent during the sensitivity phase: the remaining moves are not offered")
+            break
+        for level in knob.levels[1:]:
+            record = search.score(set_knob(base, knob.layer, knob.name, level, knob.levels[0]), one_shot=one_shot)
+            search.progress(f"{knob.layer or 'model'} {knob.name}={level}")
+            floor = max(floor, search.metric_drop(record))
+            found.append((o, level, floor))
+    return found

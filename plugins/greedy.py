@@ -27,7 +27,7 @@ from typing import Any
 
 from edgeslim import hookimpl
 from edgeslim.plan import Plan, set_knob
-from edgeslim.recipes import best_accuracy_variants, speed_gate
+from edgeslim.recipes import best_accuracy_variants, sensitivities, speed_gate
 from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy
 
 
@@ -75,18 +75,8 @@ class GreedySensitivity(Strategy):
     def _sensitivity(search: SearchAPI, base: Plan, offered: list[OfferedKnob]) -> list[Move]:
         """Every single move scored on the host, ordered least sensitive first."""
         search.phase("per-layer sensitivity (scored on the host)")
-        moves: list[Move] = []
-        for o in offered:
-            knob, floor = o.knob, 0.0
-            if search.time_left() == 0.0:
-                search.note("--time-budget spent during the sensitivity phase: the remaining moves are not offered")
-                break
-            for level in knob.levels[1:]:
-                record = search.score(set_knob(base, knob.layer, knob.name, level, knob.levels[0]))
-                search.progress(f"{knob.layer} {knob.name}={level}")
-                # a deeper level is never ranked before a shallower one of the same knob
-                floor = max(floor, search.metric_drop(record))
-                moves.append(Move(knob.layer, knob.name, level, knob.levels[0], floor, o.owner))
+        moves = [Move(o.knob.layer, o.knob.name, level, o.knob.levels[0], drop, o.owner)
+                 for o, level, drop in sensitivities(search, base, offered)]
         # stable sort: equal sensitivities keep knob order, so a deeper level stays after a shallower one
         return sorted(moves, key=lambda m: m.sensitivity)
 

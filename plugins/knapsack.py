@@ -23,7 +23,7 @@ from typing import Any
 from edgeslim import hookimpl
 from edgeslim.allocation import Group, Option, solve
 from edgeslim.plan import Plan, set_knob
-from edgeslim.recipes import best_accuracy_variants, speed_gate, uniform_recipes
+from edgeslim.recipes import best_accuracy_variants, sensitivities, speed_gate, uniform_recipes
 from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy, TrialsExhausted
 
 #: allocation rounds (each one measured candidate) after the recipes
@@ -56,18 +56,8 @@ class KnapsackAllocation(Strategy):
     def _sensitivity(search: SearchAPI, base: Plan, offered: list[OfferedKnob]) -> dict[tuple, float]:
         """{(layer, knob, level): metric drop} of every single move, one-shot; a deeper level never costs less."""
         search.phase("per-layer sensitivity (one-shot, scored on the host)")
-        drops: dict[tuple, float] = {}
-        for o in offered:
-            knob, floor = o.knob, 0.0
-            if search.time_left() == 0.0:
-                search.note("--time-budget spent during the sensitivity phase: the remaining moves are not offered")
-                break
-            for level in knob.levels[1:]:
-                record = search.score(set_knob(base, knob.layer, knob.name, level, knob.levels[0]), one_shot=True)
-                search.progress(f"{knob.layer or 'model'} {knob.name}={level}")
-                floor = max(floor, search.metric_drop(record))
-                drops[(knob.layer, knob.name, level)] = floor
-        return drops
+        return {(o.knob.layer, o.knob.name, level): drop
+                for o, level, drop in sensitivities(search, base, offered, one_shot=True)}
 
     @staticmethod
     def _recipes(search: SearchAPI, base: Plan, dropped: set[str]) -> dict[str, float]:

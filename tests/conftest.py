@@ -48,12 +48,16 @@ def symbolic_onnx(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture
-def fast_profile(tmp_path) -> Path:
+def write_fast_profile(folder: Path) -> Path:
     """local-cpu with a short measurement protocol (the tests check behaviour, benchmarks check speed)."""
-    path = tmp_path / "fast.toml"
+    path = folder / "fast.toml"
     path.write_text('name = "fast-local"\nextends = "local-cpu"\n' + FAST_MEASUREMENT)
     return path
+
+
+@pytest.fixture
+def fast_profile(tmp_path) -> Path:
+    return write_fast_profile(tmp_path)
 
 
 DIGITS_TASK = '''

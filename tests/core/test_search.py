@@ -16,7 +16,7 @@ import pytest
 
 from edgeslim.measure import LocalRunner, compare_interleaved
 from edgeslim.profile import load_profile
-from tests.conftest import FAST_MEASUREMENT, run_cli
+from tests.conftest import run_cli, write_fast_profile
 
 MANIFEST_FIELDS = [
     ("profile",), ("target",), ("budget", "latency_ms"), ("baseline", "latency", "p50_ms"),
@@ -155,9 +155,7 @@ def test_apply_refuses_a_plan_naming_a_layer_the_model_lacks(tmp_path, resnet_on
 def over_budget_apply(tmp_path_factory, resnet_onnx):
     """``edgeslim apply`` of a plan whose model cannot meet a 1 microsecond budget."""
     work = tmp_path_factory.mktemp("over-budget")
-    profile = work / "fast.toml"
-    profile.write_text('name = "fast-local"\n[target]\nname = "onnxruntime"\n[budget]\nratio = 0.5\n'
-                       + FAST_MEASUREMENT)
+    profile = write_fast_profile(work)
     plan = work / "plan.json"
     plan.write_text(json.dumps({"layers": {"/stem/stem.0/Conv": {"bits": 8}}, "model": {}}))
     proc = run_cli("apply", resnet_onnx, "--plan", plan, "--profile", profile, "--budget-ms", "0.001",
@@ -225,8 +223,7 @@ def test_pareto_front():
 @pytest.fixture(scope="module")
 def finished_run(tmp_path_factory, resnet_onnx):
     work = tmp_path_factory.mktemp("finished")
-    profile = work / "fast.toml"
-    profile.write_text('name = "fast-local"\nextends = "local-cpu"\n' + FAST_MEASUREMENT)
+    profile = write_fast_profile(work)
     out = work / "run"
     proc = run_cli("search", resnet_onnx, "--profile", profile, "--budget-ms", "0.0001", "--trials", "3",
                    "--no-predictor", "--out", out)

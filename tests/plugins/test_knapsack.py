@@ -7,14 +7,13 @@ import json
 
 import pytest
 
-from tests.conftest import FAST_MEASUREMENT, run_cli
+from tests.conftest import run_cli, write_fast_profile
 
 
 @pytest.fixture(scope="module")
 def knapsack_run(tmp_path_factory, resnet_onnx):
     work = tmp_path_factory.mktemp("knapsack")
-    profile = work / "fast.toml"
-    profile.write_text('name = "fast-local"\nextends = "local-cpu"\n' + FAST_MEASUREMENT)
+    profile = write_fast_profile(work)
     out = work / "run"
     # an impossible budget: the outcome (exit 3) is known, every phase still runs
     proc = run_cli("search", resnet_onnx, "--profile", profile, "--strategy", "knapsack", "--budget-ms", "0.0001",
