@@ -145,7 +145,9 @@ def test_a_killed_workers_trial_is_retried_by_the_next_worker(tmp_path, resnet_o
         except Exception:  # noqa: BLE001 (no study yet, or the database is busy)
             continue
         running = [t for t in study.get_trials(deepcopy=False) if t.state == optuna.trial.TrialState.RUNNING]
-        if running and running[0].number >= 1:
+        # kill once the trial has all its parameters (its plan is stored after the last suggestion): mid-trial,
+        # while it builds and measures
+        if running and running[0].number >= 1 and "plan" in running[0].user_attrs:
             os.killpg(first.pid, signal.SIGKILL)
             killed = running[0]
     first.wait()

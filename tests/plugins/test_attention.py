@@ -132,7 +132,7 @@ def test_search_explores_the_cascade_knobs(tmp_path, fast_profile):
     task = tmp_path / "cascade_task.py"
     task.write_text(CASCADE_TASK)
     proc = run_cli("search", task, "--profile", fast_profile, "--budget-ms", "0.0001", "--trials", "4",
-                   "--out", tmp_path / "s", "--json")
+                   "--no-predictor", "--out", tmp_path / "s", "--json")
     assert proc.returncode == 3, proc.stderr
     manifest = json.loads(proc.stdout)
     assert any(note.startswith("attention: {'crop_size'") for note in manifest["notes"]), manifest["notes"]
