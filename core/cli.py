@@ -19,7 +19,8 @@ from edgeslim.errors import BudgetNotMet, EdgeslimError
 from edgeslim.progress import reporter_for_stderr
 
 err_console = Console(stderr=True)
-out_console = Console()
+# piped to a file or a CI log, rich would cut tables at 80 columns: give them room instead
+out_console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _default_out(model: str) -> str:
@@ -103,12 +104,14 @@ def doctor(profile_ref: str, accept_new_host_keys: bool, as_json: bool) -> None:
         click.echo(json.dumps(report, indent=2))
     else:
         table = Table(title=f"edgeslim doctor: {report['profile']} (target {report['target']})")
-        for col in ("device", "ok", "python", "runtime", "problems (fix)", "warnings"):
+        for col in ("device", "ok", "python", "runtime", "upload + run", "problems (fix)", "warnings"):
             table.add_column(col, overflow="fold")
+        uploads = {"sftp": "ok (SFTP)", "exec": "ok (exec channel: no SFTP on the board)"}
         for b in report["boards"]:
             facts = b["facts"]
             runtimes = ", ".join(f"{k} {v}" for k, v in (facts.get("runtimes") or {}).items() if v)
             table.add_row(b["where"], "yes" if b["ok"] else "[red]no[/red]", facts.get("python", "-"), runtimes,
+                          uploads.get(b.get("transfer", ""), "-" if b["where"] == "local" else "not checked"),
                           escape("\n".join(b["problems"]) or "-"), escape("\n".join(b["warnings"]) or "-"))
         out_console.print(table)
         for warning in report["warnings"]:
@@ -138,13 +141,13 @@ def bench(model: str, profile_ref: str, input_shapes: tuple[str, ...], as_json: 
     if as_json:
         data.pop("samples_ms")
         click.echo(json.dumps(data, indent=2))
-    else:
+    elif stats.n:  # a failed measurement has no numbers: only the error below, not a table of dashes
         table = Table(title=f"{model} on {profile_ref}")
         for col in ("status", "p50 ms", "p90 ms", "mean ms", "cv", "n", "load ms", "peak RSS MB", "runtime"):
-            table.add_column(col)
-        f = lambda v: "-" if v is None else f"{v:.3f}"  # noqa: E731
-        table.add_row(stats.status, f(stats.p50_ms), f(stats.p90_ms), f(stats.mean_ms), f(stats.cv), str(stats.n),
-                      f(stats.load_ms), f(stats.peak_rss_mb), f"{stats.runtime} {stats.runtime_version}")
+            table.add_column(col, no_wrap=True)
+        f = lambda v, digits=3: "-" if v is None else f"{v:.{digits}f}"  # noqa: E731
+        table.add_row(stats.status, f(stats.p50_ms), f(stats.p90_ms), f(stats.mean_ms), f(stats.cv, 2), str(stats.n),
+                      f(stats.load_ms, 1), f(stats.peak_rss_mb, 1), f"{stats.runtime} {stats.runtime_version}")
         out_console.print(table)
     if not stats.usable:
         raise EdgeslimError(f"measurement {stats.status}: {stats.error}")

@@ -4,6 +4,7 @@ it, show a profile. Kept apart from ``edgeslim.cli``, which only declares the co
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,8 @@ from rich.table import Table
 from edgeslim.errors import BudgetNotMet, EdgeslimError
 from edgeslim.progress import reporter_for_stderr
 
-out_console = Console()
+# piped to a file or a CI log, rich would cut tables at 80 columns: give them room instead
+out_console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def show_profile(profile: Any, as_json: bool) -> None:

@@ -56,7 +56,8 @@ def runner_for_profile(profile: Profile, accept_new_host_keys: bool = False) -> 
     from edgeslim.pool import BoardPool
     from edgeslim.ssh import SSHRunner
 
-    pool = BoardPool([SSHRunner(b, accept_new_host_keys=accept_new_host_keys) for b in profile.boards])
+    pool = BoardPool([SSHRunner(b, accept_new_host_keys=accept_new_host_keys, profile_ref=profile.ref)
+                      for b in profile.boards])
     pool.check_host_keys()
     return pool
 

@@ -82,13 +82,15 @@ def diagnose(profile: Profile, accept_new_host_keys: bool = False) -> dict[str, 
     from edgeslim.pool import BoardPool
     from edgeslim.ssh import SSHFailure, SSHRunner
 
-    runners = [SSHRunner(b, accept_new_host_keys=accept_new_host_keys) for b in profile.boards]
+    runners = [SSHRunner(b, accept_new_host_keys=accept_new_host_keys, profile_ref=profile.ref)
+               for b in profile.boards]
     for runner in runners:
         entry: dict[str, Any] = {"where": runner.where, "problems": [], "warnings": [], "facts": {}}
         try:
             runner.connect()
             entry["host_key"] = f"SHA256:{runner.host_key_fingerprint} (known)"
             entry["facts"] = runner.probe(modules, commands)
+            entry["transfer"] = runner.check_upload_and_run()  # "sftp", or "exec" when the server has no SFTP
             problems, warnings = check_facts(entry["facts"], target)
             entry["problems"] += problems
             entry["warnings"] += warnings

@@ -18,9 +18,13 @@ class SSHFailure(Exception):
 class StrictHostKeys:
     """paramiko policy: refuse unknown hosts, or with ``accept_new`` add them to known_hosts (trust on first use)."""
 
-    def __init__(self, known_hosts: Path, accept_new: bool) -> None:
+    def __init__(self, known_hosts: Path, accept_new: bool, host: str = "HOST", port: int = 22,
+                 profile_ref: str = "PROFILE") -> None:
         self.known_hosts = known_hosts
         self.accept_new = accept_new
+        self.host = host
+        self.port = port
+        self.profile_ref = profile_ref
 
     def missing_host_key(self, client: Any, hostname: str, key: Any) -> None:
         import paramiko
@@ -30,8 +34,8 @@ class StrictHostKeys:
                 "host_key",
                 f"host key of {hostname} ({key.get_name()} SHA256:{fingerprint(key)}) is not in {self.known_hosts}; "
                 f"verify it on the board (ssh-keygen -lf /etc/ssh/ssh_host_{_short(key)}_key.pub) and add it with "
-                f"`ssh-keyscan -p PORT HOST >> {self.known_hosts}`, or run `edgeslim doctor --profile P "
-                "--accept-new-host-keys` to trust it on first use",
+                f"`ssh-keyscan -p {self.port} {self.host} >> {self.known_hosts}`, or run `edgeslim doctor --profile "
+                f"{self.profile_ref} --accept-new-host-keys` to trust it on first use",
             )
         self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
         host_keys = paramiko.HostKeys()

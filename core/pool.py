@@ -24,7 +24,8 @@ class BoardPool:
         for runner in runners:
             self._free.put(runner)
         self._failures = {r.where: 0 for r in runners}
-        self.removed: dict[str, str] = {}
+        self.removed: dict[str, str] = {}  # board -> why it left the pool
+        self.removed_status: dict[str, str] = {}
         self.jobs_per_board = {r.where: 0 for r in runners}
         self._lock = threading.Lock()
         self.warnings: list[str] = []
@@ -63,20 +64,18 @@ class BoardPool:
             return runner
 
     def run_job(self, job: dict[str, Any], timeout_s: float) -> LatencyStats:
-        errors: list[str] = []
         while True:
             runner = self._take()
             if runner is None:
-                return LatencyStats(status="unreachable", where=self.where,
-                                    error="no board left in the pool: " + "; ".join(errors or self.removed.values()))
+                return self._no_board_left()
             result = runner.run_job(job, timeout_s)
             with self._lock:
                 self.jobs_per_board[runner.where] += 1
                 if result.status in BOARD_FAILURES:
                     self._failures[runner.where] += 1
-                    errors.append(result.error or result.status)
                     if self._failures[runner.where] >= self.max_failures:
-                        self.removed[runner.where] = f"{runner.where}: {result.error}"
+                        self.removed[runner.where] = result.error or result.status
+                        self.removed_status[runner.where] = result.status
                         runner.close()
                 else:
                     self._failures[runner.where] = 0
@@ -85,6 +84,15 @@ class BoardPool:
             if result.status not in BOARD_FAILURES:
                 return result
             # a board failure says nothing about the model: try the job on another board
+
+    def _no_board_left(self) -> LatencyStats:
+        """One line per board, each board's own failure; typed as the boards failed when they all failed
+        alike (a host-key refusal stays `host_key`, so the hint that fixes it is the one shown)."""
+        statuses = set(self.removed_status.values())
+        status = statuses.pop() if len(statuses) == 1 else "unreachable"
+        reasons = list(dict.fromkeys(self.removed.values()))  # two boards with one cause: say it once
+        prefix = "" if len(self.runners) == 1 else f"no board of {len(self.runners)} left: "
+        return LatencyStats(status=status, where=self.where, error=prefix + "; ".join(reasons))
 
     def run_many(self, jobs: list[dict[str, Any]], timeout_s: float) -> list[LatencyStats]:
         with ThreadPoolExecutor(max_workers=max(1, len(self.runners))) as executor:

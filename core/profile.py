@@ -94,6 +94,11 @@ class Profile(Strict):
     template: bool = Field(default=False, description="a board template: usable only through extends + [[boards]]")
     source: str = Field(default="", description="where the profile was read from (set by the loader)")
 
+    @property
+    def ref(self) -> str:
+        """How to name the profile in a command the user can paste: its file, or a built-in's name."""
+        return self.source.removeprefix("builtin:") if self.source else self.name
+
     @field_validator("name")
     @classmethod
     def _nonempty(cls, v: str) -> str:

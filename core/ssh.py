@@ -21,6 +21,7 @@ from edgeslim.host_keys import SSHFailure, StrictHostKeys, fingerprint
 from edgeslim.measure import LatencyStats, agent_path
 from edgeslim.model import file_sha256 as sha256_of
 from edgeslim.profile import BoardSettings
+from edgeslim.ssh_files import BoardFiles, ExecFiles, SftpFiles, send_stdin
 
 #: Failures that say something about the board or the network, not about the model.
 BOARD_FAILURES = ("unreachable", "auth", "host_key", "disconnected", "timeout")
@@ -46,16 +47,18 @@ class SSHRunner:
     """One board. One connection, reused; artifacts and the agent cached on the board by sha256."""
 
     def __init__(self, board: BoardSettings, accept_new_host_keys: bool = False,
-                 deadlines: Deadlines | None = None) -> None:
+                 deadlines: Deadlines | None = None, profile_ref: str = "PROFILE") -> None:
         self.board = board
+        self.profile_ref = profile_ref  # how the user named the profile: the hints tell them what to run
         self.accept_new_host_keys = accept_new_host_keys
         self.deadlines = deadlines or Deadlines()
         self.where = f"ssh://{board.user + '@' if board.user else ''}{board.host}:{board.port}"
         self._client: Any = None
         self._lock = threading.Lock()
         self.uploads = 0  # artifacts sent (tests and benchmarks read it)
-        self._sftp_client: Any = None
-        self._sftp_owner: Any = None
+        self._files: Any = None  # SftpFiles or ExecFiles, for the connection in _files_owner
+        self._files_owner: Any = None
+        self.transfer: str | None = None  # "sftp" or "exec", known after the first file operation
         self._present: set[str] = set()  # remote files seen on this connection: no need to stat them again
         self.host_key_fingerprint: str | None = None
 
@@ -74,7 +77,8 @@ class SSHRunner:
                 client.load_host_keys(str(known_hosts))
             except Exception as exc:
                 raise SSHFailure("host_key", f"cannot read known_hosts {known_hosts}: {exc}") from None
-        client.set_missing_host_key_policy(StrictHostKeys(known_hosts, self.accept_new_host_keys))
+        client.set_missing_host_key_policy(StrictHostKeys(known_hosts, self.accept_new_host_keys, self.board.host,
+                                                          self.board.port, self.profile_ref))
         key = str(Path(self.board.key).expanduser()) if self.board.key else None
         if key and not Path(key).is_file():
             raise SSHFailure("auth", f"{self.where}: key file {self.board.key} not found")
@@ -107,6 +111,8 @@ class SSHRunner:
                                             f"({exc or 'timeout'})") from None
         except (OSError, paramiko.SSHException, EOFError) as exc:
             client.close()
+            if "No authentication methods" in str(exc):  # no key given, none in ~/.ssh, no agent
+                raise SSHFailure("auth", self._no_key_hint()) from None
             raise SSHFailure("unreachable", f"{self.where}: cannot connect: {type(exc).__name__}: {exc}") from None
         transport = client.get_transport()
         transport.set_keepalive(5)
@@ -114,9 +120,16 @@ class SSHRunner:
         self._client = client
         return client
 
+    def _no_key_hint(self) -> str:
+        login = f"{self.board.user + '@' if self.board.user else ''}{self.board.host}"
+        return (f"{self.where}: no SSH key to log in with (the profile's [[boards]] entry sets no key, ~/.ssh has "
+                f"none and no ssh-agent runs): create one with `ssh-keygen -t ed25519`, install it with "
+                f"`ssh-copy-id -p {self.board.port} {login}`, and set key = \"~/.ssh/id_ed25519\" in "
+                f"{self.profile_ref}")
+
     def close(self) -> None:
-        self._sftp_client = None
-        self._sftp_owner = None
+        self._files = None
+        self._files_owner = None
         self._present = set()
         if self._client is not None:
             try:
@@ -127,8 +140,10 @@ class SSHRunner:
 
     # --- commands ----------------------------------------------------------------------------------------
 
-    def exec(self, command: str, deadline_s: float | None = None, max_output: int = 64 << 20) -> CommandResult:
-        """Run a shell command on the board; stdout and stderr drained concurrently; a deadline on the whole."""
+    def exec(self, command: str, deadline_s: float | None = None, max_output: int = 64 << 20,
+             stdin: bytes | Path | None = None) -> CommandResult:
+        """Run a shell command on the board; stdout and stderr drained concurrently; a deadline on the whole.
+        ``stdin`` (bytes or a file) is sent first and then closed: how files reach boards without SFTP."""
         client = self.connect()
         deadline = time.monotonic() + (deadline_s or self.deadlines.command_s)
         try:
@@ -137,6 +152,16 @@ class SSHRunner:
         except Exception as exc:
             self.close()
             raise SSHFailure("disconnected", f"{self.where}: cannot start a command: {exc}") from None
+        if stdin is not None:
+            try:
+                send_stdin(channel, stdin, deadline, self.where)
+            except SSHFailure:
+                channel.close()
+                raise
+            except (OSError, EOFError, Exception) as exc:
+                self.close()
+                raise SSHFailure("disconnected", f"{self.where}: connection lost while sending a file: "
+                                                 f"{type(exc).__name__}: {exc}") from None
         out, err = bytearray(), bytearray()
         try:
             while True:
@@ -178,15 +203,33 @@ class SSHRunner:
     def _remote(self, *parts: str) -> str:
         return "/".join([self.board.workdir.rstrip("/"), *parts])
 
-    def _sftp(self) -> Any:
-        """One SFTP session per connection, reused (opening one costs a round trip and a subsystem start)."""
+    def files(self) -> BoardFiles:
+        """The board's files over SFTP, one session per connection, reused (opening one costs a round trip);
+        over exec channels when the server has no SFTP subsystem (Dropbear, many embedded images)."""
+        import paramiko
+
         client = self.connect()
-        if self._sftp_client is None or self._sftp_owner is not client or self._sftp_client.get_channel().closed:
-            self._sftp_client = client.open_sftp()
-            self._sftp_client.get_channel().settimeout(self.deadlines.connect_s)
-            self._sftp_owner = client
-            self._present = set()
-        return self._sftp_client
+        if self._files is not None and self._files_owner is client and (
+                self._files.kind == "exec" or not self._files.sftp.get_channel().closed):
+            return self._files
+        self._present = set()
+        self._files_owner = client
+        if self.transfer == "exec":
+            self._files = ExecFiles(self)
+            return self._files
+        try:
+            sftp = client.open_sftp()
+        except (paramiko.SSHException, EOFError, OSError):
+            if not client.get_transport() or not client.get_transport().is_active():
+                self.close()
+                raise SSHFailure("disconnected", f"{self.where}: connection lost while opening SFTP") from None
+            self.transfer = "exec"  # no SFTP subsystem: files go as the stdin of `cat`, sha256-checked
+            self._files = ExecFiles(self)
+            return self._files
+        sftp.get_channel().settimeout(self.deadlines.connect_s)
+        self.transfer = "sftp"
+        self._files = SftpFiles(sftp, self.where)
+        return self._files
 
     def ensure_file(self, local: Path, remote_name: str, digest: str) -> str:
         """Upload ``local`` as ``workdir/cache/remote_name`` unless the board already has it.
@@ -195,63 +238,47 @@ class SSHRunner:
         dies half-way never leaves a partial file under the final name.
         """
         final = self._remote("cache", remote_name)
-        sftp = self._sftp()
+        files = self.files()
         if final in self._present:
             return final
-        try:
-            sftp.stat(final)
+        if files.exists(final):
             self._present.add(final)
             return final
-        except OSError:
-            pass
-        self._mkdirs(sftp, self._remote("cache"))
+        files.mkdirs(self._remote("cache"))
         tmp = self._remote("cache", f".{remote_name}.{secrets.token_hex(4)}.part")
-        started = time.monotonic()
-
-        def check_deadline(done: int, total: int) -> None:
-            if time.monotonic() - started > self.deadlines.upload_s:
-                raise SSHFailure("timeout", f"{self.where}: upload of {local.name} exceeded "
-                                            f"{self.deadlines.upload_s:.0f}s ({done}/{total} bytes)")
-
         try:
-            sftp.put(str(local), tmp, callback=check_deadline, confirm=True)
+            files.put(local, tmp, self.deadlines.upload_s)
         except SSHFailure:
-            self._try_remove(sftp, tmp)
+            self._try_remove(files, tmp)
             raise
         except (OSError, EOFError, Exception) as exc:
             self.close()
-            raise SSHFailure("disconnected", f"{self.where}: upload of {local.name} failed: "
+            raise SSHFailure("disconnected", f"{self.where}: upload of {local.name} over {files.kind} failed: "
                                              f"{type(exc).__name__}: {exc}") from None
         check = (f"{self._python()} -c {shlex.quote(_SHA_SNIPPET)} {shlex.quote(tmp)}")
         result = self.exec(check, deadline_s=self.deadlines.upload_s)
         remote_digest = result.stdout.decode().strip()
         if remote_digest != digest:
-            self._try_remove(sftp, tmp)
+            self._try_remove(files, tmp)
             raise SSHFailure("crash", f"{self.where}: uploaded {local.name} has sha256 {remote_digest[:16]} on "
                                       f"the board, {digest[:16]} here (python: {result.stderr.decode()[-200:]})")
-        sftp.posix_rename(tmp, final)
+        files.rename(tmp, final)
         self._present.add(final)
         self.uploads += 1
         return final
 
     @staticmethod
-    def _try_remove(sftp: Any, path: str) -> None:
+    def _try_remove(files: BoardFiles, path: str) -> None:
         try:
-            sftp.remove(path)
+            files.remove(path)
         except Exception:
             pass
 
-    @staticmethod
-    def _mkdirs(sftp: Any, path: str) -> None:
-        parts = path.split("/")
-        for i in range(1, len(parts) + 1):
-            sub = "/".join(parts[:i])
-            if not sub:
-                continue
-            try:
-                sftp.stat(sub)
-            except OSError:
-                sftp.mkdir(sub)
+    def upload_agent(self) -> str:
+        """The board agent in the board's cache (uploaded once, checked by sha256); its remote path."""
+        agent = agent_path()
+        agent_digest = sha256_of(agent)
+        return self.ensure_file(agent, f"agent-{agent_digest[:16]}.py", agent_digest)
 
     # --- the Runner protocol -------------------------------------------------------------------------------
 
@@ -287,21 +314,18 @@ class SSHRunner:
         digests = [sha256_of(artifact)] + [sha256_of(p) for p in extras]
         # Cache names come from the whole bundle: two IRs can share an .xml and differ only in their .bin.
         bundle = hashlib.sha256("".join(digests).encode()).hexdigest() if extras else digests[0]
-        agent = agent_path()
-        agent_digest = sha256_of(agent)
-        remote_agent = self.ensure_file(agent, f"agent-{agent_digest[:16]}.py", agent_digest)
+        remote_agent = self.upload_agent()
         remote_artifact = self.ensure_file(artifact, f"{bundle}{artifact.suffix}", digests[0])
         for extra_path, extra_digest in zip(extras, digests[1:], strict=True):
             self.ensure_file(extra_path, f"{bundle}{extra_path.suffix}", extra_digest)
         remote_job = dict(job, artifact=remote_artifact)
         remote_job.pop("extra_files", None)
         job_name = self._remote("jobs", f"{secrets.token_hex(8)}.json")
-        sftp = self._sftp()
+        files = self.files()
         try:
-            self._mkdirs(sftp, self._remote("jobs"))
-            with sftp.open(job_name, "w") as fh:
-                fh.write(json.dumps(remote_job))
-        except OSError as exc:
+            files.mkdirs(self._remote("jobs"))
+            files.write_text(job_name, json.dumps(remote_job))
+        except (OSError, EOFError) as exc:
             self.close()
             raise SSHFailure("disconnected", f"{self.where}: cannot write the job file: {exc}") from None
         command = (f"cd {shlex.quote(self.board.workdir)} 2>/dev/null || cd ~/{shlex.quote(self.board.workdir)}; "
@@ -315,6 +339,17 @@ class SSHRunner:
             return LatencyStats(status=status, error=f"agent exited {result.exit_status} on {self.where}: {tail}",
                                 where=self.where)
         return LatencyStats.from_agent(json.loads(lines[-1]), self.where)
+
+    def check_upload_and_run(self) -> str:
+        """What `doctor` proves before a search relies on it: the agent uploads (sha256 checked on the board)
+        and the board's python runs it. Returns how files travel ("sftp" or "exec"); raises SSHFailure."""
+        remote_agent = self.upload_agent()
+        result = self.exec(f"{self._python()} {shlex.quote(remote_agent)} --help", deadline_s=self.deadlines.command_s)
+        if result.exit_status != 0:
+            raise SSHFailure("unsupported", f"{self.where}: the uploaded agent does not run with `{self.board.python}`"
+                                            f" (exit {result.exit_status}): "
+                                            f"{result.stderr.decode('utf-8', 'replace').strip()[-300:]}")
+        return self.transfer or "sftp"
 
     def probe(self, modules: tuple[str, ...] = (), commands: tuple[str, ...] = ()) -> dict[str, Any]:
         """Facts for `edgeslim doctor`: Python, the target's modules and commands, governor, temperature, free

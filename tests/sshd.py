@@ -53,6 +53,7 @@ class Sshd:
     workdir: Path
     proc: subprocess.Popen | None = None
     extra: list[str] = field(default_factory=list)
+    sftp: bool = True  # False: no SFTP subsystem, as Dropbear and many embedded images
 
     @property
     def user(self) -> str:
@@ -64,7 +65,7 @@ class Sshd:
             f"PidFile {self.root / 'sshd.pid'}", f"AuthorizedKeysFile {self.root / 'authorized_keys'}",
             "PasswordAuthentication no", "KbdInteractiveAuthentication no", "PubkeyAuthentication yes",
             "StrictModes no", "UsePAM no", "PermitRootLogin yes", "LogLevel ERROR", "MaxSessions 50",
-            "MaxStartups 50", "Subsystem sftp internal-sftp", *self.extra,
+            "MaxStartups 50", *(["Subsystem sftp internal-sftp"] if self.sftp else []), *self.extra,
         ]
         return "\n".join(lines) + "\n"
 
@@ -112,7 +113,7 @@ class Sshd:
         return BoardSettings(**data)
 
 
-def make_sshd(root: Path, user_key: Path, host_key: Path | None = None) -> Sshd:
+def make_sshd(root: Path, user_key: Path, host_key: Path | None = None, sftp: bool = True) -> Sshd:
     root.mkdir(parents=True, exist_ok=True)
     host_key = host_key or keygen(root / "host_ed25519")
     (root / "authorized_keys").write_text(Path(str(user_key) + ".pub").read_text())
@@ -121,4 +122,4 @@ def make_sshd(root: Path, user_key: Path, host_key: Path | None = None) -> Sshd:
     pub = Path(str(host_key) + ".pub").read_text().split()
     known_hosts.write_text(f"[127.0.0.1]:{port} {pub[0]} {pub[1]}\n")
     return Sshd(root=root, port=port, host_key=host_key, user_key=user_key, known_hosts=known_hosts,
-                workdir=root / "board-workdir").start()
+                workdir=root / "board-workdir", sftp=sftp).start()

@@ -281,3 +281,63 @@ def test_search_and_bench_through_ssh_profile(four_sshd, resnet_onnx, tmp_path):
     report = json.loads(proc.stdout)
     assert len(report["boards"]) == 2 and all(b["ok"] for b in report["boards"])
     assert report["boards"][0]["facts"]["runtimes"]["onnxruntime"]
+
+
+@pytest.fixture
+def sshd_without_sftp(tmp_path, user_key):
+    """Dropbear and many embedded images: an SSH server that runs commands but offers no SFTP subsystem."""
+    server = make_sshd(tmp_path / "nosftp", user_key, sftp=False)
+    yield server
+    server.kill()
+
+
+def test_board_without_sftp_is_measured_over_exec_channels(sshd_without_sftp, resnet_onnx):
+    runner = SSHRunner(sshd_without_sftp.board(PYTHON))
+    first = measure(runner, job(resnet_onnx), FAST)
+    assert (first.status, runner.transfer, runner.uploads) == ("ok", "exec", 2), first.error
+
+
+def test_board_without_sftp_keeps_its_upload_cache(sshd_without_sftp, resnet_onnx):
+    measure(SSHRunner(sshd_without_sftp.board(PYTHON)), job(resnet_onnx), FAST)
+    fresh = SSHRunner(sshd_without_sftp.board(PYTHON))
+    again = measure(fresh, job(resnet_onnx), FAST)
+    leftovers = [p.name for p in (sshd_without_sftp.workdir / "cache").iterdir() if p.name.endswith(".part")]
+    assert (again.status, fresh.uploads, leftovers) == ("ok", 0, [])
+
+
+def test_upload_over_exec_is_checked_by_sha256(sshd_without_sftp, tmp_path):
+    runner = SSHRunner(sshd_without_sftp.board(PYTHON))
+    local = tmp_path / "payload.bin"
+    local.write_bytes(np.random.default_rng(1).bytes(3 << 20))  # several stdin chunks, binary
+    with pytest.raises(Exception, match="sha256"):
+        runner.ensure_file(local, "payload.bin", "0" * 64)  # a digest the board cannot reproduce
+
+
+def test_doctor_checks_upload_and_run_on_a_board_without_sftp(sshd_without_sftp, tmp_path):
+    profile = tmp_path / "nosftp.toml"
+    profile.write_text('name = "no-sftp"\nextends = "local-cpu"\n\n' + sshd_without_sftp.board_toml(PYTHON))
+    proc = run_cli("doctor", "--profile", profile, "--json")
+    assert json.loads(proc.stdout)["boards"][0]["transfer"] == "exec", proc.stderr
+
+
+def test_unknown_host_key_hint_names_the_real_host_port_and_profile(sshd, resnet_onnx, tmp_path):
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    profile = tmp_path / "board.toml"
+    profile.write_text('name = "one-board"\nextends = "local-cpu"\n\n'
+                       + sshd.board_toml(PYTHON, known_hosts=empty))
+    proc = run_cli("bench", resnet_onnx, "--profile", profile)
+    expected = (f"measurement host_key: host key of [127.0.0.1]:{sshd.port}",
+                f"ssh-keyscan -p {sshd.port} 127.0.0.1 >> {empty}", f"doctor --profile {profile} --accept-new")
+    assert [part in proc.stderr for part in expected] + [proc.stderr.count("is not in")] == [True, True, True, 1]
+
+
+def test_no_key_and_no_agent_says_how_to_make_one(sshd, resnet_onnx, tmp_path, monkeypatch):
+    home = tmp_path / "home"
+    (home / ".ssh").mkdir(parents=True)
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.delenv("SSH_AUTH_SOCK", raising=False)
+    runner = SSHRunner(sshd.board(PYTHON, key=None), profile_ref="my-board.toml")
+    result = runner.run_job(job(resnet_onnx), 30)
+    assert (result.status, "ssh-keygen -t ed25519" in result.error, f"ssh-copy-id -p {sshd.port}" in result.error,
+            "my-board.toml" in result.error) == ("auth", True, True, True)
