@@ -52,7 +52,7 @@ class SearchSession:
         self.run_dir = Path(config.out_dir)
         self.profile = profile or load_profile(config.profile)
         self.target = target_for_profile(self.profile, self.registry.targets)
-        self.notes: list[str] = []
+        self.notes: list[str] = list(self.target.baseline_notes())
         if runner is None:
             runner = runner_for_profile(self.profile)
             self.notes.extend(getattr(runner, "warnings", []))

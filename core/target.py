@@ -114,5 +114,10 @@ class Target(abc.ABC):
         """
         return {}
 
+    def baseline_notes(self) -> list[str]:
+        """Facts a reader needs to judge the baseline, e.g. a profile pinning a slower setting than the runtime's
+        default for the device. Shown in the terminal, the manifest's notes and both reports."""
+        return []
+
     def versions(self) -> dict[str, str]:
         return {}

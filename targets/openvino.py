@@ -1,8 +1,10 @@
 """OpenVINO target: QDQ ONNX -> OpenVINO IR (.xml/.bin); INT8 comes from the QDQ nodes.
 
 Latency is measured with the LATENCY performance hint and the profile's thread count. Inference precision
-(f32, bf16, f16) is a profile option and, where the device supports more than one, a model-wide search knob
-(``ov_precision``). Unsupported operations are found with the runtime's own ``query_model`` before a
+is OpenVINO's default for the device (bf16 on CPUs with AMX or AVX-512 BF16, f32 on others, f16 on GPUs) unless
+the profile pins one (f32, bf16, f16): the baseline is what a user running the original model gets. Where the
+device supports more than one precision they are a model-wide search knob (``ov_precision``). Unsupported
+operations are found with the runtime's own ``query_model`` before a
 candidate is scored.
 """
 
@@ -23,6 +25,7 @@ from edgeslim.technique import Knob
 
 PRECISIONS = ("f32", "bf16", "f16")
 CAPABILITY_OF = {"f32": "FP32", "bf16": "BF16", "f16": "FP16"}
+DEFAULT = "default"  # no INFERENCE_PRECISION_HINT: OpenVINO's own choice for the device
 OPTIONS_FILE = "openvino_options.json"
 
 
@@ -30,12 +33,16 @@ class OpenVINOSettings(BaseModel):
     model_config = ConfigDict(extra="forbid")
     device: Literal["CPU", "GPU", "NPU"] = "CPU"
     threads: int = Field(default=1, ge=0, description="INFERENCE_NUM_THREADS; 0 lets OpenVINO choose")
-    inference_precision: Literal["f32", "bf16", "f16"] = "f32"
+    inference_precision: Literal["default", "f32", "bf16", "f16"] = Field(
+        default=DEFAULT, description="default: what OpenVINO runs on the device unasked (bf16 on CPUs with AMX or "
+                                     "AVX-512 BF16, f32 on others); pin f32/bf16/f16 to compare")
     search_precision: bool = Field(default=True, description="offer the device's other precisions as a search knob")
 
 
 def compile_properties(settings: OpenVINOSettings, precision: str) -> dict[str, str]:
-    props = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": precision}
+    props = {"PERFORMANCE_HINT": "LATENCY"}
+    if precision != DEFAULT:
+        props["INFERENCE_PRECISION_HINT"] = precision
     if settings.threads > 0 and settings.device == "CPU":
         props["INFERENCE_NUM_THREADS"] = str(settings.threads)
     return props
@@ -72,14 +79,40 @@ class OpenVINOTarget(Target):
 
         core = ov.Core()
         if self.settings.device not in core.available_devices:
-            return [self.settings.inference_precision]
+            return [self.baseline_precision() or "f32"]
         caps = set(core.get_property(self.settings.device, "OPTIMIZATION_CAPABILITIES"))
         return [p for p in PRECISIONS if CAPABILITY_OF[p] in caps]
+
+    def default_precision(self) -> str | None:
+        """The precision OpenVINO runs on this device when nobody asks (None: device not present here)."""
+        import openvino as ov
+
+        core = ov.Core()
+        if self.settings.device not in core.available_devices:
+            return None
+        hint = str(core.get_property(self.settings.device, "INFERENCE_PRECISION_HINT")).lower()
+        return {"float32": "f32", "f32": "f32", "bf16": "bf16", "float16": "f16", "f16": "f16"}.get(
+            hint.removeprefix("<type: '").removesuffix("'>"), hint)
+
+    def baseline_precision(self) -> str | None:
+        pinned = self.settings.inference_precision
+        return self.default_precision() if pinned == DEFAULT else pinned
+
+    def baseline_notes(self) -> list[str]:
+        pinned, default = self.settings.inference_precision, self.default_precision()
+        if pinned == DEFAULT or default is None:
+            return [f"OpenVINO {self.settings.device} runs at its default precision ({default or 'unknown'})"]
+        if pinned == default:
+            return []
+        return [f"the profile pins inference_precision = {pinned!r}; OpenVINO's default on this "
+                f"{self.settings.device} is {default!r}: the original model with OpenVINO's defaults runs at "
+                f"{default}, so gains quoted here against a {pinned} baseline include what the default gives"]
 
     def knobs(self) -> list[Knob]:
         if not self.settings.search_precision:
             return []
-        others = [p for p in self.supported_precisions() if p != self.settings.inference_precision]
+        baseline = self.baseline_precision()
+        others = [p for p in self.supported_precisions() if p != baseline]
         if not others:
             return []
         return [Knob("openvino", "ov_precision", None, (self.settings.inference_precision, *others))]

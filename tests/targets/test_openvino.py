@@ -45,11 +45,23 @@ def test_qdq_int8_becomes_int8_kernels(tmp_path, resnet_onnx, target):
 
 
 def test_precision_is_a_knob_where_the_device_has_several(target):
-    knobs = target.knobs()
     supported = target.supported_precisions()
-    assert ("bf16" in supported or "f16" in supported) == bool(knobs)
-    if knobs:
-        assert knobs[0].name == "ov_precision" and knobs[0].levels[0] == "f32"
+    assert bool(target.knobs()) == ("bf16" in supported or "f16" in supported)
+
+
+def test_the_built_in_profile_measures_at_openvinos_default_precision(tmp_path, resnet_onnx, target):
+    """The baseline is what a user running the original model with OpenVINO gets: no precision hint at all."""
+    xml = target.compile(resnet_onnx, tmp_path / "ir", None)
+    properties = target.benchmark_job(xml, {})["options"]["properties"]
+    assert (target.settings.inference_precision, "INFERENCE_PRECISION_HINT" in properties) == ("default", False)
+
+
+def test_a_pinned_precision_other_than_the_default_is_noted(target):
+    default = target.default_precision()
+    other = "bf16" if default != "bf16" else "f32"
+    pinned = load_registry().targets["openvino"].from_options({"inference_precision": other})
+    notes = pinned.baseline_notes()
+    assert len(notes) == 1 and f"pins inference_precision = {other!r}" in notes[0] and repr(default) in notes[0]
 
 
 def test_unknown_option_is_refused():
@@ -70,3 +82,4 @@ def test_search_with_the_openvino_profile(tmp_path, resnet_onnx):
     assert manifest["target"]["name"] == "openvino"
     assert manifest["baseline"]["artifact"].endswith(".xml")
     assert "openvino" in manifest["versions"]
+    assert any("runs at its default precision" in note for note in manifest["notes"])
