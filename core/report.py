@@ -10,7 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgeslim.charts import fmt, plan_text, svg_scatter
+from edgeslim.charts import fmt, model_decisions, plan_text, svg_scatter, target_text
 from edgeslim.errors import EdgeslimError
 
 
@@ -164,15 +164,16 @@ def _plot_points(manifest: dict[str, Any], records: list[dict[str, Any]]
     latency_points = [{"x": r["latency"]["p50_ms"], "y": r["metric"], "role": role(r),
                        "label": f"{r['key'][:10]} {r['purpose']}: p50 {r['latency']['p50_ms']:.4g} ms, {metric} "
                                 f"{r['metric']:.4f} ({r['status']}); {plan_text(r['plan'])}"} for r in measured]
-    size_points = []
+    sizes = {}
     for r in measured:
         d = r.get("details") or {}
-        if not d.get("artifact_bytes"):
-            continue
-        size = min(v for v in (d.get("artifact_bytes"), d.get("packed_bytes"), d.get("deep_compression_bytes")) if v)
-        size_points.append({"x": size / 1e3, "y": r["metric"], "role": role(r),
-                            "label": f"{r['key'][:10]}: {size / 1e3:.1f} kB, {metric} {r['metric']:.4f}; "
-                                     f"{plan_text(r['plan'])}"})
+        if d.get("artifact_bytes"):
+            sizes[r["key"]] = min(v for v in (d["artifact_bytes"], d.get("packed_bytes"),
+                                              d.get("deep_compression_bytes")) if v)
+    scale, unit = (1e6, "MB") if max(sizes.values(), default=0) >= 1e7 else (1e3, "kB")
+    size_points = [{"x": sizes[r["key"]] / scale, "y": r["metric"], "role": role(r), "unit": unit,
+                    "label": f"{r['key'][:10]}: {sizes[r['key']] / scale:.1f} {unit}, {metric} {r['metric']:.4f}; "
+                             f"{plan_text(r['plan'])}"} for r in measured if r["key"] in sizes]
     return latency_points, size_points
 
 
@@ -235,7 +236,7 @@ def write_html_report(run_dir: Path, manifest: dict[str, Any], records: list[dic
 table{{border-collapse:collapse;font-size:13px}}td,th{{border:1px solid #ccc;padding:3px 6px;text-align:left}}
 .plot text{{font-size:11px}} code{{background:#f4f4f4}}</style></head><body>
 <h1>edgeslim: {h(str(manifest['model']))} on {h(manifest['profile'])}</h1>
-<p>Status <b>{h(manifest['status'])}</b>. Target {h(str(manifest['target']))}. Budget
+<p>Status <b>{h(manifest['status'])}</b>. Target {h(target_text(manifest['target']))}. Budget
 {fmt(manifest['budget']['latency_ms'])} ms ({h(manifest['budget']['statistic'])}).
 Baseline p50 {fmt(base['latency']['p50_ms'])} ms, {h(metric)} {fmt(base['metric']['value'], 4)}.
 Chosen model p50 {fmt(best_ms)} ms, {h(metric)} {fmt(best['metric'].get('value'), 4)},
@@ -245,9 +246,9 @@ meets budget: {best['meets_budget']}{f", speed-up {best['speedup']:.2f}x" if bes
 model; blue: the baseline; red: the budget. Hover a point for its plan.</p>
 {svg_scatter(latency_points, 'p50 latency (ms), measured', metric, manifest['budget']['latency_ms'])}
 {('<h2>Accuracy vs size</h2><p>Smallest stored form of each candidate (the artifact, or its packed file).</p>'
-  + svg_scatter(size_points, 'size (kB)', metric)) if distinct_sizes else ''}
+  + svg_scatter(size_points, f"size ({size_points[0]['unit']})", metric)) if distinct_sizes else ''}
 <h2>The chosen model, layer by layer</h2>
-<p>Model-wide: {h(', '.join(f'{k}={v}' for k, v in sorted(plan.get('model', {}).items())) or '-')}.
+<p>Model-wide: {h(', '.join(f'{k}={v}' for k, v in sorted(model_decisions(plan).items())) or '-')}.
 "Runs as" is what the runtime really executes (read back from its optimized graph).</p>
 <table><tr><th>layer</th><th>op</th><th>parameters</th><th>decisions</th><th>runs as</th></tr>
 {_layer_rows(manifest)}</table>

@@ -10,7 +10,16 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from edgeslim.budget import Budget, metric_drop
 from edgeslim.build import split_epochs
-from edgeslim.charts import fmt, pareto_front, plan_text, svg_scatter
+from edgeslim.charts import (
+    fmt,
+    model_decisions,
+    nice_ticks,
+    pareto_front,
+    plan_text,
+    svg_scatter,
+    target_text,
+    value_range,
+)
 from edgeslim.config import SearchConfig
 from edgeslim.errors import EdgeslimError
 from edgeslim.multi import device_dirs
@@ -219,6 +228,37 @@ def test_fmt_of_nothing_is_a_dash():
 def test_svg_scatter_draws_every_point():
     points = [{"x": 1.0, "y": 0.9, "label": "a"}, {"x": 2.0, "y": 0.8, "label": "b"}]
     assert svg_scatter(points, "ms", "acc", budget=1.5).count("<circle") == 2
+
+
+def test_a_small_accuracy_spread_is_drawn_on_a_two_point_axis():
+    ticks, _ = nice_ticks(*value_range([0.9962, 0.9982], 0.02, unit_interval=True))
+    assert (ticks[0], ticks[-1]) == (0.98, 1.0)
+
+
+def test_ticks_near_one_are_told_apart():
+    ticks, decimals = nice_ticks(0.9995, 1.0)
+    assert len({f"{t:.{decimals}f}" for t in ticks}) == len(ticks)
+
+
+def test_size_ticks_are_plain_numbers():
+    points = [{"x": 1234.5, "y": 0.9, "label": "a"}, {"x": 8800.0, "y": 0.8, "label": "b"}]
+    svg = svg_scatter(points, "size (kB)", "acc")
+    assert "e+" not in svg
+
+
+def test_layers_sort_by_their_numbers():
+    plan = {"layers": {name: {"sparsity": 0.5} for name in ("0", "10", "15", "3", "6")}, "model": {}}
+    assert [part.split(":")[0] for part in plan_text(plan).split("; ")] == ["0", "3", "6", "10", "15"]
+
+
+def test_a_float_model_is_not_labelled_with_int8_settings():
+    plan = {"layers": {"0": {"sparsity": 0.75}}, "model": {"int8_scheme": "u8s8-per-channel", "ov_precision": "f32"}}
+    assert model_decisions(plan) == {"ov_precision": "f32"}
+
+
+def test_the_target_reads_as_a_sentence_not_a_dict():
+    text = target_text({"name": "onnxruntime", "threads": 1, "providers": ["CPUExecutionProvider"]})
+    assert text == "onnxruntime (threads=1, providers=CPUExecutionProvider)"
 
 
 def test_load_manifest_of_a_folder_without_one_is_a_clear_error(tmp_path):
