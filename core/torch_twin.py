@@ -23,14 +23,18 @@ REDUCE_OPS_18 = ("ReduceL1", "ReduceL2", "ReduceLogSum", "ReduceLogSumExp", "Red
 
 
 def _import_onnx2torch() -> Any:
-    """onnx2torch imports torchvision for its NMS/RoIAlign converters only; torchvision cannot be installed
-    beside the CPU torch build, so a stand-in that refuses those two ops is enough for everything else."""
+    """onnx2torch imports torchvision for its NMS/RoIAlign converters only. torchvision is either absent
+    (onnx2torch installed with --no-deps) or present but unloadable (pip's torchvision next to the CPU torch
+    build fails with "operator torchvision::nms does not exist"); either way a stand-in that refuses those two
+    ops is enough for everything else."""
     import sys
     import types
 
     try:
         import torchvision  # noqa: F401
-    except ImportError:
+    except Exception:  # ImportError when absent, RuntimeError when built for another torch
+        for name in [m for m in sys.modules if m == "torchvision" or m.startswith("torchvision.")]:
+            del sys.modules[name]  # half-imported submodules of the broken package must not be reused
         stand_in = types.ModuleType("torchvision")
         ops = types.ModuleType("torchvision.ops")
 
@@ -39,8 +43,8 @@ def _import_onnx2torch() -> Any:
 
         ops.nms = ops.batched_nms = ops.roi_align = unavailable
         stand_in.ops = ops
-        sys.modules.setdefault("torchvision", stand_in)
-        sys.modules.setdefault("torchvision.ops", ops)
+        sys.modules["torchvision"] = stand_in
+        sys.modules["torchvision.ops"] = ops
     import onnx2torch
 
     _register_opset18_reduce(onnx2torch)
@@ -59,8 +63,8 @@ def attach_torch_twin(source: ModelSource) -> None:
         onnx2torch = _import_onnx2torch()
     except ImportError:
         source.notes.append("channel pruning, low rank and block removal of this ONNX model are not offered: they "
-                            "need torch and onnx2torch (pip install torch==2.13.0 'edgeslim[torch]' && pip install "
-                            "--no-deps 'onnx2torch>=1.5'; onnx2torch's torchvision requirement is not needed)")
+                            "need torch and onnx2torch: pip install torch==2.13.0 && pip install "
+                            "'edgeslim[onnx-pruning]' (torch first: a bare torch requirement pulls a CUDA build)")
         return
     example = np.random.default_rng(0).standard_normal(source.inputs[0].shape).astype(np.float32)
     try:

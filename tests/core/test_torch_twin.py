@@ -11,7 +11,7 @@ import pytest
 
 torch = pytest.importorskip("torch", reason="needs the torch extra: pip install 'edgeslim[torch]'")
 if importlib.util.find_spec("onnx2torch") is None:  # importing it needs edgeslim's torchvision stand-in
-    pytest.skip("needs onnx2torch: pip install --no-deps 'onnx2torch>=1.5'", allow_module_level=True)
+    pytest.skip("needs onnx2torch: pip install 'edgeslim[onnx-pruning]'", allow_module_level=True)
 
 from edgeslim.model import load_onnx_source
 from edgeslim.torch_twin import attach_torch_twin
@@ -28,6 +28,18 @@ def default_export(tmp_path_factory):
         warnings.simplefilter("ignore")
         torch.onnx.export(make_resnet(), (torch.randn(1, 3, 32, 32),), str(path), input_names=["images"])
     return path
+
+
+def test_onnx2torch_imports_whether_torchvision_is_absent_or_unloadable():
+    """pip's torchvision beside the CPU torch raises RuntimeError on import; the stand-in takes its place."""
+    import sys
+
+    from edgeslim.errors import EdgeslimError
+    from edgeslim.torch_twin import _import_onnx2torch
+
+    _import_onnx2torch()
+    with pytest.raises(EdgeslimError, match="NonMaxSuppression"):
+        sys.modules["torchvision"].ops.nms(None, None, 0.5)
 
 
 def test_the_default_exporters_model_gets_a_twin(default_export, tmp_path):
