@@ -221,6 +221,20 @@ class BuildPipeline:
         return "float"
 
 
+def mostly_float(details: dict[str, Any]) -> str | None:
+    """Why a candidate is not worth timing: more than half the layers its plan makes INT8 run in float on the
+    target (read back from the runtime's optimized graph, e.g. an INT8 encoding the runtime does not fuse),
+    or None. Such a model is no faster than the float one, and timing it at length would only say so."""
+    effective, differs = details.get("effective_precision") or {}, details.get("precision_differs_from_plan") or {}
+    planned_int8 = [layer for layer in effective if effective[layer] == "int8" or
+                    differs.get(layer, "").startswith("planned int8")]
+    left_float = [layer for layer in planned_int8 if differs.get(layer) == "planned int8, runs float"]
+    if not planned_int8 or 2 * len(left_float) <= len(planned_int8):
+        return None
+    return (f"{len(left_float)} of {len(planned_int8)} layers planned INT8 run in float on the target (read back "
+            "from its optimized graph): not measured")
+
+
 def traced_layer_nodes(module: Any, example: np.ndarray, exported: onnx.ModelProto) -> dict[str, str]:
     """{module name: node name} for a (changed) torch module and its export, matched in execution order."""
     trace = torch_layer_trace(module, example)

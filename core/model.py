@@ -223,6 +223,26 @@ def ensure_node_names(model: onnx.ModelProto) -> None:
         seen.add(node.name)
 
 
+def fold_weight_identities(model: onnx.ModelProto) -> int:
+    """Remove Identity nodes that only pass an initializer on (the TorchScript exporter writes one per shared
+    weight), wiring their consumers to the initializer itself. Until then such a layer looks weightless: no
+    parameter count, no per-layer weight technique, and a quantizer leaves it float. Returns how many."""
+    inits = {init.name for init in model.graph.initializer}
+    outputs = {o.name for o in model.graph.output}
+    alias = {n.output[0]: n.input[0] for n in model.graph.node
+             if n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs}
+    if not alias:
+        return 0
+    kept = [n for n in model.graph.node if not (n.op_type == "Identity" and n.output[0] in alias)]
+    for node in kept:
+        for i, name in enumerate(node.input):
+            if name in alias:
+                node.input[i] = alias[name]
+    del model.graph.node[:]
+    model.graph.node.extend(kept)
+    return len(alias)
+
+
 def weighted_nodes(model: onnx.ModelProto) -> list[onnx.NodeProto]:
     """Conv/Gemm nodes and MatMuls with a constant operand, in graph (execution) order."""
     constants = {init.name for init in model.graph.initializer}
@@ -255,6 +275,7 @@ def load_onnx_source(
     model = read_onnx(path)
     specs = resolve_input_specs(model, path, overrides, calib)
     ensure_node_names(model)
+    fold_weight_identities(model)  # what every runtime does at load anyway: latency is unchanged
     run_dir.mkdir(parents=True, exist_ok=True)
     normalized = run_dir / "source.onnx"
     onnx.save(model, str(normalized))

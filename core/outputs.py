@@ -132,6 +132,7 @@ def write_outputs(session: SearchSession, answer: CandidateRecord | None, verifi
         device_runs={**session.device.runs, "total": sum(session.device.runs.values())},
         predictor=_predictor_summary(session, records),
         candidates_skipped_by_predictor=len([r for r in records if r.status == "predicted_over_budget"]),
+        speed_gate=_gate_probes(session, records),
         strategy=config.strategy, trials=config.trials,
         # how structurally changed candidates were trained back (only used when the task has train_data)
         recovery={"method": config.recovery, "epochs": config.finetune_epochs, "options": config.recovery_options,
@@ -151,6 +152,22 @@ def write_outputs(session: SearchSession, answer: CandidateRecord | None, verifi
     write_html_report(session.run_dir, dict(manifest), record_dicts)
     get_plugin_manager().hook.edgeslim_search_finished(manifest=manifest)
     return manifest
+
+
+def _gate_probes(session: SearchSession, records: list[CandidateRecord]) -> list[dict[str, Any]]:
+    """Every speed-gate probe (e.g. each INT8 encoding, uniformly): what it asked, what ran, what it measured."""
+    base_ms = session.latency_of(session.baseline)
+    probes = []
+    for r in records:
+        if not r.purpose.startswith("gate:"):
+            continue
+        ms = session.latency_of(r)
+        effective = list((r.details.get("effective_precision") or {}).values())
+        probes.append({"technique": r.purpose.removeprefix("gate:"), "settings": r.plan.get("model", {}),
+                       "status": r.status, "latency_ms": ms, "ratio": ms / base_ms if ms and base_ms else None,
+                       "layers_int8": f"{effective.count('int8')} of {len(effective)}" if effective else None,
+                       "note": r.note})
+    return probes
 
 
 def _predictor_summary(session: SearchSession, records: list[CandidateRecord]) -> dict[str, Any] | None:

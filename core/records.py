@@ -121,6 +121,8 @@ class Manifest(TypedDict, total=False):
     device_runs: dict[str, int]
     predictor: dict[str, Any] | None
     candidates_skipped_by_predictor: int
+    #: the speed gate's uniform probes (each INT8 encoding...): settings, status, latency, ratio, layers in INT8
+    speed_gate: list[dict[str, Any]]
     strategy: str
     trials: int
     recovery: dict[str, Any]

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from edgeslim.budget import Budget, metric_drop
-from edgeslim.build import BuildPipeline, RecoveryChoice
+from edgeslim.build import BuildPipeline, RecoveryChoice, mostly_float
 from edgeslim.config import SearchConfig
 from edgeslim.device import Device, runner_for_profile, target_for_profile
 from edgeslim.errors import EdgeslimError
@@ -194,8 +194,14 @@ class SearchSession:
             record = CandidateRecord.new(key, plan, purpose, "failed", note=str(exc))
             self.store.put(record)
             return record
+        precision = self.builder.precision_details(plan, artifact)
+        if why := mostly_float(precision):
+            record = CandidateRecord.new(key, plan, purpose, "runs_float", artifact=self.rel(artifact), note=why,
+                                         details=precision)
+            self.store.put(record)
+            return record
         metric = stored.metric if stored is not None else None
-        record = self.measure_built(key, plan, purpose, artifact, metric, self.builder)
+        record = self.measure_built(key, plan, purpose, artifact, metric, self.builder, details=precision)
         if not counts_as_trial and not is_baseline:
             self.not_a_trial(key)
         return record
@@ -223,8 +229,10 @@ class SearchSession:
                 # the speed-up gate: a compressed model that is not faster is never a result
                 status = "not_faster"
                 note = f"measured {measured_ms:.3f} ms, baseline {base_ms:.3f} ms: not faster, dropped"
-        details = {**(details or {}), **builder.precision_details(plan, artifact),
-                   **builder.size_details(plan, artifact)}
+        details = dict(details or {})
+        if "effective_precision" not in details:  # evaluate() has read it back already
+            details.update(builder.precision_details(plan, artifact))
+        details.update(builder.size_details(plan, artifact))
         if predicted is not None and measured_ms is not None and self.predictor is not None:
             details.update(predicted_ms=predicted, prediction_error=predicted / measured_ms - 1)
             self.predictor.observe(plan, measured_ms)

@@ -49,13 +49,17 @@ class SessionView:
         for name, tech in self._session.techniques.items():
             knobs = tuple(k for k in tech.knobs(source) if k.layer is not None)
             if tech.speed_gated and knobs:
-                gates.append(SpeedGate(name, knobs, tuple(tech.variants(source))))
+                gates.append(SpeedGate(name, knobs, tuple(self._runnable(tech.variants(source)))))
         return gates
 
     def model_variants(self) -> dict[str, list[dict[str, Any]]]:
         source = self._session.source
         return {name: variants for name, tech in self._session.techniques.items()
-                if tech.reduces_latency and (variants := tech.variants(source))}
+                if tech.reduces_latency and (variants := self._runnable(tech.variants(source)))}
+
+    def _runnable(self, variants: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The variants the target can run (OpenVINO takes no QOperator model, TensorRT only symmetric int8)."""
+        return [v for v in variants if self._session.target.accepts_model_settings(v)]
 
     def accuracy_variants(self) -> list[AccuracyVariants]:
         source = self._session.source

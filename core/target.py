@@ -114,6 +114,11 @@ class Target(abc.ABC):
         """
         return {}
 
+    def accepts_model_settings(self, settings: dict[str, Any]) -> bool:
+        """Whether this backend can run a model built with these model-wide settings (a technique's variant,
+        e.g. ``{"int8_scheme": "qop-u8s8-per-channel"}``); refused variants are never built or probed."""
+        return True
+
     def baseline_notes(self) -> list[str]:
         """Facts a reader needs to judge the baseline, e.g. a profile pinning a slower setting than the runtime's
         default for the device. Shown in the terminal, the manifest's notes and both reports."""

@@ -1,11 +1,19 @@
 """Quantization: INT8 static post-training quantization to QDQ ONNX, and weight-only bit-widths, per layer.
 
-Which layers are INT8 is a per-layer knob (``bits``: 32 or 8). How INT8 is
-encoded (activation type, per-channel weights) is a model-wide knob the
-search probes on the target, because it decides whether INT8 is faster at
-all: on a ResNet-18 with ONNX Runtime on x86 the default QDQ settings leave
-the convolutions that feed residual Adds in float and run slower than FP32,
-while uint8 activations with per-channel int8 weights quantize them.
+Which layers are INT8 is a per-layer knob (``bits``: 32 or 8). How INT8 is encoded is a model-wide knob
+(``int8_scheme``) the search probes on the target, because it decides whether INT8 is faster at all: the
+format (QDQ, or ONNX Runtime's QOperator ops such as QLinearConv/QLinearAdd: ``qop-`` names), the
+activation and weight types (U8S8, S8S8, U8U8) and per-channel or per-tensor weights. On a ResNet-18 with
+ONNX Runtime on x86, S8S8 QDQ leaves the convolutions that feed residual Adds in float (no faster than FP32),
+U8U8 runs a slow kernel, U8S8 (QDQ or QOperator) runs every convolution and Add in int8 (about 3x faster),
+and S8S8 QOperator is six times slower than FP32. The speed gate probes the per-channel form of each format
+and type pair; per-tensor forms run at the same speed on the CPUs measured here
+(``benchmarks/ort_int8_encodings.py``) and are there for plans that ask for them.
+
+Models get ONNX Runtime's quantization pre-processing (symbolic shape inference) first; its graph-optimisation
+step is skipped, since it would constant-fold weight-only encodings (fp16 weights behind a Cast) back to
+float. The TorchScript exporter's Identity-wrapped weights, which a quantizer would leave float, are folded
+when the model is loaded (``edgeslim.model.fold_weight_identities``).
 
 How the INT8 ranges are calibrated (``int8_calibration``: min-max, entropy, percentile) changes accuracy,
 not speed: the search scores each on the host and keeps the most accurate.
@@ -24,6 +32,7 @@ from __future__ import annotations
 import contextlib
 import io
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -37,12 +46,25 @@ from edgeslim.plan import Plan, layer_decisions
 from edgeslim.settings import module_available
 from edgeslim.technique import BuildContext, Knob, Technique
 
-#: name -> (activation type, weight type, per-channel weights)
-INT8_SCHEMES: dict[str, tuple[str, str, bool]] = {
-    "u8s8-per-channel": ("QUInt8", "QInt8", True),
-    "s8s8-per-channel": ("QInt8", "QInt8", True),
-    "s8s8-per-tensor": ("QInt8", "QInt8", False),
+
+@dataclass(frozen=True)
+class Encoding:
+    """How an INT8 model is written: ONNX format, activation and weight types, weight granularity."""
+
+    operator_format: bool  # QOperator (QLinearConv, QLinearAdd, ...) instead of QDQ
+    activation: str  # onnxruntime QuantType name
+    weight: str
+    per_channel: bool
+
+
+_TYPES = {"u8s8": ("QUInt8", "QInt8"), "s8s8": ("QInt8", "QInt8"), "u8u8": ("QUInt8", "QUInt8")}
+#: name -> encoding; QDQ names carry no prefix (plans stored before QOperator existed keep their meaning)
+INT8_SCHEMES: dict[str, Encoding] = {
+    f"{'qop-' if qop else ''}{types}-per-{'channel' if pc else 'tensor'}": Encoding(qop, *_TYPES[types], pc)
+    for qop in (False, True) for types in _TYPES for pc in (True, False)
 }
+#: what the speed gate probes: every format and type pair, per-channel (per-tensor runs as fast, less exact)
+GATE_SCHEMES = tuple(name for name, enc in INT8_SCHEMES.items() if enc.per_channel)
 DEFAULT_SCHEME = "u8s8-per-channel"
 #: plan.model.int8_calibration -> ONNX Runtime's CalibrationMethod
 CALIBRATION_METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
@@ -56,7 +78,10 @@ ELEMENTWISE_FOLLOWERS = ("Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", 
 
 
 def _activation_chain(model: onnx.ModelProto, node: onnx.NodeProto) -> list[str]:
-    """Names of the element-wise nodes a layer's output flows through alone (its activation)."""
+    """Names of the element-wise nodes a float layer's output flows through (its activation), up to and
+    including a residual Add it joins: ONNX Runtime fuses DQ -> Conv -> Q into QLinearConv even when the Conv's
+    weights are float (it quantizes them itself), so a float layer's output must not be quantized by the next
+    op either."""
     consumers: dict[str, list[onnx.NodeProto]] = {}
     for n in model.graph.node:
         for i in n.input:
@@ -67,7 +92,7 @@ def _activation_chain(model: onnx.ModelProto, node: onnx.NodeProto) -> list[str]
         if len(nxt) != 1 or nxt[0].op_type not in ELEMENTWISE_FOLLOWERS:
             return chain
         if nxt[0].op_type in ("Mul", "Add") and sum(1 for i in nxt[0].input if i in consumers) > 1:
-            return chain  # a residual Add joins two branches: not this layer's alone
+            return [*chain, nxt[0].name]  # a residual Add joins two branches: float too, and the chain ends
         chain.append(nxt[0].name)
         current = nxt[0]
 
@@ -103,7 +128,7 @@ class _FeedReader:
 
 class Int8Quantization(Technique):
     name = "quantization"
-    description = "INT8 static post-training quantization (QDQ, per-channel weights), per layer int8 or float"
+    description = "INT8 static post-training quantization (QDQ or QOperator), per layer int8 or float"
     stage = "onnx"
     phase = "precision"
     speed_gated = True
@@ -123,7 +148,7 @@ class Int8Quantization(Technique):
         return [Knob(self.name, "bits", layer.name, (32, 8)) for layer in source.layers]
 
     def variants(self, source: ModelSource) -> list[dict[str, Any]]:
-        return [{"int8_scheme": scheme} for scheme in INT8_SCHEMES]
+        return [{"int8_scheme": scheme} for scheme in GATE_SCHEMES]
 
     def accuracy_variants(self, source: ModelSource) -> list[dict[str, Any]]:
         return [{"int8_calibration": method} for method in CALIBRATION_METHODS]
@@ -142,13 +167,14 @@ class Int8Quantization(Technique):
                                 f"(known: {', '.join(CALIBRATION_METHODS)})")
         if not ctx.calibration:
             raise EdgeslimError("INT8 quantization needs calibration inputs (a task's data or --calib FILE.npz)")
+        onnx_path = prepare_for_quantization(onnx_path, out_path.with_name(out_path.stem + ".prepared.onnx"))
         model = onnx.load(str(onnx_path))
         float_nodes = []
         for node in weighted_nodes(model):
             layer = ctx.layer_of_node(node.name)
             if layer is None or bits.get(layer, 32) != 8:
                 float_nodes += [node.name, *_activation_chain(model, node)]
-        activation, weight, per_channel = INT8_SCHEMES[scheme]
+        encoding = INT8_SCHEMES[scheme]
         extra: dict[str, Any] = {}
         method = CalibrationMethod.MinMax
         if calibration == "percentile":
@@ -159,11 +185,30 @@ class Int8Quantization(Technique):
         with _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):  # its calibrators print
             _quantize(
                 str(onnx_path), str(out_path), _FeedReader(ctx.calibration),
-                quant_format=QuantFormat.QDQ, activation_type=getattr(QuantType, activation),
-                weight_type=getattr(QuantType, weight), per_channel=per_channel,
+                quant_format=QuantFormat.QOperator if encoding.operator_format else QuantFormat.QDQ,
+                activation_type=getattr(QuantType, encoding.activation),
+                weight_type=getattr(QuantType, encoding.weight), per_channel=encoding.per_channel,
                 nodes_to_exclude=float_nodes, calibrate_method=method, extra_options=extra,
             )
         return out_path
+
+
+def prepare_for_quantization(onnx_path: Path, out_path: Path) -> Path:
+    """ONNX Runtime's quantization pre-processing (shape inference only), or the model as it was when that fails
+    or loses a weighted node (the plan's layers are matched to nodes by name)."""
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    before = {node.name for node in weighted_nodes(onnx.load(str(onnx_path), load_external_data=False))}
+    for skip_symbolic in (False, True):  # symbolic inference fails on some graphs; ONNX's own still helps
+        try:
+            with _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):
+                quant_pre_process(str(onnx_path), str(out_path), skip_optimization=True,
+                                  skip_symbolic_shape=skip_symbolic)
+        except Exception:  # noqa: BLE001 (pre-processing is an optimisation: without it quantization still works)
+            continue
+        after = {node.name for node in weighted_nodes(onnx.load(str(out_path), load_external_data=False))}
+        return out_path if before <= after else onnx_path
+    return onnx_path
 
 
 def _entropy_ranges(onnx_path: Path, ctx: BuildContext) -> dict[str, list[dict[str, Any]]]:

@@ -75,10 +75,14 @@ class OnnxRuntimeTarget(Target):
         precision = {}
         for node in optimized.graph.node:
             if node.op_type in INT8_KERNELS:
-                precision[node.name] = "int8"
+                # ONNX Runtime's QOperator quantizer names a QLinearConv after its Conv plus "_quant"
+                precision[node.name.removesuffix("_quant")] = "int8"
             elif node.op_type in FLOAT_KERNELS:
                 precision[node.name] = "float"
         return precision
+
+    def accepts_model_settings(self, settings: dict[str, Any]) -> bool:
+        return True  # QDQ and QOperator models both run; which is fastest is the device's to say
 
     def versions(self) -> dict[str, str]:
         import onnxruntime

@@ -117,6 +117,10 @@ class OpenVINOTarget(Target):
             return []
         return [Knob("openvino", "ov_precision", None, (self.settings.inference_precision, *others))]
 
+    def accepts_model_settings(self, settings: dict[str, Any]) -> bool:
+        # OpenVINO takes INT8 from Q/DQ pairs; ONNX Runtime's QOperator ops (QLinearConv...) are not its input
+        return not str(settings.get("int8_scheme", "")).startswith("qop-")
+
     def compile(self, onnx_path: Path, out_dir: Path, plan: dict[str, Any] | None = None) -> Path:
         import openvino as ov
 

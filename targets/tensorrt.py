@@ -81,6 +81,11 @@ class TensorRTTarget(Target):
             return True, "tensorrt Python API and a GPU on this machine"
         return True, f"engines are built on the board with trtexec; host scoring via ONNX Runtime ({why})"
 
+    def accepts_model_settings(self, settings: dict[str, Any]) -> bool:
+        # explicit quantization in TensorRT takes symmetric int8 Q/DQ only: no uint8 zero points, no QOperator
+        scheme = str(settings.get("int8_scheme", "s8s8-per-channel"))
+        return scheme.startswith("s8s8-")
+
     def compile(self, onnx_path: Path, out_dir: Path, plan: dict[str, Any] | None = None) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         artifact = out_dir / "model.onnx"

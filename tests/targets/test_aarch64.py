@@ -34,4 +34,5 @@ def test_int8_models_match_x86_on_aarch64_onnxruntime(tmp_path):
     result = json.loads((tmp_path / "aarch64_check.json").read_text())
     assert result["aarch64"]["machine"] == "aarch64"
     assert result["all_within"] and result["agent_on_aarch64"]["status"] in ("ok", "noisy")
-    assert {r["model"] for r in result["rows"]} >= {"fp32", "u8s8-per-channel", "s8s8-per-channel"}
+    models = {r["model"] for r in result["rows"]}
+    assert models >= {"fp32", "u8s8-per-channel", "s8s8-per-channel", "qop-u8s8-per-channel", "qop-s8s8-per-channel"}
