@@ -147,3 +147,20 @@ def test_qat_beats_post_training_quantization_at_two_bits(tmp_path):
         scores[bool(flag)] = best["metric"]["value"]
         assert best["deep_compression_bytes"] < 0.25 * best["artifact_bytes"]  # int8 containers -> 2-bit codes
     assert scores[True] > scores[False] + 0.01, scores
+
+
+@pytest.mark.parametrize("name", ["resnet18", "mobilenetv2"])
+def test_the_64px_benchmark_models_load_with_their_trained_weights(name):
+    """The millisecond-scale benchmark models: committed float16 checkpoints, trained by train.py."""
+    import sys
+
+    import torch
+
+    sys.path.insert(0, str(ROOT / "examples" / "fashion_mnist"))
+    from tasks import make
+
+    task = make(name, eval_samples=500)
+    x, y = task.eval_data
+    with torch.no_grad():
+        predicted = task.model(torch.from_numpy(x)).argmax(1).numpy()
+    assert (x.shape[1:], float((predicted == y).mean()) > 0.8) == ((1, 64, 64), True)
