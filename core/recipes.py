@@ -41,6 +41,11 @@ def speed_gate(search: SearchAPI, dropped: set[str]) -> Plan:
                                                   counts_as_trial=False))
             if ms is not None and (best_ms is None or ms < best_ms):
                 best_variant, best_ms = variant, ms
+        for variant in gate.refinements_of(best_variant):  # e.g. the winner's per-tensor form
+            ms = search.latency_of(search.measure(with_model(probe_plan, variant), purpose=f"gate:{gate.technique}",
+                                                  counts_as_trial=False))
+            if ms is not None and best_ms is not None and ms < best_ms:
+                best_variant, best_ms = variant, ms
         if best_ms is None or best_ms > GATE_MARGIN * search.baseline_ms:
             dropped.add(gate.technique)
             search.note(f"{gate.technique} dropped: uniform {gate.technique} measured {best_ms:.3f} ms vs baseline "

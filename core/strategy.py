@@ -54,6 +54,11 @@ class SpeedGate:
     technique: str
     knobs: tuple[Knob, ...]
     variants: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+    #: (first-round variant, its second-round variants): probed only after that variant won the first round
+    refinements: tuple[tuple[dict[str, Any], tuple[dict[str, Any], ...]], ...] = field(default_factory=tuple)
+
+    def refinements_of(self, variant: dict[str, Any] | None) -> tuple[dict[str, Any], ...]:
+        return next((after for first, after in self.refinements if first == variant), ())
 
 
 @dataclass(frozen=True)

@@ -49,7 +49,9 @@ class SessionView:
         for name, tech in self._session.techniques.items():
             knobs = tuple(k for k in tech.knobs(source) if k.layer is not None)
             if tech.speed_gated and knobs:
-                gates.append(SpeedGate(name, knobs, tuple(self._runnable(tech.variants(source)))))
+                variants = tuple(self._runnable(tech.variants(source)))
+                refinements = tuple((v, tuple(self._runnable(tech.refinements(v)))) for v in variants)
+                gates.append(SpeedGate(name, knobs, variants, refinements))
         return gates
 
     def model_variants(self) -> dict[str, list[dict[str, Any]]]:

@@ -145,6 +145,11 @@ class Technique:
         """Model-wide settings worth probing on the target (each a dict merged into ``plan["model"]``)."""
         return []
 
+    def refinements(self, variant: dict[str, Any]) -> list[dict[str, Any]]:
+        """Second-round variants worth probing only when ``variant`` won the first round (e.g. the per-tensor
+        form of the fastest per-channel INT8 encoding): keeps the probe count low without leaving them out."""
+        return []
+
     def accuracy_variants(self, source: ModelSource) -> list[dict[str, Any]]:
         """Model-wide settings that change accuracy but not speed (e.g. INT8 calibration): a strategy scores
         each on the host and keeps the most accurate, without measuring."""

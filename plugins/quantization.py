@@ -6,9 +6,9 @@ format (QDQ, or ONNX Runtime's QOperator ops such as QLinearConv/QLinearAdd: ``q
 activation and weight types (U8S8, S8S8, U8U8) and per-channel or per-tensor weights. On a ResNet-18 with
 ONNX Runtime on x86, S8S8 QDQ leaves the convolutions that feed residual Adds in float (no faster than FP32),
 U8U8 runs a slow kernel, U8S8 (QDQ or QOperator) runs every convolution and Add in int8 (about 3x faster),
-and S8S8 QOperator is six times slower than FP32. The speed gate probes the per-channel form of each format
-and type pair; per-tensor forms run at the same speed on the CPUs measured here
-(``benchmarks/ort_int8_encodings.py``) and are there for plans that ask for them.
+and S8S8 QOperator is five times slower than FP32. The speed gate probes the per-channel form of each format
+and type pair, then the per-tensor form of the fastest (within a few percent of it on the models measured
+here, sometimes faster: ``benchmarks/ort_int8_encodings.py``).
 
 Models get ONNX Runtime's quantization pre-processing (symbolic shape inference) first; its graph-optimisation
 step is skipped, since it would constant-fold weight-only encodings (fp16 weights behind a Cast) back to
@@ -149,6 +149,10 @@ class Int8Quantization(Technique):
 
     def variants(self, source: ModelSource) -> list[dict[str, Any]]:
         return [{"int8_scheme": scheme} for scheme in GATE_SCHEMES]
+
+    def refinements(self, variant: dict[str, Any]) -> list[dict[str, Any]]:
+        scheme = str(variant.get("int8_scheme", ""))
+        return [{"int8_scheme": scheme.replace("-per-channel", "-per-tensor")}] if scheme in GATE_SCHEMES else []
 
     def accuracy_variants(self, source: ModelSource) -> list[dict[str, Any]]:
         return [{"int8_calibration": method} for method in CALIBRATION_METHODS]

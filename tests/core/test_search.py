@@ -277,3 +277,11 @@ def make_task():
     proc = run_cli("apply", task, "--plan", plan, "--profile", fast_profile, "--budget-ms", "1000",
                    "--out", tmp_path / "run", "--json")
     assert proc.returncode == 0, proc.stderr
+
+
+def test_the_manifest_lists_every_int8_encoding_the_gate_probed(finished_run):
+    """Each format and type pair per-channel, then the per-tensor form of the fastest; each with what ran."""
+    probes = json.loads((finished_run / "manifest.json").read_text())["speed_gate"]
+    schemes = [p["settings"]["int8_scheme"] for p in probes]
+    assert (len(schemes), sum(s.endswith("per-tensor") for s in schemes), all(p["layers_int8"] for p in probes)) == (
+        7, 1, True)

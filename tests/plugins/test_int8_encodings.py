@@ -94,3 +94,9 @@ def test_weights_behind_identity_nodes_count_as_the_layers_parameters(tmp_path, 
     plain = load_onnx_source(resnet_onnx, tmp_path / "plain", {}, None)
     folded = load_onnx_source(wrapped, tmp_path / "folded", {}, None)
     assert [layer.params for layer in folded.layers] == [layer.params for layer in plain.layers]
+
+
+def test_the_winner_of_the_first_round_is_refined_to_its_per_tensor_form():
+    quantization = load_registry().techniques["quantization"]
+    assert quantization.refinements({"int8_scheme": "qop-u8s8-per-channel"}) == [
+        {"int8_scheme": "qop-u8s8-per-tensor"}]
