@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -285,3 +286,29 @@ def test_the_manifest_lists_every_int8_encoding_the_gate_probed(finished_run):
     schemes = [p["settings"]["int8_scheme"] for p in probes]
     assert (len(schemes), sum(s.endswith("per-tensor") for s in schemes), all(p["layers_int8"] for p in probes)) == (
         7, 1, True)
+
+
+def test_verification_looks_past_candidates_the_search_measured_too_optimistically(finished_run, tmp_path):
+    """Three slow candidates looked in budget and most accurate during the search (simulated: copies of a slow
+    gate probe with rewritten stored latencies); re-measured they miss, and verification goes on to the most
+    accurate real candidate that meets the budget."""
+    import shutil
+
+    from edgeslim.config import SearchConfig
+    from edgeslim.outputs import select_and_verify
+    from edgeslim.search import SearchSession
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    config = SearchConfig.load(run / "run.json")
+    config.out_dir, config.budget_ms, config.budget_ratio = str(run), None, 0.95
+    session = SearchSession(config)
+    session.measure_baseline()
+    base_ms = session.latency_of(session.baseline)
+    measured = [r for r in session.store.all() if r.key != session.baseline.key and session.latency_of(r)]
+    slowest = max(measured, key=session.latency_of)  # S8S8 QOperator: several times slower than FP32
+    for i in range(3):
+        session.store.put(dataclasses.replace(slowest, key=f"optimistic{i}", status="measured", metric=1.0,
+                                              latency={**slowest.latency, "p50_ms": 0.5 * base_ms}))
+    answer, verification = select_and_verify(session)
+    assert (answer.key.startswith("optimistic"), verification["passed"]) == (False, True)
