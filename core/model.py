@@ -224,11 +224,19 @@ def ensure_node_names(model: onnx.ModelProto) -> None:
 
 
 def fold_weight_identities(model: onnx.ModelProto) -> int:
-    """Remove Identity nodes that only pass an initializer on (the TorchScript exporter writes one per shared
-    weight), wiring their consumers to the initializer itself. Until then such a layer looks weightless: no
-    parameter count, no per-layer weight technique, and a quantizer leaves it float. Returns how many."""
-    inits = {init.name for init in model.graph.initializer}
+    """Turn Constant nodes into initializers and remove Identity nodes that only pass an initializer on (the
+    TorchScript exporter writes one per shared weight), wiring their consumers to the initializer itself.
+    Until then such a layer looks weightless: no parameter count, no per-layer weight technique, a quantizer
+    leaves it float (QDQ) or fails on its bias (QOperator). Returns how many Identity nodes went."""
     outputs = {o.name for o in model.graph.output}
+    for node in [n for n in model.graph.node if n.op_type == "Constant" and n.output[0] not in outputs
+                 and len(n.attribute) == 1 and n.attribute[0].name == "value"]:
+        tensor = onnx.TensorProto()  # a Constant node's tensor becomes an initializer of the same name
+        tensor.CopyFrom(node.attribute[0].t)
+        tensor.name = node.output[0]
+        model.graph.initializer.append(tensor)
+        model.graph.node.remove(node)
+    inits = {init.name for init in model.graph.initializer}
     alias = {n.output[0]: n.input[0] for n in model.graph.node
              if n.op_type == "Identity" and n.input[0] in inits and n.output[0] not in outputs}
     if not alias:

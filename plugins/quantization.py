@@ -41,7 +41,7 @@ import onnx
 
 from edgeslim import hookimpl
 from edgeslim.errors import EdgeslimError
-from edgeslim.model import ModelSource, weighted_nodes
+from edgeslim.model import ModelSource, fold_weight_identities, weighted_nodes
 from edgeslim.plan import Plan, layer_decisions
 from edgeslim.settings import module_available
 from edgeslim.technique import BuildContext, Knob, Technique
@@ -186,7 +186,7 @@ class Int8Quantization(Technique):
             method, extra = CalibrationMethod.Percentile, {"CalibPercentile": 99.99}
         elif calibration == "entropy":
             extra = {"TensorQuantOverrides": _entropy_ranges(onnx_path, ctx)}
-        with _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):  # its calibrators print
+        with _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()), _quantizer_errors(scheme):
             _quantize(
                 str(onnx_path), str(out_path), _FeedReader(ctx.calibration),
                 quant_format=QuantFormat.QOperator if encoding.operator_format else QuantFormat.QDQ,
@@ -197,12 +197,28 @@ class Int8Quantization(Technique):
         return out_path
 
 
+@contextlib.contextmanager
+def _quantizer_errors(scheme: str):
+    """ONNX Runtime's quantizer fails with bare AttributeErrors on graphs it does not expect; the candidate fails
+    with the reason, the search goes on."""
+    try:
+        yield
+    except Exception as exc:  # noqa: BLE001
+        raise EdgeslimError(f"ONNX Runtime's quantizer ({scheme}) failed on this graph: {type(exc).__name__}: "
+                            f"{str(exc)[:200]}") from None
+
+
 def prepare_for_quantization(onnx_path: Path, out_path: Path) -> Path:
-    """ONNX Runtime's quantization pre-processing (shape inference only), or the model as it was when that fails
-    or loses a weighted node (the plan's layers are matched to nodes by name)."""
+    """Weights folded into initializers, then ONNX Runtime's quantization pre-processing (shape inference only);
+    the folded model alone when that fails or loses a weighted node (plan layers are matched to nodes by name)."""
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    before = {node.name for node in weighted_nodes(onnx.load(str(onnx_path), load_external_data=False))}
+    model = onnx.load(str(onnx_path))
+    fold_weight_identities(model)  # a candidate exported from torch can carry them too (e.g. a factorized bias)
+    before = {node.name for node in weighted_nodes(model)}
+    folded = out_path.with_name(out_path.stem + ".folded.onnx")
+    onnx.save(model, str(folded))
+    onnx_path = folded
     for skip_symbolic in (False, True):  # symbolic inference fails on some graphs; ONNX's own still helps
         try:
             with _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):

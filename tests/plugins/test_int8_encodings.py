@@ -100,3 +100,21 @@ def test_the_winner_of_the_first_round_is_refined_to_its_per_tensor_form():
     quantization = load_registry().techniques["quantization"]
     assert quantization.refinements({"int8_scheme": "qop-u8s8-per-channel"}) == [
         {"int8_scheme": "qop-u8s8-per-tensor"}]
+
+
+def test_a_bias_from_a_constant_node_quantizes_in_qoperator(tmp_path, resnet_onnx):
+    """Candidates exported from torch can hand a bias over as a Constant node; ONNX Runtime's QOperator quantizer
+    crashed on it (AttributeError: 'NoneType' object has no attribute 'data_type')."""
+    model = onnx.load(str(resnet_onnx))
+    conv = next(n for n in model.graph.node if n.op_type == "Conv" and len(n.input) == 3)
+    bias = next(init for init in model.graph.initializer if init.name == conv.input[2])
+    model.graph.initializer.remove(bias)
+    model.graph.node.insert(0, helper.make_node("Constant", [], [bias.name], name="bias_constant", value=bias))
+    source_path = tmp_path / "constant_bias.onnx"
+    onnx.save(model, str(source_path))
+    source = load_onnx_source(resnet_onnx, tmp_path / "src", {}, None)  # the plan's layers: same node names
+    plan = {"layers": {layer.name: {"bits": 8} for layer in source.layers},
+            "model": {"int8_scheme": "qop-u8s8-per-channel"}}
+    ctx = BuildContext(source=source, calibration=[random_feed(seed=i) for i in range(4)], work_dir=tmp_path)
+    quantized = load_registry().techniques["quantization"].apply_onnx(source_path, plan, ctx, tmp_path / "q.onnx")
+    assert cosine(output(resnet_onnx), output(quantized)) > 0.98
