@@ -210,6 +210,18 @@ class BuildPipeline:
                    for layer in effective if asked[layer] != effective[layer]}
         return {"effective_precision": effective, "precision_differs_from_plan": differs}
 
+    def mostly_float(self, plan: Plan, precision: dict[str, Any]) -> str | None:
+        """Why a candidate is not worth timing: more than half the layers its plan makes INT8 run in float on the
+        target (``precision``: from :meth:`precision_details`, e.g. an INT8 encoding the runtime does not fuse),
+        or None. Such a model is no faster than the float one, and timing it at length would only say so."""
+        effective = precision.get("effective_precision") or {}
+        planned_int8 = [layer for layer in effective if self.planned_precision(plan, layer) == "int8"]
+        left_float = [layer for layer in planned_int8 if effective[layer] == "float"]
+        if not planned_int8 or 2 * len(left_float) <= len(planned_int8):
+            return None
+        return (f"{len(left_float)} of {len(planned_int8)} layers planned INT8 run in float on the target (read "
+                "back from its optimized graph): not measured")
+
     def planned_precision(self, plan: Plan, layer: str) -> str:
         """What the plan's techniques ask for ``layer``; a factorized layer's parts ("fc.0") follow "fc"."""
         while layer:
@@ -219,20 +231,6 @@ class BuildPipeline:
                     return asked
             layer = layer.rpartition(".")[0]
         return "float"
-
-
-def mostly_float(details: dict[str, Any]) -> str | None:
-    """Why a candidate is not worth timing: more than half the layers its plan makes INT8 run in float on the
-    target (read back from the runtime's optimized graph, e.g. an INT8 encoding the runtime does not fuse),
-    or None. Such a model is no faster than the float one, and timing it at length would only say so."""
-    effective, differs = details.get("effective_precision") or {}, details.get("precision_differs_from_plan") or {}
-    planned_int8 = [layer for layer in effective if effective[layer] == "int8" or
-                    differs.get(layer, "").startswith("planned int8")]
-    left_float = [layer for layer in planned_int8 if differs.get(layer) == "planned int8, runs float"]
-    if not planned_int8 or 2 * len(left_float) <= len(planned_int8):
-        return None
-    return (f"{len(left_float)} of {len(planned_int8)} layers planned INT8 run in float on the target (read back "
-            "from its optimized graph): not measured")
 
 
 def traced_layer_nodes(module: Any, example: np.ndarray, exported: onnx.ModelProto) -> dict[str, str]:

@@ -14,13 +14,11 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from edgeslim.cli_runs import resume, run_multi_devices, run_search, show_profile
+from edgeslim.cli_runs import out_console, resume, run_multi_devices, run_search, show_profile
 from edgeslim.errors import BudgetNotMet, EdgeslimError
 from edgeslim.progress import reporter_for_stderr
 
 err_console = Console(stderr=True)
-# piped to a file or a CI log, rich would cut tables at 80 columns: give them room instead
-out_console = Console() if sys.stdout.isatty() else Console(width=160)
 
 
 def _default_out(model: str) -> str:

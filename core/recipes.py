@@ -5,11 +5,12 @@ recipes a user would try by hand (uniform INT8, uniform channel pruning at each 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from edgeslim.plan import Plan, empty_plan, set_knob
-from edgeslim.strategy import OfferedKnob, SearchAPI
+from edgeslim.strategy import OfferedKnob, SearchAPI, SpeedGate
 from edgeslim.technique import Knob
 
 #: a gated technique must be at least 3% faster than the baseline to stay
@@ -35,17 +36,10 @@ def speed_gate(search: SearchAPI, dropped: set[str]) -> Plan:
     base = empty_plan()
     for gate in search.speed_gates():
         probe_plan = uniform(empty_plan(), gate.knobs)
-        best_variant, best_ms = None, None
-        for variant in gate.variants or ({},):
-            ms = search.latency_of(search.measure(with_model(probe_plan, variant), purpose=f"gate:{gate.technique}",
-                                                  counts_as_trial=False))
-            if ms is not None and (best_ms is None or ms < best_ms):
-                best_variant, best_ms = variant, ms
-        for variant in gate.refinements_of(best_variant):  # e.g. the winner's per-tensor form
-            ms = search.latency_of(search.measure(with_model(probe_plan, variant), purpose=f"gate:{gate.technique}",
-                                                  counts_as_trial=False))
-            if ms is not None and best_ms is not None and ms < best_ms:
-                best_variant, best_ms = variant, ms
+        best_variant, best_ms = _fastest(search, gate, probe_plan, gate.variants or ({},), (None, None))
+        # then the winner's second-round variants, e.g. its per-tensor form
+        best_variant, best_ms = _fastest(search, gate, probe_plan, gate.refinements_of(best_variant),
+                                         (best_variant, best_ms))
         if best_ms is None or best_ms > GATE_MARGIN * search.baseline_ms:
             dropped.add(gate.technique)
             search.note(f"{gate.technique} dropped: uniform {gate.technique} measured {best_ms:.3f} ms vs baseline "
@@ -56,6 +50,17 @@ def speed_gate(search: SearchAPI, dropped: set[str]) -> Plan:
             search.note(f"{gate.technique}: uniform probe {search.baseline_ms / best_ms:.2f}x faster than the "
                         f"baseline with {best_variant}")
     return base
+
+
+def _fastest(search: SearchAPI, gate: SpeedGate, probe_plan: Plan, variants: Iterable[dict[str, Any]],
+             best: tuple[dict[str, Any] | None, float | None]) -> tuple[dict[str, Any] | None, float | None]:
+    """Measure ``probe_plan`` with each variant (gate probes, not trials); the fastest of them and ``best``."""
+    for variant in variants:
+        ms = search.latency_of(search.measure(with_model(probe_plan, variant), purpose=f"gate:{gate.technique}",
+                                              counts_as_trial=False))
+        if ms is not None and (best[1] is None or ms < best[1]):
+            best = (variant, ms)
+    return best
 
 
 def best_accuracy_variants(search: SearchAPI, base: Plan, dropped: set[str]) -> Plan:

@@ -14,7 +14,7 @@ import time
 from pathlib import Path
 
 from edgeslim.budget import Budget, metric_drop
-from edgeslim.build import BuildPipeline, RecoveryChoice, mostly_float
+from edgeslim.build import BuildPipeline, RecoveryChoice
 from edgeslim.config import SearchConfig
 from edgeslim.device import Device, runner_for_profile, target_for_profile
 from edgeslim.errors import EdgeslimError
@@ -195,13 +195,13 @@ class SearchSession:
             self.store.put(record)
             return record
         precision = self.builder.precision_details(plan, artifact)
-        if why := mostly_float(precision):
+        if why := self.builder.mostly_float(plan, precision):
             record = CandidateRecord.new(key, plan, purpose, "runs_float", artifact=self.rel(artifact), note=why,
                                          details=precision)
             self.store.put(record)
             return record
         metric = stored.metric if stored is not None else None
-        record = self.measure_built(key, plan, purpose, artifact, metric, self.builder, details=precision)
+        record = self.measure_built(key, plan, purpose, artifact, metric, self.builder, precision=precision)
         if not counts_as_trial and not is_baseline:
             self.not_a_trial(key)
         return record
@@ -212,7 +212,8 @@ class SearchSession:
         self.store.set_meta("uncounted", sorted(self._uncounted))
 
     def measure_built(self, key: str, plan: Plan, purpose: str, artifact: Path, metric: float | None,
-                      builder: BuildPipeline, details: dict | None = None) -> CandidateRecord:
+                      builder: BuildPipeline, details: dict | None = None,
+                      precision: dict | None = None) -> CandidateRecord:
         """Measure a built artifact on the device, score it (unless ``metric`` is known), store and announce
         the record. The one place a measured candidate's record is made."""
         is_baseline = plan == empty_plan()
@@ -229,10 +230,9 @@ class SearchSession:
                 # the speed-up gate: a compressed model that is not faster is never a result
                 status = "not_faster"
                 note = f"measured {measured_ms:.3f} ms, baseline {base_ms:.3f} ms: not faster, dropped"
-        details = dict(details or {})
-        if "effective_precision" not in details:  # evaluate() has read it back already
-            details.update(builder.precision_details(plan, artifact))
-        details.update(builder.size_details(plan, artifact))
+        details = {**(details or {}),  # ``precision``: read back already (evaluate() does, before timing)
+                   **(precision if precision is not None else builder.precision_details(plan, artifact)),
+                   **builder.size_details(plan, artifact)}
         if predicted is not None and measured_ms is not None and self.predictor is not None:
             details.update(predicted_ms=predicted, prediction_error=predicted / measured_ms - 1)
             self.predictor.observe(plan, measured_ms)

@@ -12,8 +12,8 @@ here, sometimes faster: ``benchmarks/ort_int8_encodings.py``).
 
 Models get ONNX Runtime's quantization pre-processing (symbolic shape inference) first; its graph-optimisation
 step is skipped, since it would constant-fold weight-only encodings (fp16 weights behind a Cast) back to
-float. The TorchScript exporter's Identity-wrapped weights, which a quantizer would leave float, are folded
-when the model is loaded (``edgeslim.model.fold_weight_identities``).
+float. The TorchScript exporter's Identity-wrapped weights (which a quantizer would leave float) and Constant-node
+weights are folded into initializers first (``edgeslim.model.fold_weight_identities``).
 
 How the INT8 ranges are calibrated (``int8_calibration``: min-max, entropy, percentile) changes accuracy,
 not speed: the search scores each on the host and keeps the most accurate.
@@ -63,7 +63,7 @@ INT8_SCHEMES: dict[str, Encoding] = {
     f"{'qop-' if qop else ''}{types}-per-{'channel' if pc else 'tensor'}": Encoding(qop, *_TYPES[types], pc)
     for qop in (False, True) for types in _TYPES for pc in (True, False)
 }
-#: what the speed gate probes: every format and type pair, per-channel (per-tensor runs as fast, less exact)
+#: what the speed gate probes first: every format and type pair, per-channel (then the winner's per-tensor form)
 GATE_SCHEMES = tuple(name for name, enc in INT8_SCHEMES.items() if enc.per_channel)
 DEFAULT_SCHEME = "u8s8-per-channel"
 #: plan.model.int8_calibration -> ONNX Runtime's CalibrationMethod

@@ -81,8 +81,6 @@ class OnnxRuntimeTarget(Target):
                 precision[node.name] = "float"
         return precision
 
-    def accepts_model_settings(self, settings: dict[str, Any]) -> bool:
-        return True  # QDQ and QOperator models both run; which is fastest is the device's to say
 
     def versions(self) -> dict[str, str]:
         import onnxruntime
