@@ -294,7 +294,7 @@ def sshd_without_sftp(tmp_path, user_key):
 def test_board_without_sftp_is_measured_over_exec_channels(sshd_without_sftp, resnet_onnx):
     runner = SSHRunner(sshd_without_sftp.board(PYTHON))
     first = measure(runner, job(resnet_onnx), FAST)
-    assert (first.status, runner.transfer, runner.uploads) == ("ok", "exec", 2), first.error
+    assert (first.usable, runner.transfer, runner.uploads) == (True, "exec", 2), first.error
 
 
 def test_board_without_sftp_keeps_its_upload_cache(sshd_without_sftp, resnet_onnx):
@@ -302,7 +302,7 @@ def test_board_without_sftp_keeps_its_upload_cache(sshd_without_sftp, resnet_onn
     fresh = SSHRunner(sshd_without_sftp.board(PYTHON))
     again = measure(fresh, job(resnet_onnx), FAST)
     leftovers = [p.name for p in (sshd_without_sftp.workdir / "cache").iterdir() if p.name.endswith(".part")]
-    assert (again.status, fresh.uploads, leftovers) == ("ok", 0, [])
+    assert (again.usable, fresh.uploads, leftovers) == (True, 0, [])
 
 
 def test_upload_over_exec_is_checked_by_sha256(sshd_without_sftp, tmp_path):
