@@ -20,6 +20,13 @@ def describe_validation_error(error: ValidationError, prefix: str = "",
     return "; ".join(parts)
 
 
+def module_installed(module: str) -> bool:
+    """Whether ``module`` is installed, without importing it (some, like NNCF, take seconds to import)."""
+    import importlib.util
+
+    return importlib.util.find_spec(module) is not None
+
+
 def module_available(module: str, install: str) -> tuple[bool, str]:
     """(True, "module VERSION") when ``module`` imports, else (False, why and how to install it).
 

@@ -35,6 +35,10 @@ class OnnxRuntimeTarget(Target):
     def available(cls) -> tuple[bool, str]:
         return module_available("onnxruntime", "pip install onnxruntime")
 
+    def accepts_model_settings(self, settings: dict[str, Any]) -> bool:
+        # ONNX Runtime keeps its own quantizer: NNCF places its Q/DQ pairs for OpenVINO's kernels
+        return settings.get("int8_scheme") != "nncf"
+
     def compile(self, onnx_path: Path, out_dir: Path, plan: dict[str, Any] | None = None) -> Path:
         out_dir.mkdir(parents=True, exist_ok=True)
         artifact = out_dir / "model.onnx"

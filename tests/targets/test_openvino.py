@@ -44,6 +44,50 @@ def test_qdq_int8_becomes_int8_kernels(tmp_path, resnet_onnx, target):
     assert "int8" in precision.values(), precision
 
 
+def nncf_build(tmp_path, resnet_onnx, int8_every: int = 1):
+    """The model with every ``int8_every``-th layer INT8, quantized by NNCF; (QDQ ONNX, {layer: node}, int8 layers)."""
+    from edgeslim.model import load_onnx_source
+    from edgeslim.technique import BuildContext
+
+    source = load_onnx_source(resnet_onnx, tmp_path / "s", {}, None)
+    int8 = [layer.name for layer in source.layers][::int8_every]
+    plan = {"layers": {name: {"bits": 8} for name in int8}, "model": {"int8_scheme": "nncf"}}
+    ctx = BuildContext(source=source, calibration=[random_feed(seed=i) for i in range(16)], work_dir=tmp_path)
+    qdq = load_registry().techniques["quantization"].apply_onnx(source.onnx_path, plan, ctx, tmp_path / "q.onnx")
+    return qdq, dict(source.layer_nodes), int8
+
+
+def test_int8_on_openvino_is_quantized_by_nncf_and_onnx_runtime_keeps_its_own(tmp_path, resnet_onnx, target):
+    pytest.importorskip("nncf")
+    from edgeslim.model import load_onnx_source
+
+    source = load_onnx_source(resnet_onnx, tmp_path / "s", {}, None)
+    offered = load_registry().techniques["quantization"].variants(source)
+    ort_target = load_registry().targets["onnxruntime"].from_options({})
+    runnable = {name: [v["int8_scheme"] for v in offered if t.accepts_model_settings(v)]
+                for name, t in (("openvino", target), ("onnxruntime", ort_target))}
+    assert (runnable["openvino"], "nncf" in runnable["onnxruntime"]) == (["nncf"], False)
+
+
+def test_an_nncf_model_is_close_to_fp32(tmp_path, resnet_onnx, target):
+    pytest.importorskip("nncf")
+    qdq, _, _ = nncf_build(tmp_path, resnet_onnx)
+    feed = random_feed(seed=99)
+    ref = target.host_session(target.compile(resnet_onnx, tmp_path / "fp32", None)).run(feed)[0]
+    out = target.host_session(target.compile(qdq, tmp_path / "ir", None)).run(feed)[0]
+    assert float(np.dot(ref.ravel(), out.ravel()) / np.linalg.norm(ref) / np.linalg.norm(out)) > 0.99
+
+
+def test_an_nncf_per_layer_plan_runs_its_float_layers_in_float(tmp_path, resnet_onnx, target):
+    """The plan means the same on OpenVINO as on ONNX Runtime: a layer left at 32 bits runs in float."""
+    pytest.importorskip("nncf")
+    qdq, nodes, int8 = nncf_build(tmp_path, resnet_onnx, int8_every=2)
+    runs = target.effective_precision(target.compile(qdq, tmp_path / "ir", None))
+    # OpenVINO renames a Gemm (to a MatMul): its runtime node is not found by name, as in the search's read-back
+    found = {layer: runs[node] for layer, node in nodes.items() if node in runs}
+    assert (found, len(found)) == ({layer: "int8" if layer in int8 else "float" for layer in found}, len(nodes) - 1)
+
+
 def test_precision_is_a_knob_where_the_device_has_several(target):
     supported = target.supported_precisions()
     assert bool(target.knobs()) == ("bf16" in supported or "f16" in supported)
@@ -83,3 +127,11 @@ def test_search_with_the_openvino_profile(tmp_path, resnet_onnx):
     assert manifest["baseline"]["artifact"].endswith(".xml")
     assert "openvino" in manifest["versions"]
     assert any("runs at its default precision" in note for note in manifest["notes"])
+
+
+def test_the_openvino_search_probes_nncfs_int8(tmp_path, resnet_onnx):
+    pytest.importorskip("nncf")
+    proc = run_cli("search", resnet_onnx, "--profile", "local-cpu-openvino", "--budget-ratio", "0.0001",
+                   "--trials", "1", "--no-predictor", "--out", tmp_path / "run", "--json")
+    probes = json.loads(proc.stdout)["speed_gate"]
+    assert [(p["settings"], p["layers_int8"] is not None) for p in probes] == [({"int8_scheme": "nncf"}, True)]
