@@ -1,24 +1,26 @@
-"""The searched model against uniform baselines at 0.5x and 0.3x the FP32 latency, on local-cpu, in one run.
+"""The searched model against every uniform recipe and NNCF's PTQ at the same measured latency, side by side.
 
-    python benchmarks/search_vs_uniform.py [--budgets 0.5 0.3] [--rounds 5] [--epochs 1] [--trials 30]
-        [--search-profiles local-cpu [local-cpu-openvino]] [--output-name search_vs_uniform]
+    python benchmarks/search_vs_uniform.py [--models resnet resnet18 mobilenetv2] [--budgets 0.5 0.3 0.2]
+        [--search-profiles local-cpu local-cpu-openvino] [--strategy knapsack] [--rounds 5] [--epochs 1]
+        [--trials 30] [--work DIR]
 
-Fashion-MNIST ResNet (the reference CNN of examples/fashion_mnist). Rows:
-  * edgeslim search (greedy strategy with the latency table), one per budget;
-  * uniform INT8 (every layer, ONNX Runtime's QDQ, min-max calibration): one plan for every budget;
-  * uniform channel pruning + INT8: the same sparsity on every prunable layer, the smallest of 25/50/75%
-    whose measured latency meets the budget (each level built with the same recovery as the search);
-  * NNCF's default post-training quantization (``nncf.quantize``, 128 calibration images) run by OpenVINO
-    on this CPU, one thread, and the FP32 model under OpenVINO for reference.
-Every row's artifact is then timed side by side in rotating rounds (one agent process per measurement, one
-thread); latency ratios are against FP32 under ONNX Runtime, the runtime the budgets are set on; accuracy on
-all 10,000 test images. "device runs" counts every agent run a method needed to arrive at its model
-(probes for the latency table, candidates, re-measurements of noisy runs, the search's verification rounds);
-the final side-by-side timing is not counted for anyone. The latency table's error is the prediction made
-before each measurement against that measurement, over both searches.
-A search on another profile (``--search-profiles local-cpu-openvino``) sets its budget against FP32 on that
-runtime, as a user's run would; its row's ratio is still against ONNX Runtime FP32, like every row.
-Writes benchmarks/results/{output-name}.{json,md} (default search_vs_uniform).
+Models (examples/fashion_mnist): FashionResNet (28 px, ~0.3 ms), the ResNet-18-style and MobileNetV2-style
+networks (64 px, milliseconds). The 0.2x budget is only run on the two larger models. Per model, rows:
+  * FP32 under ONNX Runtime and under OpenVINO (its default configuration: no precision hint);
+  * uniform INT8 on ONNX Runtime: its quantizer's U8S8 QDQ (per channel) and QOperator U8S8 per tensor;
+  * uniform channel pruning at 25/50/75% with distillation (the search's recovery), alone and with INT8;
+  * every removable block removed, with distillation, alone and with INT8;
+  * NNCF's default post-training quantization (``nncf.quantize`` on the OpenVINO model, the task's 128
+    calibration images), run by OpenVINO: what an OpenVINO user does by hand;
+  * the edgeslim search on each profile at each budget (its verified answer), with its wall time and device runs.
+Every artifact is then timed side by side in rotating rounds (one agent process per measurement, 1 thread); each
+row's latency ratio is against FP32 on its own runtime, and a row "meets" a search's budget when its median is
+within that budget in milliseconds (budget x FP32 on the search's runtime), whatever runtime it runs on.
+Accuracy is on all 10,000 test images. "device runs" counts every agent run a method needed to arrive at its
+model; the final side-by-side timing is not counted for anyone. The latency table's error is each measured
+search candidate's prediction against its measurement.
+Writes benchmarks/results/search_vs_uniform_{model}.{json,md}; the combined benchmarks/results/search_vs_uniform.md
+is rebuilt from every model's JSON present.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import rotating_p50s, summary  # noqa: E402
+from common import rotating_p50s  # noqa: E402
 
 from edgeslim.evaluate import TaskEvaluator  # noqa: E402
+from edgeslim.plan import Plan, set_knob  # noqa: E402
 from edgeslim.plugins.pruning import SPARSITY_LEVELS  # noqa: E402
 from edgeslim.predictor import error_summary  # noqa: E402
 from edgeslim.search import SearchConfig, SearchSession  # noqa: E402
@@ -45,14 +48,59 @@ from edgeslim.search import SearchConfig, SearchSession  # noqa: E402
 sys.path.insert(0, str(ROOT / "examples" / "fashion_mnist"))
 from tasks import make  # noqa: E402
 
-TASK = ROOT / "examples" / "fashion_mnist" / "resnet_task.py"
-SCHEME = {"int8_scheme": "u8s8-per-channel"}
+RESULTS = ROOT / "benchmarks" / "results"
+TASKS = {"resnet": "resnet_task.py", "resnet18": "resnet18_task.py", "mobilenetv2": "mobilenetv2_task.py"}
+TITLES = {"resnet": "FashionResNet (28 px)", "resnet18": "ResNet-18-style (64 px)",
+          "mobilenetv2": "MobileNetV2-style (64 px)"}
+#: the budget below 0.3x is only asked of the millisecond-scale models
+SMALL_MODEL_BUDGETS = (0.5, 0.3)
+DEFAULT_SCHEME = "u8s8-per-channel"  # ONNX Runtime quantizer's U8S8 QDQ, what a user writes first
+FAST_SCHEME = "qop-u8s8-per-tensor"  # the fastest ONNX Runtime encoding on the models measured here
 
 
-def session_for(work: Path, name: str, profile: str = "local-cpu", epochs: int = 0, **extra: Any) -> SearchSession:
-    session = SearchSession(SearchConfig(model=str(TASK), profile=profile, out_dir=str(work / name),
-                                         finetune_epochs=epochs, **extra))
-    return session
+def task_path(model: str) -> Path:
+    return ROOT / "examples" / "fashion_mnist" / TASKS[model]
+
+
+def session_for(model: str, work: Path, name: str, profile: str = "local-cpu", epochs: int = 0) -> SearchSession:
+    return SearchSession(SearchConfig(model=str(task_path(model)), profile=profile, out_dir=str(work / name),
+                                      finetune_epochs=epochs))
+
+
+def int8(plan: Plan, layers: list[str], scheme: str) -> Plan:
+    """``plan`` with every layer INT8 in ``scheme``."""
+    merged = {name: dict(decisions) for name, decisions in plan["layers"].items()}
+    for name in layers:
+        merged.setdefault(name, {})["bits"] = 8
+    return {"layers": merged, "model": {**plan["model"], "int8_scheme": scheme}}
+
+
+def recipe_plans(session: SearchSession) -> dict[str, Plan]:
+    """label -> plan of every uniform recipe: INT8 alone (two encodings), each channel sparsity and the removal of
+    every removable block, alone and with INT8 (the fastest encoding)."""
+    layers = [layer.name for layer in session.source.layers]
+    empty: Plan = {"layers": {}, "model": {}}
+    plans = {"uniform INT8 (U8S8 QDQ)": int8(empty, layers, DEFAULT_SCHEME),
+             "uniform INT8 (QOperator U8S8 per tensor)": int8(empty, layers, FAST_SCHEME)}
+    knobs: dict[tuple[str, str], list] = {}
+    for owner, knob, _ in session.offered_knobs():
+        knobs.setdefault((owner, knob.name), []).append(knob)
+    pruned: dict[str, Plan] = {}
+    for level in SPARSITY_LEVELS[1:]:
+        plan = empty
+        for knob in knobs.get(("pruning", "sparsity"), []):
+            plan = set_knob(plan, knob.layer, knob.name, level, knob.levels[0])
+        pruned[f"uniform channels {level:.0%} + KD"] = plan
+    blocks = knobs.get(("layer_pruning", "remove"), [])
+    if blocks:
+        plan = empty
+        for knob in blocks:
+            plan = set_knob(plan, knob.layer, knob.name, True, False)
+        pruned[f"all {len(blocks)} removable blocks removed + KD"] = plan
+    for label, plan in pruned.items():
+        plans[label] = plan
+        plans[f"{label} + INT8"] = int8(plan, layers, FAST_SCHEME)
+    return plans
 
 
 def nncf_ptq(session: SearchSession, out_dir: Path) -> Path:
@@ -62,139 +110,171 @@ def nncf_ptq(session: SearchSession, out_dir: Path) -> Path:
 
     model = ov.Core().read_model(str(session.source.onnx_path))
     name = session.source.inputs[0].name
-    dataset = nncf.Dataset([feed[name] for feed in session.calibration])
-    quantized = nncf.quantize(model, dataset)
+    quantized = nncf.quantize(model, nncf.Dataset([feed[name] for feed in session.calibration]))
     out_dir.mkdir(parents=True, exist_ok=True)
     xml = out_dir / "model.xml"
     ov.save_model(quantized, str(xml), compress_to_fp16=False)
     return xml
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.3])
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--epochs", type=int, default=1, help="recovery epochs (search and uniform pruning)")
-    parser.add_argument("--trials", type=int, default=30)
-    parser.add_argument("--search-profiles", nargs="+", default=["local-cpu"],
-                        help="profiles to search on (each at every budget)")
-    parser.add_argument("--output-name", default="search_vs_uniform")
-    args = parser.parse_args()
+def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
     started = time.time()
-    work = ROOT / "benchmarks" / "results" / f"search-vs-uniform-run-{time.strftime('%Y%m%d-%H%M%S')}"
+    budgets = [b for b in args.budgets if model != "resnet" or b in SMALL_MODEL_BUDGETS]
+    # a rerun with --work reuses the recipes' builds (cached per plan); the searches start afresh
+    work = (Path(args.work) / model) if args.work else \
+        RESULTS / f"search-vs-uniform-{model}-run-{time.strftime('%Y%m%d-%H%M%S')}"
     rows: dict[str, dict[str, Any]] = {}
     entries: dict[str, tuple[SearchSession, Path]] = {}
 
-    # FP32 and uniform INT8 (no training): one device run to see whether INT8 meets a budget at all
-    plain = session_for(work, "uniform")
-    layers = [layer.name for layer in plain.source.layers]
-    entries["FP32 (ONNX Runtime)"] = (plain, plain.builder.build({"layers": {}, "model": {}}))
-    rows["FP32 (ONNX Runtime)"] = {"method": "uncompressed", "budget": None, "device_runs": 1, "wall_s": 0.0}
+    def add(label: str, session: SearchSession, artifact: Path, method: str, runtime: str, device_runs: int,
+            wall_s: float, **extra: Any) -> None:
+        entries[label] = (session, artifact)
+        rows[label] = {"method": method, "runtime": runtime, "device_runs": device_runs,
+                       "wall_s": round(wall_s, 1), **extra}
+        print(f"[{model}] {label}: built ({wall_s:.0f} s)", flush=True)
+
+    ort_plain = session_for(model, work, "ort")
+    add("FP32 (ONNX Runtime)", ort_plain, ort_plain.builder.build({"layers": {}, "model": {}}), "uncompressed",
+        "onnxruntime", 0, 0.0)
+    ov_plain = session_for(model, work, "openvino", profile="local-cpu-openvino")
+    add("FP32 (OpenVINO default)", ov_plain, ov_plain.builder.build({"layers": {}, "model": {}}), "uncompressed",
+        "openvino", 0, 0.0)
     t0 = time.time()
-    int8 = plain.builder.build({"layers": {name: {"bits": 8} for name in layers}, "model": SCHEME})
-    stats = plain.device.measure(int8)
-    entries["uniform INT8"] = (plain, int8)
-    rows["uniform INT8"] = {"method": "uniform", "budget": None, "device_runs": stats.attempts,
-                            "wall_s": round(time.time() - t0, 1)}
-    baseline_ms = plain.device.measure(entries["FP32 (ONNX Runtime)"][1]).p50_ms
+    add("NNCF default PTQ (OpenVINO)", ov_plain, nncf_ptq(ov_plain, work / "nncf"), "nncf", "openvino", 0,
+        time.time() - t0)
 
-    # uniform channel pruning + INT8: the smallest uniform sparsity whose measured latency meets each budget
-    pruned = session_for(work, "uniform-pruned", epochs=args.epochs)
-    prunable = [k.layer for k in pruned.techniques["pruning"].knobs(pruned.source)]
-    for ratio in args.budgets:
-        t0, runs, chosen = time.time(), 0, None
-        for level in SPARSITY_LEVELS[1:]:
-            plan = {"layers": {name: {"bits": 8, **({"sparsity": level} if name in prunable else {})}
-                               for name in layers}, "model": SCHEME}
-            artifact = pruned.builder.build(plan)
-            stats = pruned.device.measure(artifact)
-            runs += stats.attempts
-            chosen = (level, artifact)
-            if stats.usable and stats.p50_ms <= ratio * baseline_ms:
-                break
-        assert chosen is not None
-        label = f"uniform channels {chosen[0]:.0%} + INT8 (budget {ratio}x)"
-        entries[label] = (pruned, chosen[1])
-        rows[label] = {"method": "uniform", "budget": ratio, "device_runs": runs, "wall_s": round(time.time() - t0, 1)}
-
-    # NNCF default PTQ through OpenVINO, and OpenVINO FP32 for reference
-    ov_session = session_for(work, "nncf", profile="local-cpu-openvino")
-    t0 = time.time()
-    nncf_xml = nncf_ptq(ov_session, work / "nncf" / "nncf-ptq")
-    stats = ov_session.device.measure(nncf_xml)
-    entries["NNCF default PTQ (OpenVINO)"] = (ov_session, nncf_xml)
-    rows["NNCF default PTQ (OpenVINO)"] = {"method": "nncf", "budget": None, "device_runs": stats.attempts,
-                                           "wall_s": round(time.time() - t0, 1)}
-    entries["FP32 (OpenVINO)"] = (ov_session, ov_session.builder.build({"layers": {}, "model": {}}))
-    rows["FP32 (OpenVINO)"] = {"method": "uncompressed", "budget": None, "device_runs": 1, "wall_s": 0.0}
-
-    # the searches
-    errors: dict[str, list[float]] = {}
-    for profile, ratio in [(profile, ratio) for profile in args.search_profiles for ratio in args.budgets]:
+    recovering = session_for(model, work, "recipes", epochs=args.epochs)
+    for label, plan in recipe_plans(recovering).items():
         t0 = time.time()
-        config = SearchConfig(model=str(TASK), profile=profile, out_dir=str(work / f"search-{profile}-{ratio}"),
-                              budget_ratio=ratio, finetune_epochs=args.epochs, trials=args.trials)
-        search = SearchSession(config)
-        manifest = search.run()
-        on = "" if profile == "local-cpu" else f" on {profile}"
-        label = f"edgeslim search{on} (budget {ratio}x)"
-        records = [json.loads(line) for line in (search.run_dir / "candidates.jsonl").read_text().splitlines()]
-        errors[label] = [r["details"]["prediction_error"] for r in records
-                         if (r.get("details") or {}).get("prediction_error") is not None]
-        rows[label] = {"method": "search", "budget": ratio, "device_runs": manifest["device_runs"]["total"],
-                       "device_runs_detail": manifest["device_runs"], "wall_s": round(time.time() - t0, 1),
-                       "status": manifest["status"], "candidates_measured": manifest["candidates_evaluated"],
-                       "skipped_by_predictor": manifest["candidates_skipped_by_predictor"],
-                       "plan": manifest["best"]["plan"]}
-        if manifest["best"]["artifact"]:
-            entries[label] = (search, search.run_dir / manifest["best"]["artifact"])
-        print(label, rows[label], flush=True)
+        try:
+            artifact = recovering.builder.build(plan)
+        except Exception as exc:  # noqa: BLE001 (a recipe that cannot be built is reported, not fatal)
+            rows[label] = {"method": "uniform", "runtime": "onnxruntime", "error": str(exc)[:200]}
+            print(f"[{model}] {label}: {exc}", flush=True)
+            continue
+        add(label, recovering, artifact, "uniform", "onnxruntime", 0, time.time() - t0)
+
+    errors: dict[str, list[float]] = {}
+    for profile in args.search_profiles:
+        for ratio in budgets:
+            t0 = time.time()
+            out_dir = work / f"search-{profile}-{ratio}-{time.strftime('%H%M%S')}"
+            config = SearchConfig(model=str(task_path(model)), profile=profile, budget_ratio=ratio,
+                                  out_dir=str(out_dir), finetune_epochs=args.epochs, trials=args.trials,
+                                  strategy=args.strategy)
+            search = SearchSession(config)
+            manifest = search.run()
+            label = f"edgeslim search on {profile} (budget {ratio}x)"
+            records = [json.loads(line) for line in (search.run_dir / "candidates.jsonl").read_text().splitlines()]
+            errors[label] = [r["details"]["prediction_error"] for r in records
+                             if (r.get("details") or {}).get("prediction_error") is not None]
+            info = {"profile": profile, "budget": ratio, "status": manifest["status"],
+                    "device_runs_detail": manifest["device_runs"], "phases_s": manifest.get("phases_s"),
+                    "plan": manifest["best"]["plan"], "latency_table_error": error_summary(errors[label]),
+                    "baseline_ms_in_search": manifest["baseline"]["latency_ms"]}
+            runtime = search.target.name
+            if manifest["best"]["artifact"]:
+                add(label, search, search.run_dir / manifest["best"]["artifact"], "search", runtime,
+                    manifest["device_runs"]["total"], time.time() - t0, **info)
+            else:
+                rows[label] = {"method": "search", "runtime": runtime, "device_runs": manifest["device_runs"]["total"],
+                               "wall_s": round(time.time() - t0, 1), **info}
+                print(f"[{model}] {label}: no answer ({manifest['status']})", flush=True)
 
     p50s = rotating_p50s(entries, args.rounds)
-    evaluator = TaskEvaluator(make("resnet", eval_samples=10000))
-    reference = p50s["FP32 (ONNX Runtime)"]
+    evaluator = TaskEvaluator(make(model, eval_samples=10000))
+    fp32 = {"onnxruntime": p50s["FP32 (ONNX Runtime)"], "openvino": p50s["FP32 (OpenVINO default)"]}
     for label, (session, artifact) in entries.items():
-        rows[label].update(summary(p50s[label], reference),
+        samples, reference = p50s[label], fp32[rows[label]["runtime"]]
+        rows[label].update(p50_ms=statistics.median(samples), p50_range=[min(samples), max(samples)],
+                           latency_ratio=statistics.median(samples) / statistics.median(reference),
                            test_accuracy=evaluator.score(session.target.host_session(artifact)))
-        print(label, rows[label], flush=True)
+        print(f"[{model}] {label}: {rows[label]['latency_ratio']:.3f}x, {rows[label]['test_accuracy']:.4f}", flush=True)
+    fp32_ms = {runtime: statistics.median(samples) for runtime, samples in fp32.items()}
+    verdicts = judge(rows, fp32_ms)
     all_errors = [e for errs in errors.values() for e in errs]
-    result = {
-        "command": "python benchmarks/search_vs_uniform.py " + " ".join(sys.argv[1:]),
-        "date": time.strftime("%Y-%m-%d %H:%M"), "rounds": args.rounds, "recovery_epochs": args.epochs,
-        "trials": args.trials, "search_profiles": args.search_profiles, "rows": rows,
-        "predictor_error": {"all": error_summary(all_errors), **{k: error_summary(v) for k, v in errors.items()},
-                            "signed_errors": all_errors},
-        "wall_time_s": round(time.time() - started, 1),
-    }
-    out = ROOT / "benchmarks" / "results"
-    (out / f"{args.output_name}.json").write_text(json.dumps(result, indent=2))
-    md = ["| budget | method | test accuracy | p50 ms (range) | latency vs FP32 | meets budget | device runs "
-          "| wall s |",
-          "|---|---|---|---|---|---|---|---|"]
-    for ratio in [None, *args.budgets]:
-        for label, row in rows.items():
-            if "p50_ms" not in row:
-                continue
-            shown = row["budget"] == ratio or (ratio is not None and row["budget"] is None
-                                               and row["method"] in ("uniform", "nncf"))
-            if not shown or (ratio is None and row["method"] != "uncompressed"):
-                continue
-            meets = "-" if ratio is None else ("yes" if row["latency_ratio"] <= ratio else "no")
-            md.append(f"| {'-' if ratio is None else f'{ratio}x'} | {label} | {row['test_accuracy']:.4f} | "
-                      f"{row['p50_ms']:.3f} ({row['p50_range'][0]:.3f}-{row['p50_range'][1]:.3f}) | "
-                      f"{row['latency_ratio']:.2f} | {meets} | {row['device_runs']} | {row['wall_s']:.0f} |")
-    err = result["predictor_error"]["all"]
+    return {"model": model, "title": TITLES[model], "budgets": budgets, "fp32_ms": fp32_ms, "rows": rows,
+            "verdicts": verdicts, "latency_table_error": error_summary(all_errors), "signed_errors": all_errors,
+            "wall_time_s": round(time.time() - started, 1), "rounds": args.rounds, "recovery_epochs": args.epochs,
+            "strategy": args.strategy, "trials": args.trials, "date": time.strftime("%Y-%m-%d %H:%M")}
+
+
+def judge(rows: dict[str, dict[str, Any]], fp32_ms: dict[str, float]) -> list[dict[str, Any]]:
+    """Per search row: the most accurate other row (recipe or NNCF) whose median meets the same budget in ms."""
+    verdicts = []
+    for label, row in rows.items():
+        if row["method"] != "search":
+            continue
+        budget_ms = row["budget"] * fp32_ms[row["runtime"]]
+        rivals = [(r["test_accuracy"], other) for other, r in rows.items()
+                  if r["method"] in ("uniform", "nncf") and "p50_ms" in r and r["p50_ms"] <= budget_ms]
+        best_rival = max(rivals, default=(None, None))
+        accuracy = row.get("test_accuracy")
+        verdicts.append({"search": label, "budget_ms": budget_ms, "search_accuracy": accuracy,
+                         "search_meets_budget": "p50_ms" in row and row["p50_ms"] <= budget_ms,
+                         "best_rival": best_rival[1], "best_rival_accuracy": best_rival[0],
+                         "margin_points": None if accuracy is None or best_rival[0] is None
+                         else round(100 * (accuracy - best_rival[0]), 2)})
+    return verdicts
+
+
+def markdown(result: dict[str, Any]) -> list[str]:
+    rows = result["rows"]
+    md = [f"### {result['title']}", "",
+          "| method | runtime | test accuracy | p50 ms (range) | vs FP32, same runtime | device runs | wall s |",
+          "|---|---|---|---|---|---|---|"]
+    for label, row in rows.items():
+        if "p50_ms" not in row:
+            md.append(f"| {label} | {row['runtime']} | - | {row.get('error') or row.get('status')} | - | "
+                      f"{row.get('device_runs', '-')} | {row.get('wall_s', 0):.0f} |")
+            continue
+        md.append(f"| {label} | {row['runtime']} | {row['test_accuracy']:.4f} | {row['p50_ms']:.3f} "
+                  f"({row['p50_range'][0]:.3f}-{row['p50_range'][1]:.3f}) | {row['latency_ratio']:.2f} | "
+                  f"{row['device_runs'] or '-'} | {row['wall_s']:.0f} |")
+    md += ["", "| search | budget ms | search accuracy | meets budget (side by side) | best recipe/peer within the "
+           "budget | its accuracy | margin (points) |", "|---|---|---|---|---|---|---|"]
+    for v in result["verdicts"]:
+        acc = "-" if v["search_accuracy"] is None else f"{v['search_accuracy']:.4f}"
+        rival = "-" if v["best_rival_accuracy"] is None else f"{v['best_rival_accuracy']:.4f}"
+        margin = "-" if v["margin_points"] is None else f"{v['margin_points']:+.2f}"
+        md.append(f"| {v['search']} | {v['budget_ms']:.3f} | {acc} | {'yes' if v['search_meets_budget'] else 'no'} "
+                  f"| {v['best_rival'] or 'none meets it'} | {rival} | {margin} |")
+    err = result["latency_table_error"]
     if err.get("n"):
-        md += ["", f"Latency table error over {err['n']} measured search candidates (prediction before the "
-               f"measurement vs the measurement): median |error| {err['median_abs_pct']:.1f}%, p90 "
-               f"{err['p90_abs_pct']:.1f}%, max {err['max_abs_pct']:.1f}%, "
-               f"mean signed {err['mean_signed_pct']:+.1f}%."]
-    md += ["", f"Fashion-MNIST ResNet on this machine's CPU, 1 thread; {args.rounds} rotating rounds, one agent "
-           f"process per measurement; accuracy on all 10,000 test images; recovery {args.epochs} epoch(s) of "
-           f"distillation on 10k training images for the search and uniform pruning; FP32 median "
-           f"{statistics.median(reference):.3f} ms. Wall time of the whole benchmark: {result['wall_time_s']:.0f} s."]
-    (out / f"{args.output_name}.md").write_text("\n".join(md) + "\n")
-    print("\n".join(md))
+        md += ["", f"Latency table error over {err['n']} measured search candidates: median |error| "
+               f"{err['median_abs_pct']:.1f}%, p90 {err['p90_abs_pct']:.1f}%, max {err['max_abs_pct']:.1f}%; "
+               f"within ±10%: {sum(abs(e) <= 0.10 for e in result['signed_errors'])} of {err['n']}."]
+    md += ["", f"{result['rounds']} rotating rounds, one agent process per measurement, 1 thread; FP32 median "
+           f"{result['fp32_ms']['onnxruntime']:.3f} ms (ONNX Runtime), {result['fp32_ms']['openvino']:.3f} ms "
+           f"(OpenVINO); strategy {result['strategy']}, recovery {result['recovery_epochs']} epoch(s) of distillation "
+           f"on 10k training images; run {result['date']}, {result['wall_time_s']:.0f} s wall.", ""]
+    return md
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--models", nargs="+", default=list(TASKS), choices=list(TASKS))
+    parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.3, 0.2])
+    parser.add_argument("--search-profiles", nargs="+", default=["local-cpu", "local-cpu-openvino"])
+    parser.add_argument("--strategy", default="knapsack")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--epochs", type=int, default=1, help="recovery epochs (search and uniform pruning)")
+    parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--work", help="work folder (default: a new one under benchmarks/results)")
+    args = parser.parse_args()
+    for model in args.models:
+        result = run_model(model, args)
+        result["command"] = "python benchmarks/search_vs_uniform.py " + " ".join(sys.argv[1:])
+        (RESULTS / f"search_vs_uniform_{model}.json").write_text(json.dumps(result, indent=2))
+        (RESULTS / f"search_vs_uniform_{model}.md").write_text("\n".join(markdown(result)))
+        print("\n".join(markdown(result)), flush=True)
+    combined = ["# Search vs uniform recipes and NNCF, side by side", ""]
+    for model in TASKS:
+        path = RESULTS / f"search_vs_uniform_{model}.json"
+        if path.exists():
+            result = json.loads(path.read_text())
+            combined += [f"`{result['command']}`", "", *markdown(result)]
+    (RESULTS / "search_vs_uniform.md").write_text("\n".join(combined))
 
 
 if __name__ == "__main__":

@@ -86,6 +86,9 @@ def _resolve(name: str, nodes: dict[str, GraphNode], producer: dict[str, str],
             return None
         if node in layer_of_node:
             return layer_of_node[node]
+        if node.endswith("_quant") and node.removesuffix("_quant") in layer_of_node:
+            # ONNX Runtime's QOperator quantizer renames a layer's node X to X_quant (QLinearConv, QGemm)
+            return layer_of_node[node.removesuffix("_quant")]
         current = nodes[node]
         if current.op not in FUSED_INTO_PREVIOUS or not current.inputs:
             return None

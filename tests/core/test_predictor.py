@@ -186,3 +186,29 @@ def test_a_negative_size_budget_is_refused_naming_the_field(tmp_path, resnet_onn
     bad.write_text('name = "bad"\nextends = "local-cpu"\n[budget]\nratio = 0.5\nstored_kb = -3\n')
     proc = run_cli("search", resnet_onnx, "--profile", bad, "--out", tmp_path / "bad")
     assert proc.returncode == 1 and "stored_kb" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_qoperator_int8_layers_time_is_attributed_to_its_layer(tmp_path, resnet_onnx):
+    """ONNX Runtime's QOperator quantizer renames each layer's node (X -> X_quant); a profile of such a model
+    still attributes every layer's kernel time to that layer, not to the rest of the graph."""
+    import onnx
+
+    from edgeslim.host import load_registry
+    from edgeslim.measure import LocalRunner, measure
+    from edgeslim.model import load_onnx_source
+    from edgeslim.predictor import attribute_profile, graph_summary
+    from edgeslim.profile import MeasurementSettings
+    from edgeslim.technique import BuildContext
+    from tests.conftest import random_feed
+
+    source = load_onnx_source(resnet_onnx, tmp_path / "s", {}, None)
+    layers = [layer.name for layer in source.layers]
+    plan = {"layers": {name: {"bits": 8} for name in layers}, "model": {"int8_scheme": "qop-u8s8-per-tensor"}}
+    ctx = BuildContext(source=source, calibration=[random_feed(seed=i) for i in range(8)], work_dir=tmp_path)
+    quantized = load_registry().techniques["quantization"].apply_onnx(source.onnx_path, plan, ctx, tmp_path / "q.onnx")
+    target = load_registry().targets["onnxruntime"].from_options({})
+    settings = MeasurementSettings(warmup=2, min_runs=10, min_seconds=0.05, layer_profile_runs=20)
+    stats = measure(LocalRunner(), target.benchmark_job(quantized, {}), settings, layer_profile=True)
+    per_layer, _ = attribute_profile(stats.layer_profile, dict(source.layer_nodes),
+                                     graph_summary(onnx.load(str(quantized))), set(layers))
+    assert sorted(per_layer) == sorted(layers)
