@@ -71,8 +71,13 @@ def measure_latency_table(base: Plan, knobs: list[Knob], layers: set[str], build
     base_dir = builder.build(base, "probe").parent
     producers = layer_producers(json.loads((base_dir / "layer_nodes.json").read_text()),
                                 json.loads((base_dir / "graph.json").read_text()), layers)
-    return LatencyPredictor(probes, base_model=dict(base["model"]), producers=producers,
-                            consumer_knobs={k.name for k in knobs if k.narrows_consumers})
+    predictor = LatencyPredictor(probes, base_model=dict(base["model"]), producers=producers,
+                                 consumer_knobs={k.name for k in knobs if k.narrows_consumers})
+    if predictor.ranks_only:
+        notes.append(f"the original model runs in {predictor.base.e2e_ms:.3f} ms: per-node timings at this scale are "
+                     "mostly the profiler's own noise, so the latency table only ranks candidates; none is skipped "
+                     "on its prediction, every one proposed is measured")
+    return predictor
 
 
 def _measure_probe(want: WantedProbe, layers: set[str], builder: BuildPipeline, device: Device, statistic: str,

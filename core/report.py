@@ -30,8 +30,11 @@ def _predictor_text(manifest: dict[str, Any]) -> str:
     return (f"Ranking by a latency table of {predictor['entries']} per-layer entries from {predictor['probes']} "
             f"probes profiled on the device, corrected online (scale {predictor['correction']['scale']:.2f}, "
             f"offset {predictor['correction']['offset_ms']:.3f} ms); {quality}; "
-            f"{manifest.get('candidates_skipped_by_predictor', 0)} candidate(s) predicted over the budget "
-            f"+{100 * predictor['near_budget']:.0f}% were not measured. The budget was judged on measurements only.")
+            + ("the model is too fast for per-node timings to be trusted, so the table only ranked and every "
+               "candidate proposed was measured." if predictor.get("ranks_only") else
+               f"{manifest.get('candidates_skipped_by_predictor', 0)} candidate(s) predicted over the budget "
+               f"+{100 * predictor['near_budget']:.0f}% were not measured.")
+            + " The budget was judged on measurements only.")
 
 
 def _device_runs_text(manifest: dict[str, Any]) -> str:
