@@ -18,7 +18,7 @@ from edgeslim.build import BuildPipeline, RecoveryChoice
 from edgeslim.config import SearchConfig
 from edgeslim.device import Device, runner_for_profile, target_for_profile
 from edgeslim.errors import EdgeslimError
-from edgeslim.evaluate import FidelityEvaluator, TaskEvaluator
+from edgeslim.evaluate import RANKING_SAMPLES, FidelityEvaluator, TaskEvaluator
 from edgeslim.final_recovery import final_recovery
 from edgeslim.host import Registry, get_plugin_manager, load_registry
 from edgeslim.inputs import calibration_feeds, resolve_model_ref
@@ -61,6 +61,7 @@ class SearchSession:
         self.clock = PhaseClock(self.reporter)
         self.predictor: LatencyPredictor | None = None
         self._baseline: CandidateRecord | None = None
+        self._baseline_ranking_metric: float | None = None  # the baseline on the one-shot scores' samples
         self.budget = Budget(self.profile.budget, config.budget_ms, config.budget_ratio, self.profile.name)
 
         created = not self.run_dir.exists()
@@ -276,15 +277,27 @@ class SearchSession:
 
     def _score_artifact(self, artifact: Path, plan: Plan, kind: str = "candidate") -> float:
         if self.shared is None:
-            return self.evaluator.score(self.target.host_session(artifact))
+            return self._metric(artifact, kind)
         key = plan_key(plan, self.scoring_context + kind)
         metric, _ = self.shared.get(key)
         if metric is not None:
             self.shared.metrics_reused += 1
             return metric
-        metric = self.evaluator.score(self.target.host_session(artifact))
+        metric = self._metric(artifact, kind)
         self.shared.put(key, metric=metric)
         return metric
+
+    def _metric(self, artifact: Path, kind: str) -> float:
+        """The metric of a build. A one-shot build only ranks single moves, so it reads the first
+        :data:`RANKING_SAMPLES` eval samples; its metric is the baseline's full-set metric moved by the difference
+        the move makes on those samples (both scored on the same ones), so drops stay comparable."""
+        if kind != "one_shot" or self._baseline is None or self._baseline.metric is None:
+            return self.evaluator.score(self.target.host_session(artifact))
+        if self._baseline_ranking_metric is None:
+            baseline = self.run_dir / str(self._baseline.artifact)
+            self._baseline_ranking_metric = self.evaluator.score(self.target.host_session(baseline), RANKING_SAMPLES)
+        moved = self.evaluator.score(self.target.host_session(artifact), RANKING_SAMPLES)
+        return self._baseline.metric + moved - self._baseline_ranking_metric
 
     # --- the run ------------------------------------------------------------------------------------------------
 

@@ -312,3 +312,21 @@ def test_verification_looks_past_candidates_the_search_measured_too_optimistical
                                               latency={**slowest.latency, "p50_ms": 0.5 * base_ms}))
     answer, verification = select_and_verify(session)
     assert (answer.key.startswith("optimistic"), verification["passed"]) == (False, True)
+
+
+def test_one_shot_sensitivity_reads_a_subset_of_the_eval_data_paired_with_the_baseline(tmp_path, digits_task_file,
+                                                                                         fast_profile):
+    """A one-shot score ranks single moves: it reads RANKING_SAMPLES eval samples, and a build that changes
+    nothing scores exactly the baseline's metric (the difference is taken on the same samples)."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.evaluate import RANKING_SAMPLES
+    from edgeslim.search import SearchSession
+
+    session = SearchSession(SearchConfig(model=str(digits_task_file), profile=str(fast_profile),
+                                         out_dir=str(tmp_path / "run")))
+    session.measure_baseline()
+    seen: list[int] = []
+    metric = session.evaluator.task.metric
+    session.evaluator.task.metric = lambda outputs, labels: seen.append(len(labels)) or metric(outputs, labels)
+    unchanged = session.score({"layers": {}, "model": {}}, one_shot=True)
+    assert (unchanged.metric, set(seen)) == (session.baseline.metric, {RANKING_SAMPLES})
