@@ -5,8 +5,9 @@
    (least-squares reconstruction only) and scored on the host: a cheap ranking, not the answer's accuracy.
 3. The latency table (probes profiled on the device) predicts what each option of each layer saves.
 4. Uniform recipes (uniform INT8, uniform channel pruning at each level, all blocks removed, the target's
-   precision modes, each with INT8) are measured with the run's short recovery: the answer is chosen from
-   everything measured, so it is never less accurate than a recipe that meets the budget.
+   precision modes, each with INT8) are measured with the run's short recovery, per family down to the least
+   compressed level that meets the budget (the table only picks where to start, it rules nothing out): the
+   answer is chosen from everything measured, so it is never less accurate than a recipe that meets it.
 5. Rounds: a multiple-choice knapsack over the layers (``edgeslim.allocation``, HALP / HAWQ-V3 style: least
    predicted accuracy loss whose predicted latency fits) is solved, its solution measured with the short
    recovery, the table corrected by that measurement and the latency target rescaled by how far the
@@ -23,7 +24,7 @@ from typing import Any
 from edgeslim import hookimpl
 from edgeslim.allocation import Group, Option, solve
 from edgeslim.plan import Plan, set_knob
-from edgeslim.recipes import best_accuracy_variants, sensitivities, speed_gate, uniform_recipes
+from edgeslim.recipes import Recipe, best_accuracy_variants, sensitivities, speed_gate, uniform_recipes
 from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy, TrialsExhausted
 
 #: allocation rounds (each one measured candidate) after the recipes
@@ -61,26 +62,42 @@ class KnapsackAllocation(Strategy):
 
     @staticmethod
     def _recipes(search: SearchAPI, base: Plan, dropped: set[str]) -> dict[str, float]:
-        """Measure, per recipe family, the least compressed recipe that meets the budget (the deeper ones of
-        that family compress more for no latency the budget needs); those the table rules out are skipped.
-        Returns {recipe label: measured ms}."""
+        """Find, per recipe family, the least compressed recipe whose *measured* latency meets the budget (the
+        deeper ones of that family compress more for no latency the budget needs). The table only says where to
+        start: the level it predicts nearest under the budget is measured first, then shallower levels while they
+        still meet it, or deeper ones until one does. Nothing is ruled out on a prediction alone, so the answer is
+        never less accurate than a recipe that meets the budget (latency falling with compression within a
+        family). Returns {recipe label: measured ms}."""
         search.phase("uniform recipes (measured on the target)")
-        measured: dict[str, float] = {}
-        settled: set[str] = set()
+        families: dict[str, list[Recipe]] = {}
         for recipe in uniform_recipes(search, base, dropped):
-            if search.trials_left() <= 0:
-                break
-            if recipe.family in settled:
-                continue
-            if not search.worth_measuring(recipe.plan):
-                search.skip(recipe.plan, purpose=f"recipe: {recipe.label}")
-                continue
+            families.setdefault(recipe.family, []).append(recipe)
+        measured: dict[str, float] = {}
+
+        def meets(recipe: Recipe) -> bool | None:
+            if search.trials_left() <= ROUNDS:  # the allocation rounds keep their trials
+                search.note(f"--trials: the uniform recipes stopped at {len(measured)} measured, leaving {ROUNDS} "
+                            "trials to the allocation rounds")
+                return None
             record = search.measure(recipe.plan, purpose=f"recipe: {recipe.label}")
             ms = search.latency_of(record)
             if ms is not None:
                 measured[recipe.label] = ms
-            if search.meets_budget(record):
-                settled.add(recipe.family)
+            return search.meets_budget(record)
+
+        for recipes in families.values():
+            predicted = [search.predict(r.plan) for r in recipes]
+            index = next((i for i, ms in enumerate(predicted) if ms is not None and ms <= search.budget_ms), 0)
+            verdict = meets(recipes[index])
+            if verdict is None:
+                break
+            step = -1 if verdict else 1  # met: a shallower level may too; missed: go deeper
+            index += step
+            while 0 <= index < len(recipes):
+                now = meets(recipes[index])
+                if now is None or now != verdict:
+                    break
+                index += step
         return measured
 
     def _rounds(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],

@@ -54,3 +54,31 @@ def test_a_spent_time_budget_stops_measuring_and_says_so(tmp_path, resnet_onnx, 
                    "0.0001", "--time-budget", "1", "--out", tmp_path / "run", "--json")
     notes = json.loads(proc.stdout)["notes"]
     assert any("--time-budget 1 s spent" in note for note in notes), notes
+
+
+def test_a_recipe_that_meets_the_budget_is_measured_even_when_the_table_predicts_it_over(tmp_path, resnet_onnx,
+                                                                                          fast_profile):
+    """The table only picks where a family's walk starts: a table that predicts every recipe far over a budget
+    every model meets still gets each family's least compressed recipe measured (and met)."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.plugins.knapsack import KnapsackAllocation
+    from edgeslim.recipes import uniform_recipes
+    from edgeslim.search import SearchSession
+    from edgeslim.strategy_view import SessionView
+
+    class PessimisticTable(SessionView):
+        def predict(self, plan):
+            return 1e9
+
+        def worth_measuring(self, plan):
+            return False
+
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ms=1000.0,
+                                         out_dir=str(tmp_path / "run"), trials=40))
+    session.measure_baseline()
+    view = PessimisticTable(session)
+    measured = KnapsackAllocation._recipes(view, {"layers": {}, "model": {}}, set())
+    first_of_each_family = {}
+    for recipe in uniform_recipes(view, {"layers": {}, "model": {}}, set()):
+        first_of_each_family.setdefault(recipe.family, recipe.label)
+    assert set(measured) == set(first_of_each_family.values())
