@@ -88,16 +88,13 @@ class KnapsackAllocation(Strategy):
         for recipes in families.values():
             predicted = [search.predict(r.plan) for r in recipes]
             index = next((i for i, ms in enumerate(predicted) if ms is not None and ms <= search.budget_ms), 0)
-            verdict = meets(recipes[index])
-            if verdict is None:
-                break
+            verdict = now = meets(recipes[index])
             step = -1 if verdict else 1  # met: a shallower level may too; missed: go deeper
-            index += step
-            while 0 <= index < len(recipes):
-                now = meets(recipes[index])
-                if now is None or now != verdict:
-                    break
+            while now == verdict and now is not None and 0 <= index + step < len(recipes):
                 index += step
+                now = meets(recipes[index])
+            if now is None:
+                break
         return measured
 
     def _rounds(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],
