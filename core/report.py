@@ -52,6 +52,15 @@ def _device_runs_text(manifest: dict[str, Any]) -> str:
     return text
 
 
+def _phases_text(manifest: dict[str, Any]) -> str:
+    """Where the wall time went, phase by phase (the manifest's ``phases_s``), or "" for older manifests."""
+    phases = manifest.get("phases_s") or {}
+    if not phases:
+        return ""
+    parts = ", ".join(f"{name} {seconds:.0f} s" for name, seconds in phases.items())
+    return f"wall time {manifest.get('wall_time_s', sum(phases.values())):.0f} s: {parts}"
+
+
 def write_report(run_dir: Path, manifest: dict[str, Any], records: list[dict[str, Any]]) -> None:
     best, base = manifest["best"], manifest["baseline"]
     metric = manifest["metric"]["name"]
@@ -72,7 +81,7 @@ def write_report(run_dir: Path, manifest: dict[str, Any], records: list[dict[str
                      f"{fmt(v['candidate_p50_ms'])} ms [{fmt(v['candidate_min_ms'])}-{fmt(v['candidate_max_ms'])}]"
                      f", speed-up {1 / v['ratio']:.2f}x")
     lines += [f"- {plan_label(best)}: {plan_text(best.get('plan'))}", f"- metric: {manifest['metric']['description']}",
-              f"- {_predictor_text(manifest)}", ""]
+              f"- {_predictor_text(manifest)}"] + ([f"- {phases}"] if (phases := _phases_text(manifest)) else []) + [""]
     if manifest["notes"]:
         lines += ["## Notes", ""] + [f"- {n}" for n in manifest["notes"]] + [""]
     lines += ["## Candidates", "",
@@ -130,6 +139,8 @@ def print_report(run_dir: Path, console: Console) -> dict[str, Any]:
     console.print(f"{plan_label(best)}: {escape(plan_text(best.get('plan')))}", highlight=False)
     if runs := _device_runs_text(manifest):
         console.print(runs, highlight=False)
+    if phases := _phases_text(manifest):
+        console.print(phases, highlight=False)
     for note in manifest.get("notes", []):
         console.print(f"note: {escape(note)}", highlight=False)
     html = write_html_report(run_dir, manifest, load_records(run_dir))
@@ -217,6 +228,7 @@ s per measurement, re-measured when cv &gt; {measurement.get('max_cv')}.</li>
 (baseline {fmt(verification.get('reference_p50_ms'))} ms, chosen {fmt(verification.get('candidate_p50_ms'))} ms).</li>
 <li>{_predictor_text(manifest)}</li>
 <li>Agent runs on the device for this run: {h(json.dumps(manifest.get('device_runs', {})))}.</li>
+<li>{h(_phases_text(manifest) or 'wall time per phase: not recorded')}.</li>
 <li>{h(manifest['metric']['name'])}: {h(manifest['metric']['description'])}.</li>
 <li>Recovery: {h(json.dumps(manifest.get('recovery', {})))}.</li>
 <li>Versions: {h(json.dumps(manifest.get('versions', {})))}.</li>"""

@@ -10,8 +10,8 @@
    answer is chosen from everything measured, so it is never less accurate than a recipe that meets it.
 5. Rounds: a multiple-choice knapsack over the layers (``edgeslim.allocation``, HALP / HAWQ-V3 style: least
    predicted accuracy loss whose predicted latency fits) is solved, its solution measured with the short
-   recovery, the table corrected by that measurement and the latency target rescaled by how far the
-   measurement was off; solved again, a few rounds.
+   recovery, the table refitted with that measurement (each option's saving re-derived from it) and the
+   solution's remaining error added to the next round's predictions; solved again, a few rounds.
 6. The run then gives the best in-budget candidate its longer final recovery and verifies it.
 """
 
@@ -99,15 +99,19 @@ class KnapsackAllocation(Strategy):
 
     def _rounds(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],
                 has_table: bool, recipe_ms: dict[str, float]) -> None:
-        """Solve, measure, correct, re-solve. ``slack`` (ms) moves the separable constraint so the table's own
-        (non-separable) prediction of the composed plan, and then the measurement, land on the budget."""
+        """Solve, measure, correct, re-solve. With a table, every measurement refits it (the session feeds it
+        each measured candidate), so each round re-derives the options' predicted savings from the refitted table
+        and scales the table's prediction of a whole plan by the last solution's remaining error (``factor``:
+        measured over the refitted prediction; a ratio, since a heavily compressed plan's error in ms says little
+        about a lighter one's). Without one, ``slack`` (ms) moves the constraint by how far the measurement
+        missed."""
         search.phase("allocation (integer program, measured on the target)")
-        groups, base_ms = self._groups(search, base, offered, drops, has_table, recipe_ms)
-        budget, slack, tried = search.budget_ms, 0.0, set()
+        budget, slack, factor, tried = search.budget_ms, 0.0, 1.0, set()
         for round_no in range(1, ROUNDS + 1):
             if search.trials_left() <= 0:
                 return
-            plan, allocation, predicted = self._solve(search, base, offered, groups, base_ms, slack, has_table)
+            groups, base_ms = self._groups(search, base, offered, drops, has_table, recipe_ms)
+            plan, allocation, predicted = self._solve(search, base, offered, groups, base_ms, slack, factor, has_table)
             key = repr(plan)
             if key in tried:
                 return  # the correction no longer changes the answer
@@ -123,13 +127,17 @@ class KnapsackAllocation(Strategy):
                 return  # failed, or even the fastest combination misses: nothing to buy back
             if search.meets_budget(record) and measured >= 0.95 * budget:
                 return  # within 5% under the budget: little left to buy back
-            slack += budget - measured  # over: ask for that much more saving; under: give it back
+            if has_table:
+                factor = measured / (search.predict(plan) or measured)
+            else:
+                slack += budget - measured  # over: ask for that much more saving; under: give it back
 
     def _solve(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], groups: list[Group], base_ms: float,
-               slack: float, has_table: bool) -> tuple[Plan, Any, float]:
+               slack: float, factor: float, has_table: bool) -> tuple[Plan, Any, float]:
         """The allocation for this slack, tightened (without measuring) until the table's prediction of the
-        whole plan, not just the sum of its parts, is within the budget."""
-        budget = search.budget_ms
+        whole plan (times ``factor``), not just the sum of its parts, is within the budget. Returns the plan,
+        the allocation and the plan's corrected prediction in ms."""
+        budget = search.budget_ms / factor  # in the table's own units
         for _ in range(6):
             allocation = solve(groups, budget - base_ms + slack)
             plan = base
@@ -138,9 +146,9 @@ class KnapsackAllocation(Strategy):
                     plan = set_knob(plan, group.layer, knob, level, _off(offered, group.layer, knob))
             predicted = (search.predict(plan) if has_table else None) or base_ms + allocation.predicted_delta_ms
             if not has_table or predicted <= budget or not allocation.feasible:
-                return plan, allocation, predicted
+                return plan, allocation, predicted * factor
             slack += budget - predicted
-        return plan, allocation, predicted
+        return plan, allocation, predicted * factor
 
     @staticmethod
     def _groups(search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],

@@ -19,34 +19,42 @@ def knapsack_run(tmp_path_factory, resnet_onnx):
     proc = run_cli("search", resnet_onnx, "--profile", profile, "--strategy", "knapsack", "--budget-ms", "0.0001",
                    "--trials", "8", "--out", out, "--json")
     records = [json.loads(line) for line in (out / "candidates.jsonl").open()] if out.exists() else []
-    return proc, records
+    return proc, records, out
 
 
 def test_an_impossible_budget_exits_3(knapsack_run):
-    proc, _ = knapsack_run
+    proc, _, _ = knapsack_run
     assert proc.returncode == 3, proc.stderr
 
 
 def test_sensitivity_is_scored_one_shot(knapsack_run):
-    _, records = knapsack_run
+    _, records, _ = knapsack_run
     assert any(r["purpose"].endswith("(one-shot)") and r["metric"] is not None for r in records)
 
 
 def test_uniform_recipes_are_candidates(knapsack_run):
-    _, records = knapsack_run
+    _, records, _ = knapsack_run
     assert any(r["purpose"].startswith("recipe: uniform") for r in records)
 
 
 def test_the_integer_programs_solution_is_measured(knapsack_run):
-    _, records = knapsack_run
+    _, records, _ = knapsack_run
     assert any(r["purpose"].startswith("knapsack: round 1") and r["latency"] for r in records)
 
 
 def test_the_manifest_times_every_phase(knapsack_run):
-    proc, _ = knapsack_run
+    proc, _, _ = knapsack_run
     phases = json.loads(proc.stdout)["phases_s"]
     assert {"per-layer sensitivity (one-shot, scored on the host)", "uniform recipes (measured on the target)",
             "allocation (integer program, measured on the target)"} <= set(phases)
+
+
+def test_both_reports_and_the_terminal_show_the_wall_time_per_phase(knapsack_run):
+    _, _, out = knapsack_run
+    terminal = " ".join(run_cli("report", out).stdout.split())
+    shown = [("uniform recipes (measured on the target)" in text and "wall time" in text)
+             for text in ((out / "report.md").read_text(), (out / "report.html").read_text(), terminal)]
+    assert shown == [True, True, True]
 
 
 def test_a_spent_time_budget_stops_measuring_and_says_so(tmp_path, resnet_onnx, fast_profile):
