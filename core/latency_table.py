@@ -15,7 +15,7 @@ from edgeslim.build import BuildPipeline
 from edgeslim.device import Device
 from edgeslim.errors import EdgeslimError
 from edgeslim.plan import Plan
-from edgeslim.predictor import LatencyPredictor, Probe, attribute_profile, layer_producers
+from edgeslim.predictor import PAIRED_KNOB, LatencyPredictor, Probe, attribute_profile, combo_name, layer_producers
 from edgeslim.progress import Reporter
 from edgeslim.store import Store
 from edgeslim.technique import Knob
@@ -43,6 +43,23 @@ def wanted_probes(base: Plan, knobs: list[Knob]) -> list[WantedProbe]:
         for level in levels[name]:
             plan = {"layers": {layer: {name: level} for layer in knob_layers}, "model": dict(base["model"])}
             wanted.append(WantedProbe(name, level, plan, knob_layers))
+    # INT8 does not combine multiplicatively with the rest (a factorized or narrowed layer in INT8 carries its
+    # own quantize/dequantize and kernel choice): every other level is probed once more with INT8 on top
+    if PAIRED_KNOB in by_knob:
+        int8_layers = set(by_knob[PAIRED_KNOB])
+        for name, knob_layers in by_knob.items():
+            if name == PAIRED_KNOB:
+                continue
+            both = [layer for layer in knob_layers if layer in int8_layers]
+            if not both:  # e.g. block removal: its knob sits on blocks, not on the INT8 layers
+                continue
+            for level in levels[name]:
+                for int8_level in levels[PAIRED_KNOB]:
+                    layers = {layer: {PAIRED_KNOB: int8_level} for layer in int8_layers}
+                    for layer in knob_layers:
+                        layers.setdefault(layer, {})[name] = level
+                    wanted.append(WantedProbe(combo_name(name, PAIRED_KNOB), [level, int8_level],
+                                              {"layers": layers, "model": dict(base["model"])}, both))
     return wanted
 
 

@@ -36,6 +36,16 @@ FUSED_INTO_PREVIOUS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "H
                        "BatchNormalization", "QuantizeLinear", "DequantizeLinear", "Cast", "Reshape", "Flatten"}
 #: how much a prediction may exceed the budget and still be "near" it, i.e. worth measuring
 NEAR_BUDGET = 0.15
+#: the knob whose levels are probed once more together with every other knob's (INT8 does not compose
+#: multiplicatively with channel cuts or factorization: the combined layer has its own kernels and Q/DQ)
+PAIRED_KNOB = "bits"
+
+
+def combo_name(knob: str, paired: str) -> str:
+    """A combined probe's knob name: ``sparsity+bits``."""
+    return f"{knob}+{paired}"
+
+
 #: below this end-to-end time a model's per-node profile is mostly the profiler's and the runtime's own overhead
 #: (FashionResNet at 0.3 ms: median error 28%): the table still ranks, but no candidate is skipped on its word
 MIN_TRUSTED_MS = 0.5
@@ -164,8 +174,10 @@ class LatencyPredictor:
         self.ratios: dict[tuple[str, str], dict[Any, float]] = {}
         self.input_ratios: dict[tuple[str, str], dict[Any, float]] = {}
         self.rest_per_layer: dict[tuple[str, Any], float] = {}
+        #: (layer, ((knob, level), ...) sorted) -> the layer's own ratio under those knobs together
+        self.combo_ratios: dict[tuple[str, tuple[tuple[str, Any], ...]], float] = {}
         for probe in self.probes:
-            if probe.knob is None:
+            if probe.knob is None or "+" in probe.knob:
                 continue
             touched = set(probe.layers)
             for layer, before in self.base.layer_ms.items():
@@ -185,8 +197,27 @@ class LatencyPredictor:
             if probe.layers:
                 self.rest_per_layer[(probe.knob, probe.level)] = (probe.rest_ms - self.base.rest_ms) / len(probe.layers)
         for probe in self.probes:
+            if probe.knob is not None and "+" in probe.knob:
+                self._add_combo(probe)
+        for probe in self.probes:
             self.points.append((self.table_sum(probe.plan), probe.e2e_ms))
         self._refit()
+
+    def _add_combo(self, probe: Probe) -> None:
+        """A combined probe's per-layer ratios, less the input narrowing the single probes already account for
+        (its layers' producers carry the same cut)."""
+        pairs = tuple(sorted(zip(probe.knob.split("+"), _levels(probe.level), strict=True)))
+        touched = set(probe.layers)
+        for layer in touched:
+            before = self.base.layer_ms.get(layer)
+            if not before:
+                continue
+            ratio = probe.layer_ms.get(layer, 0.0) / before
+            if self.producers.get(layer) in touched:
+                for knob, level in pairs:
+                    if knob in self.consumer_knobs:
+                        ratio /= max(self.ratio(layer, knob, level, self.input_ratios), 1e-6)
+            self.combo_ratios[(layer, pairs)] = ratio
 
     # --- the table ------------------------------------------------------------------------------------------
 
@@ -214,9 +245,14 @@ class LatencyPredictor:
         decisions = plan.get("layers", {})
         total = self.base.rest_ms
         for layer, ms in self.base.layer_ms.items():
+            own = decisions.get(layer, {})
+            combined = self.combo_ratios.get((layer, tuple(sorted(own.items()))))
             factor = 1.0
-            for knob, level in decisions.get(layer, {}).items():
-                factor *= self.ratio(layer, knob, level)
+            if combined is not None:
+                factor = combined
+            else:
+                for knob, level in own.items():
+                    factor *= self.ratio(layer, knob, level)
             producer = decisions.get(self.producers.get(layer, ""), {})
             for knob in self.consumer_knobs & producer.keys():
                 factor *= self.ratio(layer, knob, producer[knob], self.input_ratios)
@@ -253,11 +289,16 @@ class LatencyPredictor:
 
     def describe(self) -> dict[str, Any]:
         return {
-            "probes": len(self.probes), "entries": sum(len(v) for v in self.ratios.values()),
+            "probes": len(self.probes), "entries": sum(len(v) for v in self.ratios.values()) + len(self.combo_ratios),
             "layers_profiled": len(self.base.layer_ms), "baseline_rest_ms": self.base.rest_ms,
             "correction": {"scale": self.scale, "offset_ms": self.offset, "points": len(self.points)},
             "near_budget": NEAR_BUDGET, "ranks_only": self.ranks_only,
         }
+
+
+def _levels(level: Any) -> list[Any]:
+    """A combined probe's levels (a list; a JSON round trip keeps it one)."""
+    return list(level) if isinstance(level, (list, tuple)) else [level]
 
 
 def error_summary(errors: list[float]) -> dict[str, Any]:

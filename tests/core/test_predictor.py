@@ -91,6 +91,25 @@ def test_a_sub_half_millisecond_models_table_only_ranks_and_skips_nothing():
     assert (table.ranks_only, table.near_budget(unchanged, budget_ms=0.15)) == (True, True)
 
 
+def test_int8_with_a_channel_cut_is_predicted_from_their_combined_probe_not_the_product():
+    """Each alone halves a layer; together they save less (the narrowed INT8 kernel keeps its quantize and
+    dequantize work): the table predicts the pair from the probe that measured them together."""
+    from edgeslim.latency_table import wanted_probes
+    from edgeslim.technique import Knob
+
+    knobs = [Knob("quantization", "bits", name, (32, 8)) for name in "ab"] + [
+        Knob("pruning", "sparsity", name, (0.0, 0.5), narrows_consumers=True) for name in "ab"]
+    wanted = wanted_probes({"layers": {}, "model": {}}, knobs)
+    times = {None: {"a": 0.5, "b": 0.5}, "bits": {"a": 0.25, "b": 0.25}, "sparsity": {"a": 0.25, "b": 0.25},
+             "sparsity+bits": {"a": 0.2, "b": 0.2}}
+    probes = [Probe(w.plan, w.knob, w.level, w.layers, sum(times[w.knob].values()), times[w.knob], 0.0)
+              for w in wanted]
+    table = LatencyPredictor(probes, producers={"b": "a"}, consumer_knobs={"sparsity"})
+    both = next(w.plan for w in wanted if w.knob == "sparsity+bits")
+    assert ([w.knob for w in wanted], table.table_sum(both)) == (
+        [None, "bits", "sparsity", "sparsity+bits"], pytest.approx(0.4))
+
+
 def test_agents_on_one_device_never_time_at_once(tmp_path, resnet_onnx):
     job = {"runtime": "onnxruntime", "artifact": str(resnet_onnx), "options": {"threads": 1}, "input_shapes": {},
            "warmup": 2, "min_runs": 5, "min_seconds": 1.0, "device_lock_path": str(tmp_path / "device.lock")}
