@@ -155,30 +155,37 @@ def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
         add(label, recovering, artifact, "uniform", "onnxruntime", 0, time.time() - t0)
 
     errors: dict[str, list[float]] = {}
-    for profile in args.search_profiles:
-        for ratio in budgets:
+    for spec in args.search_profiles:
+        profile, _, only = spec.partition(":")
+        for ratio in [float(b) for b in only.split(",")] if only else budgets:
             t0 = time.time()
-            out_dir = work / f"search-{profile}-{ratio}-{time.strftime('%H%M%S')}"
+            out_dir = work / f"search-{profile}-{ratio}"
+            label = f"edgeslim search on {profile} (budget {ratio}x)"
             config = SearchConfig(model=str(task_path(model)), profile=profile, budget_ratio=ratio,
                                   out_dir=str(out_dir), finetune_epochs=args.epochs, trials=args.trials,
                                   strategy=args.strategy)
-            search = SearchSession(config)
-            manifest = search.run()
-            label = f"edgeslim search on {profile} (budget {ratio}x)"
+            if (out_dir / "manifest.json").exists():  # a finished search of an interrupted benchmark: reused
+                search = SearchSession(config)
+                manifest = json.loads((out_dir / "manifest.json").read_text())
+                wall = manifest["wall_time_s"]
+            else:
+                search = SearchSession(config)
+                manifest = search.run()
+                wall = time.time() - t0
             records = [json.loads(line) for line in (search.run_dir / "candidates.jsonl").read_text().splitlines()]
             errors[label] = [r["details"]["prediction_error"] for r in records
                              if (r.get("details") or {}).get("prediction_error") is not None]
             info = {"profile": profile, "budget": ratio, "status": manifest["status"],
                     "device_runs_detail": manifest["device_runs"], "phases_s": manifest.get("phases_s"),
                     "plan": manifest["best"]["plan"], "latency_table_error": error_summary(errors[label]),
-                    "baseline_ms_in_search": manifest["baseline"]["latency_ms"]}
+                    "baseline_ms_in_search": manifest["baseline"]["latency"]["p50_ms"], "notes": manifest["notes"]}
             runtime = search.target.name
             if manifest["best"]["artifact"]:
                 add(label, search, search.run_dir / manifest["best"]["artifact"], "search", runtime,
-                    manifest["device_runs"]["total"], time.time() - t0, **info)
+                    manifest["device_runs"]["total"], wall, **info)
             else:
                 rows[label] = {"method": "search", "runtime": runtime, "device_runs": manifest["device_runs"]["total"],
-                               "wall_s": round(time.time() - t0, 1), **info}
+                               "wall_s": round(wall, 1), **info}
                 print(f"[{model}] {label}: no answer ({manifest['status']})", flush=True)
 
     p50s = rotating_p50s(entries, args.rounds)
@@ -255,7 +262,8 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--models", nargs="+", default=list(TASKS), choices=list(TASKS))
     parser.add_argument("--budgets", type=float, nargs="+", default=[0.5, 0.3, 0.2])
-    parser.add_argument("--search-profiles", nargs="+", default=["local-cpu", "local-cpu-openvino"])
+    parser.add_argument("--search-profiles", nargs="+", default=["local-cpu", "local-cpu-openvino"],
+                        help="PROFILE or PROFILE:B1,B2 (that profile at those budgets only)")
     parser.add_argument("--strategy", default="knapsack")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=1, help="recovery epochs (search and uniform pruning)")
