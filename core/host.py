@@ -20,6 +20,7 @@ DEFAULT_PLUGINS = (
     "edgeslim.plugins.clustering",
     "edgeslim.plugins.attention",
     "edgeslim.plugins.quantization",
+    "edgeslim.plugins.weight_quantization",
     "edgeslim.plugins.qat",
     "edgeslim.plugins.lowrank",
     "edgeslim.plugins.distillation",

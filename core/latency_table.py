@@ -43,12 +43,14 @@ def wanted_probes(base: Plan, knobs: list[Knob]) -> list[WantedProbe]:
         for level in levels[name]:
             plan = {"layers": {layer: {name: level} for layer in knob_layers}, "model": dict(base["model"])}
             wanted.append(WantedProbe(name, level, plan, knob_layers))
-    # INT8 does not combine multiplicatively with the rest (a factorized or narrowed layer in INT8 carries its
-    # own quantize/dequantize and kernel choice): every other level is probed once more with INT8 on top
+    # INT8 does not combine multiplicatively with a channel cut (the narrowed INT8 layer keeps its own quantize/
+    # dequantize work and kernel choice): every channel-cut level is probed once more with INT8 on top (only
+    # those: each pair is one more build and device run per search)
+    narrowing = {knob.name for knob in knobs if knob.narrows_consumers}
     if PAIRED_KNOB in by_knob:
         int8_layers = set(by_knob[PAIRED_KNOB])
         for name, knob_layers in by_knob.items():
-            if name == PAIRED_KNOB:
+            if name == PAIRED_KNOB or name not in narrowing:
                 continue
             both = [layer for layer in knob_layers if layer in int8_layers]
             if not both:  # e.g. block removal: its knob sits on blocks, not on the INT8 layers

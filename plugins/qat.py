@@ -14,7 +14,7 @@ import numpy as np
 
 from edgeslim import hookimpl
 from edgeslim.plan import Plan, layer_decisions
-from edgeslim.plugins.quantization import quantize_weight_only
+from edgeslim.plugins.weight_quantization import quantize_weight_only
 from edgeslim.settings import module_available
 from edgeslim.technique import BuildContext, Technique
 

@@ -13,7 +13,7 @@ from onnx import numpy_helper
 from edgeslim.host import load_registry
 from edgeslim.model import export_torch, torch_source
 from edgeslim.plugins.qat import fold_batchnorms
-from edgeslim.plugins.quantization import quantize_weight_only
+from edgeslim.plugins.weight_quantization import quantize_weight_only
 from edgeslim.technique import BuildContext
 from tests.models import make_resnet
 

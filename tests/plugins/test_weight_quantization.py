@@ -8,7 +8,7 @@ import pytest
 from edgeslim.host import load_registry
 from edgeslim.model import load_onnx_source
 from edgeslim.plugins.clustering import pack_model, unpack_model
-from edgeslim.plugins.quantization import quantize_weight_only
+from edgeslim.plugins.weight_quantization import quantize_weight_only
 from edgeslim.targets.tensorrt import layer_precisions_for
 from edgeslim.technique import BuildContext
 
