@@ -66,8 +66,8 @@ INT8_SCHEMES: dict[str, Encoding] = {
     for qop in (False, True) for types in _TYPES for pc in (True, False)
 }
 #: NNCF's post-training quantization (QDQ placed by OpenVINO's hardware configuration: u8 activations, s8
-#: symmetric per-channel weights, fast bias correction): what OpenVINO users trust, and faster there than ONNX
-#: Runtime's QDQ (0.85 vs 1.14 ms on the 64 px ResNet-18, OpenVINO CPU); the OpenVINO target's only scheme
+#: symmetric per-channel weights, fast bias correction): what OpenVINO users trust (about as fast there as ONNX
+#: Runtime's QDQ on the 64 px ResNet-18: benchmarks/backends_side_by_side.py); the OpenVINO target's only scheme
 #: when NNCF is installed, refused by ONNX Runtime's target (which keeps its own quantizer)
 NNCF_SCHEME = "nncf"
 INT8_SCHEMES[NNCF_SCHEME] = Encoding(False, "QUInt8", "QInt8", True, quantizer="nncf")

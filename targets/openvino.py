@@ -104,8 +104,8 @@ class OpenVINOTarget(Target):
 
     def baseline_notes(self) -> list[str]:
         notes = [] if nncf_installed() else [
-            "NNCF is not installed: INT8 candidates are quantized by ONNX Runtime's quantizer, slower on OpenVINO "
-            "than NNCF's (pip install 'edgeslim[openvino]')"]
+            "NNCF is not installed: INT8 candidates are quantized by ONNX Runtime's quantizer instead of NNCF's "
+            "(pip install 'edgeslim[openvino]')"]
         return notes + self._precision_notes()
 
     def _precision_notes(self) -> list[str]:
@@ -128,8 +128,8 @@ class OpenVINOTarget(Target):
         return [Knob("openvino", "ov_precision", None, (self.settings.inference_precision, *others))]
 
     def accepts_model_settings(self, settings: dict[str, Any]) -> bool:
-        # INT8 is quantized by NNCF where it is installed (what OpenVINO users trust, and faster here than ONNX
-        # Runtime's QDQ); without it by ONNX Runtime's quantizer in QDQ form (QLinearConv... is not OpenVINO's input)
+        # INT8 is quantized by NNCF where it is installed (what OpenVINO users trust); without it by ONNX Runtime's
+        # quantizer in QDQ form (QLinearConv... is not OpenVINO's input)
         if "int8_scheme" not in settings:
             return True
         scheme = str(settings["int8_scheme"])
