@@ -36,14 +36,18 @@ FUSED_INTO_PREVIOUS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "H
                        "BatchNormalization", "QuantizeLinear", "DequantizeLinear", "Cast", "Reshape", "Flatten"}
 #: how much a prediction may exceed the budget and still be "near" it, i.e. worth measuring
 NEAR_BUDGET = 0.15
-#: the knob whose levels are probed once more together with every other knob's (INT8 does not compose
-#: multiplicatively with channel cuts or factorization: the combined layer has its own kernels and Q/DQ)
+#: the knob whose levels are probed once more together with every channel-cut level (INT8 does not compose
+#: multiplicatively with a channel cut: the narrowed INT8 layer has its own kernels and Q/DQ)
 PAIRED_KNOB = "bits"
 
 
 def combo_name(knob: str, paired: str) -> str:
     """A combined probe's knob name: ``sparsity+bits``."""
     return f"{knob}+{paired}"
+
+
+def is_combo(knob: str | None) -> bool:
+    return knob is not None and "+" in knob
 
 
 #: below this end-to-end time a model's per-node profile is mostly the profiler's and the runtime's own overhead
@@ -177,7 +181,7 @@ class LatencyPredictor:
         #: (layer, ((knob, level), ...) sorted) -> the layer's own ratio under those knobs together
         self.combo_ratios: dict[tuple[str, tuple[tuple[str, Any], ...]], float] = {}
         for probe in self.probes:
-            if probe.knob is None or "+" in probe.knob:
+            if probe.knob is None or is_combo(probe.knob):
                 continue
             touched = set(probe.layers)
             for layer, before in self.base.layer_ms.items():
@@ -197,7 +201,7 @@ class LatencyPredictor:
             if probe.layers:
                 self.rest_per_layer[(probe.knob, probe.level)] = (probe.rest_ms - self.base.rest_ms) / len(probe.layers)
         for probe in self.probes:
-            if probe.knob is not None and "+" in probe.knob:
+            if is_combo(probe.knob):
                 self._add_combo(probe)
         for probe in self.probes:
             self.points.append((self.table_sum(probe.plan), probe.e2e_ms))

@@ -18,13 +18,7 @@ weights are folded into initializers first (``edgeslim.model.fold_weight_identit
 How the INT8 ranges are calibrated (``int8_calibration``: min-max, entropy, percentile) changes accuracy,
 not speed: the search scores each on the host and keeps the most accurate.
 
-Weight-only bit-widths (``weight_bits``: 16, 4, 2, 1) shrink a layer's weights while its arithmetic stays
-float: fp16 weights with a Cast; int4 per-output-channel symmetric (ONNX's INT4 type, opset 21) with a
-DequantizeLinear; 2-bit (signed levels -2..1 per channel, range fitted by least squares) and 1-bit
-(binary, sign times the channel's mean magnitude, as XNOR-Net) held in int8 containers, so their size is
-only real in the Deep Compression packed file. No target here runs 4/2/1-bit arithmetic natively; ONNX
-Runtime and OpenVINO dequantize the weights once at load (the latency is FP32's). TensorRT runs
-``weight_bits = 16`` layers in fp16.
+Weight-only bit-widths (``weight_bits``) are :mod:`edgeslim.plugins.weight_quantization`.
 """
 
 from __future__ import annotations
