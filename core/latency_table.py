@@ -66,10 +66,10 @@ def wanted_probes(base: Plan, knobs: list[Knob]) -> list[WantedProbe]:
 
 
 def measure_latency_table(base: Plan, knobs: list[Knob], layers: set[str], builder: BuildPipeline, device: Device,
-                          store: Store, statistic: str, notes: list[str], reporter: Reporter
-                          ) -> LatencyPredictor | None:
+                          store: Store, statistic: str, notes: list[str], reporter: Reporter,
+                          model_knobs: dict[str, Any] | None = None) -> LatencyPredictor | None:
     """Measure the probes and build the table; None (and a note saying why) when the target gives no per-node
-    profile for the baseline."""
+    profile for the baseline. ``model_knobs``: {model-wide knob: off level}, the plans the table does not describe."""
     stored: dict[str, Any] = store.get_meta("latency_probes") or {}
     probes: list[Probe] = []
     for want in wanted_probes(base, knobs):
@@ -91,7 +91,8 @@ def measure_latency_table(base: Plan, knobs: list[Knob], layers: set[str], build
     producers = layer_producers(json.loads((base_dir / "layer_nodes.json").read_text()),
                                 json.loads((base_dir / "graph.json").read_text()), layers)
     predictor = LatencyPredictor(probes, base_model=dict(base["model"]), producers=producers,
-                                 consumer_knobs={k.name for k in knobs if k.narrows_consumers})
+                                 consumer_knobs={k.name for k in knobs if k.narrows_consumers},
+                                 model_knobs=model_knobs or {})
     if predictor.ranks_only:
         notes.append(f"the original model runs in {predictor.base.e2e_ms:.3f} ms: per-node timings at this scale are "
                      "mostly the profiler's own noise, so the latency table only ranks candidates; none is skipped "

@@ -219,7 +219,8 @@ class SearchSession:
         the record. The one place a measured candidate's record is made."""
         is_baseline = plan == empty_plan()
         # the prediction is made before the measurement, so its recorded error is the one a ranking suffers
-        predicted = self.predictor.predict(plan) if self.predictor is not None else None
+        # (only for plans the table describes: another INT8 encoding's kernels are not in it)
+        predicted = self.predictor.predict(plan) if self.predictor is not None and self.predictor.covers(plan) else None
         stats = self.device.measure(artifact)
         if metric is None:
             metric = self._score_artifact(artifact, plan)
@@ -265,8 +266,9 @@ class SearchSession:
             return None
         self.clock.phase("latency table (uniform probes, profiled on the target)")
         layers = {layer.name for layer in self.source.layers} | {k.layer for k in knobs if k.layer}
+        model_knobs = {knob.name: knob.levels[0] for _, knob, _ in self.offered_knobs() if knob.layer is None}
         self.predictor = measure_latency_table(base, knobs, layers, self.builder, self.device, self.store,
-                                               self.budget.statistic, self.notes, self.reporter)
+                                               self.budget.statistic, self.notes, self.reporter, model_knobs)
         if self.predictor is not None:
             # candidates measured before (a resumed run) correct the table too
             for record in self.store.all():

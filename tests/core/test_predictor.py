@@ -72,6 +72,30 @@ def test_table_splits_channel_cuts_between_a_layer_and_its_consumer():
     assert error_summary([0.1, -0.2, 0.05])["median_abs_pct"] == pytest.approx(10.0)
 
 
+def test_a_plan_with_another_int8_encoding_does_not_bend_the_correction():
+    """The speed gate measures every INT8 encoding; the table was probed with one. A slow encoding's point
+    (15 ms against a table sum of 1 ms) must not move the predictions of the plans the table describes."""
+    table, _ = tables(baseline_ms=2.0)
+    table.base_model = {"int8_scheme": "qop-u8s8-per-channel"}
+    table.model_knobs = {"attention_size": None}
+    described = {"layers": {"a": {"sparsity": 0.5}}, "model": {"int8_scheme": "qop-u8s8-per-channel"}}
+    before = table.predict(described)
+    table.observe({"layers": {"a": {"bits": 8}}, "model": {"int8_scheme": "qdq-s8s8-per-tensor"}}, 15.0)
+    table.observe({"layers": {}, "model": {"int8_scheme": "qop-u8s8-per-channel", "attention_size": 32}}, 0.1)
+    assert table.predict(described) == before
+
+
+def test_removing_a_block_is_predicted_from_the_removal_probe():
+    """Block removal sits on a block ("l1.1"), not on its layers: the table must still see that the block's
+    layers are gone, or the integer program sees removal save nothing and never picks it."""
+    base = Probe({"layers": {}, "model": {}}, None, None, [], 1.1, {"l1.0.conv": 0.4, "l1.1.conv": 0.4, "head": 0.2},
+                 0.1)
+    removed = Probe({"layers": {"l1.1": {"remove": True}}, "model": {}}, "remove", True, ["l1.1"], 0.68,
+                    {"l1.0.conv": 0.4, "head": 0.2}, 0.08)
+    table = LatencyPredictor([base, removed])
+    assert table.table_sum({"layers": {"l1.1": {"remove": True}}, "model": {}}) == pytest.approx(0.68)
+
+
 def tables(baseline_ms: float) -> tuple[LatencyPredictor, dict]:
     base = Probe({"layers": {}, "model": {}}, None, None, [], baseline_ms, {"a": baseline_ms / 2, "b": baseline_ms / 2},
                  0.0)
