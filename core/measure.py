@@ -170,6 +170,19 @@ class Comparison:
     def ratio(self) -> float:
         return self.candidate_ms / self.reference_ms
 
+    def round_values(self, statistic: str, per_reference: bool) -> list[float]:
+        """Each round's candidate ``statistic`` ("p50"/"p90"), or its p50 over that round's reference when
+        ``per_reference``: the spread a verdict on their median hides."""
+        if per_reference:  # a ratio is judged on p50s
+            return [c / r for c, r in zip(self.candidate_p50s, self.reference_p50s, strict=True)]
+        return list(self.candidate_p50s if statistic == "p50" else self.candidate_p90s)
+
+    def merged(self, more: Comparison) -> Comparison:
+        """Both comparisons' rounds together (the latest stats kept)."""
+        return Comparison(self.reference_p50s + more.reference_p50s, self.candidate_p50s + more.candidate_p50s,
+                          self.reference_p90s + more.reference_p90s, self.candidate_p90s + more.candidate_p90s,
+                          more.reference, more.candidate)
+
     def spread(self) -> dict[str, float]:
         return {
             "reference_min_ms": min(self.reference_p50s), "reference_max_ms": max(self.reference_p50s),

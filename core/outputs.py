@@ -15,12 +15,13 @@ import numpy as np
 
 import edgeslim
 from edgeslim.host import get_plugin_manager
-from edgeslim.measure import MeasurementFailed
+from edgeslim.measure import Comparison, MeasurementFailed
 from edgeslim.predictor import error_summary
 from edgeslim.records import CandidateRecord, Manifest, ManifestBest
 from edgeslim.report import write_html_report, write_report
 
 if TYPE_CHECKING:
+    from edgeslim.budget import Budget
     from edgeslim.search import SearchSession
 
 #: how many of the most accurate in-budget candidates are re-measured before giving up
@@ -30,10 +31,16 @@ VERIFY_TOP = 3
 def verify(session: SearchSession, record: CandidateRecord) -> dict[str, Any]:
     """Re-measure ``record`` against the baseline, interleaved, and judge it on the budget (raises
     MeasurementFailed). The verdict is ``verification["passed"]``."""
-    comparison = session.device.compare(session.run_dir / str(session.baseline.artifact),
-                                        session.run_dir / str(record.artifact))
-    verification = comparison.to_dict()
     budget = session.budget
+    reference, candidate = session.run_dir / str(session.baseline.artifact), session.run_dir / str(record.artifact)
+    comparison = session.device.compare(reference, candidate)
+    extended = straddles_budget(comparison, budget)
+    if extended:
+        # the budget lies inside the rounds' spread (a 0.3 ms OpenVINO model's process-to-process timings spread
+        # 2x): one set of rounds more before the verdict, judged on the median of all of them
+        comparison = comparison.merged(session.device.compare(reference, candidate))
+    verification = comparison.to_dict()
+    verification["extended"] = extended
     stat = "candidate_p50_ms" if budget.statistic == "p50" else "candidate_p90_ms"
     if budget.ratio is not None:
         passed = comparison.ratio <= budget.ratio
@@ -48,6 +55,13 @@ def verify(session: SearchSession, record: CandidateRecord) -> dict[str, Any]:
         verification["judged_on"] += "; over " + ", ".join(over)
     verification["passed"] = passed
     return verification
+
+
+def straddles_budget(comparison: Comparison, budget: Budget) -> bool:
+    """Whether the budget lies inside the spread of the comparison's rounds: some met it, some did not."""
+    limit = budget.ratio if budget.ratio is not None else budget.latency_ms
+    rounds = comparison.round_values(budget.statistic, per_reference=budget.ratio is not None)
+    return limit is not None and min(rounds) <= limit < max(rounds)
 
 
 def select_and_verify(session: SearchSession) -> tuple[CandidateRecord | None, dict[str, Any] | None]:

@@ -276,3 +276,18 @@ def test_device_directories_are_unique_and_safe(tmp_path: Path):
             f'name = "{name}"\nextends = "local-cpu"\n')
     profiles = sorted(str(p) for p in tmp_path.iterdir())
     assert device_dirs(profiles) == ["a-b", "a-b-2"]
+
+
+def test_verification_takes_more_rounds_when_the_budget_lies_inside_the_rounds_spread():
+    """Rounds at 0.42x, 0.61x and 0.55x of the baseline against a 0.5x budget: some met it, some did not, so
+    the verdict waits for more rounds; rounds that all miss (or all meet) it are decided at once."""
+    from edgeslim.measure import Comparison, LatencyStats
+    from edgeslim.outputs import straddles_budget
+
+    def rounds(candidates: list[float]) -> Comparison:
+        stats = LatencyStats(status="ok")
+        return Comparison([1.0] * len(candidates), candidates, [1.1] * len(candidates), candidates, stats, stats)
+
+    budget = Budget(BudgetSettings(ratio=0.5))
+    assert (straddles_budget(rounds([0.42, 0.61, 0.55]), budget), straddles_budget(rounds([0.61, 0.55, 0.58]), budget),
+            straddles_budget(rounds([0.42, 0.45, 0.48]), budget)) == (True, False, False)
