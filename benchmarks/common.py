@@ -6,6 +6,14 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+ROOT = Path(__file__).resolve().parent.parent
+#: the Fashion-MNIST benchmark models, by the name the scripts' --models take: their task files
+TASKS = {"resnet": "resnet_task.py", "resnet18": "resnet18_task.py", "mobilenetv2": "mobilenetv2_task.py"}
+
+
+def task_path(model: str) -> Path:
+    return ROOT / "examples" / "fashion_mnist" / TASKS[model]
+
 
 def rotating_p50s(entries: dict[str, tuple[Any, Path]], rounds: int) -> dict[str, list[float]]:
     """{label: p50 per round}; ``entries`` maps a label to (session, artifact). Each round starts one artifact

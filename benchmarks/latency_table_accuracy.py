@@ -25,6 +25,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples" / "fashion_mnist"))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from common import TASKS, task_path  # noqa: E402
 
 from edgeslim.plan import Plan  # noqa: E402
 from edgeslim.plugins.pruning import SPARSITY_LEVELS  # noqa: E402
@@ -33,7 +36,6 @@ from edgeslim.search import SearchConfig, SearchSession  # noqa: E402
 from edgeslim.strategy_view import SessionView  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-TASKS = {"resnet": "resnet_task.py", "resnet18": "resnet18_task.py", "mobilenetv2": "mobilenetv2_task.py"}
 #: corrections after which the table is judged (the search's first measurements are its uniform recipes)
 WARMUP = 5
 
@@ -54,7 +56,7 @@ def random_plan(rng: random.Random, layers: list[str], prunable: set[str], model
 
 def run(model: str, profile: str, plans: int, seed: int, work: Path) -> dict[str, Any]:
     started = time.time()
-    session = SearchSession(SearchConfig(model=str(ROOT / "examples" / "fashion_mnist" / TASKS[model]),
+    session = SearchSession(SearchConfig(model=str(task_path(model)),
                                          profile=profile, out_dir=str(work / f"{model}-{profile}")))
     session.measure_baseline()
     view = SessionView(session)

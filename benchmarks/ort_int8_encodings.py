@@ -22,13 +22,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import rotating_p50s, summary  # noqa: E402
+from common import TASKS, rotating_p50s, summary, task_path  # noqa: E402
 
 from edgeslim.evaluate import TaskEvaluator  # noqa: E402
 from edgeslim.plugins.quantization import INT8_SCHEMES  # noqa: E402
 from edgeslim.search import SearchConfig, SearchSession  # noqa: E402
-
-TASKS = {"resnet": "resnet_task.py", "resnet18": "resnet18_task.py", "mobilenetv2": "mobilenetv2_task.py"}
 
 
 def main() -> None:
@@ -40,7 +38,7 @@ def main() -> None:
     work = ROOT / "benchmarks" / "results" / f"encodings-run-{time.strftime('%Y%m%d-%H%M%S')}"
     entries, sessions, built = {}, {}, {}
     for model in args.models:
-        task_file = ROOT / "examples" / "fashion_mnist" / TASKS[model]
+        task_file = task_path(model)
         session = SearchSession(SearchConfig(model=str(task_file), profile="local-cpu", out_dir=str(work / model)))
         sessions[model] = session
         layers = [layer.name for layer in session.source.layers]

@@ -37,7 +37,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import rotating_p50s  # noqa: E402
+from common import TASKS, rotating_p50s, task_path  # noqa: E402
 
 from edgeslim.evaluate import TaskEvaluator  # noqa: E402
 from edgeslim.plan import Plan, set_knob  # noqa: E402
@@ -49,17 +49,12 @@ sys.path.insert(0, str(ROOT / "examples" / "fashion_mnist"))
 from tasks import make  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
-TASKS = {"resnet": "resnet_task.py", "resnet18": "resnet18_task.py", "mobilenetv2": "mobilenetv2_task.py"}
 TITLES = {"resnet": "FashionResNet (28 px)", "resnet18": "ResNet-18-style (64 px)",
           "mobilenetv2": "MobileNetV2-style (64 px)"}
 #: the budget below 0.3x is only asked of the millisecond-scale models
 SMALL_MODEL_BUDGETS = (0.5, 0.3)
 DEFAULT_SCHEME = "u8s8-per-channel"  # ONNX Runtime quantizer's U8S8 QDQ, what a user writes first
 FAST_SCHEME = "qop-u8s8-per-tensor"  # the fastest ONNX Runtime encoding on the models measured here
-
-
-def task_path(model: str) -> Path:
-    return ROOT / "examples" / "fashion_mnist" / TASKS[model]
 
 
 def session_for(model: str, work: Path, name: str, profile: str = "local-cpu", epochs: int = 0) -> SearchSession:
