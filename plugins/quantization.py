@@ -24,6 +24,7 @@ Weight-only bit-widths (``weight_bits``) are :mod:`edgeslim.plugins.weight_quant
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
 import logging
 from dataclasses import dataclass
@@ -260,6 +261,12 @@ def prepare_for_quantization(onnx_path: Path, out_path: Path) -> Path:
     return onnx_path
 
 
+#: {digest of the float model and the calibration feeds: entropy ranges}. A search builds INT8 on one layer at a
+#: time over the same float model, and the KL search over 2048 bins takes about a minute per build even on a
+#: tiny cascade (one per layer in the sensitivity phase): the ranges depend only on the model and the feeds.
+_ENTROPY_RANGES: dict[str, dict[str, list[dict[str, Any]]]] = {}
+
+
 def _entropy_ranges(onnx_path: Path, ctx: BuildContext) -> dict[str, list[dict[str, Any]]]:
     """Activation ranges minimising the KL divergence of the quantized histogram (TensorRT's calibration).
 
@@ -267,6 +274,18 @@ def _entropy_ranges(onnx_path: Path, ctx: BuildContext) -> dict[str, list[dict[s
     quantized bins) leave one candidate threshold: the full range, i.e. min-max. So the histogram runs here
     with 2048 bins and the ranges go in as overrides.
     """
+    digest = hashlib.sha256(onnx_path.read_bytes())
+    for feed in ctx.calibration:
+        for name in sorted(feed):
+            digest.update(name.encode())
+            digest.update(np.ascontiguousarray(feed[name]).tobytes())
+    key = digest.hexdigest()
+    if key not in _ENTROPY_RANGES:
+        _ENTROPY_RANGES[key] = _compute_entropy_ranges(onnx_path, ctx)
+    return _ENTROPY_RANGES[key]
+
+
+def _compute_entropy_ranges(onnx_path: Path, ctx: BuildContext) -> dict[str, list[dict[str, Any]]]:
     from onnxruntime.quantization import CalibrationMethod, create_calibrator
 
     with _quiet_root_logger(), contextlib.redirect_stdout(io.StringIO()):
