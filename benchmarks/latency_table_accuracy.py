@@ -115,7 +115,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
     work = RESULTS / f"latency-table-run-{time.strftime('%Y%m%d-%H%M%S')}"
-    results = [run(model, profile, args.plans, args.seed, work) for model in args.models for profile in args.profiles]
+    results = []
+    for model in args.models:
+        for profile in args.profiles:
+            results.append(run(model, profile, args.plans, args.seed, work))
+            write(results)  # after each: a later model's failure keeps the finished ones
+
+
+def write(results: list[dict[str, Any]]) -> None:
     out = {"command": "python benchmarks/latency_table_accuracy.py " + " ".join(sys.argv[1:]),
            "date": time.strftime("%Y-%m-%d %H:%M"), "results": results}
     (RESULTS / "latency_table_accuracy.json").write_text(json.dumps(out, indent=2))

@@ -100,6 +100,10 @@ def _resolve(name: str, nodes: dict[str, GraphNode], producer: dict[str, str],
              layer_of_node: dict[str, str]) -> str | None:
     name = re.sub(r"_token_\d+$", "", name)
     name = re.sub(r"_nchwc$", "", name)
+    # OpenVINO names a kernel after its ONNX node plus what it split off or fused: ".../Conv/WithoutBiases",
+    # ".../Gemm/WithoutBiases/DequantizationMultiply": drop trailing segments until a node or tensor is named
+    while name not in nodes and name not in producer and "/" in name.strip("/"):
+        name = name.rpartition("/")[0]
     node = name if name in nodes else producer.get(name)
     for _ in range(6):
         if node is None:

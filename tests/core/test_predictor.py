@@ -158,7 +158,7 @@ def test_two_devices_in_one_run_share_builds_and_metrics(tmp_path, resnet_onnx, 
     ''') + FAST_MEASUREMENT)
     out = tmp_path / "multi"
     proc = run_cli("search", resnet_onnx, "--profile", fast_profile, "--profile", second, "--budget-ms", "0.0001",
-                   "--trials", "5", "--out", out, "--json")
+                   "--trials", "5", "--no-predictor", "--out", out, "--json")
     assert proc.returncode == 3, proc.stderr
     manifest = json.loads(proc.stdout)
     assert manifest["multi_device"] and list(manifest["devices"]) == ["fast-local", "local-cpu-2t"]
@@ -230,8 +230,8 @@ def test_a_size_budget_from_the_profile_is_recorded_and_the_baseline_exceeds_it(
     profile = tmp_path / "small.toml"
     profile.write_text(f'name = "small"\nextends = "local-cpu"\n[budget]\nstored_kb = {limit}\n' + FAST_MEASUREMENT)
     out = tmp_path / "run"
-    proc = run_cli("search", resnet_onnx, "--profile", profile, "--budget-ms", "0.0001", "--trials", "4",
-                   "--out", out, "--json")
+    proc = run_cli("search", resnet_onnx, "--profile", profile, "--budget-ms", "0.0001", "--trials", "2",
+                   "--no-predictor", "--out", out, "--json")
     assert proc.returncode == 3, proc.stderr
     manifest = json.loads(proc.stdout)
     records = [json.loads(line) for line in (out / "candidates.jsonl").open()]

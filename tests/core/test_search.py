@@ -86,7 +86,7 @@ def test_symbolic_detector_style_model_with_calib(tmp_path, symbolic_onnx, fast_
 def test_impossible_budget_exits_3_naming_the_fastest(tmp_path, resnet_onnx, fast_profile):
     out = tmp_path / "run"
     proc = run_cli("search", resnet_onnx, "--profile", fast_profile, "--budget-ms", "0.0001", "--trials", "4",
-                   "--out", out)
+                   "--no-predictor", "--out", out)
     assert proc.returncode == 3, proc.stderr
     manifest = json.loads((out / "manifest.json").read_text())
     assert manifest["status"] == "budget_not_met" and manifest["best"]["meets_budget"] is False
