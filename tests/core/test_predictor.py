@@ -60,7 +60,7 @@ def test_table_splits_channel_cuts_between_a_layer_and_its_consumer():
     input alone: the table predicts that from the split, and the correction maps table sums to end-to-end."""
     base = Probe({"layers": {}, "model": {}}, None, None, [], 1.3, {"a": 0.4, "b": 0.8}, 0.1)
     half = Probe({"layers": {"a": {"sparsity": 0.5}, "b": {"sparsity": 0.5}}, "model": {}}, "sparsity", 0.5,
-                 ["a", "b"], 0.8, {"a": 0.2, "b": 0.2}, 0.1)
+                 ["a", "b"], 0.5, {"a": 0.2, "b": 0.2}, 0.1)
     table = LatencyPredictor([base, half], producers={"b": "a"}, consumer_knobs={"sparsity"})
     only_a = {"layers": {"a": {"sparsity": 0.5}}, "model": {}}
     # a: its own cut (0.2); b: input halved, sqrt of its uniform ratio 0.25 -> 0.5 -> 0.4; rest 0.1
@@ -94,6 +94,16 @@ def test_removing_a_block_is_predicted_from_the_removal_probe():
                     {"l1.0.conv": 0.4, "head": 0.2}, 0.08)
     table = LatencyPredictor([base, removed])
     assert table.table_sum({"layers": {"l1.1": {"remove": True}}, "model": {}}) == pytest.approx(0.68)
+
+
+def test_a_probe_profiled_in_a_slow_moment_is_scaled_to_its_end_to_end_time():
+    """The per-node profile is a run of its own: profiled at twice its end-to-end time (a busy moment), the
+    probe's layers keep their shares of the end-to-end time, not the inflated sum."""
+    base = Probe({"layers": {}, "model": {}}, None, None, [], 1.0, {"a": 0.5, "b": 0.5}, 0.0)
+    half = Probe({"layers": {"a": {"bits": 8}, "b": {"bits": 8}}, "model": {}}, "bits", 8, ["a", "b"], 0.5,
+                 {"a": 0.5, "b": 0.5}, 0.0)
+    table = LatencyPredictor([base, half])
+    assert table.table_sum({"layers": {"a": {"bits": 8}}, "model": {}}) == pytest.approx(0.75)
 
 
 def tables(baseline_ms: float) -> tuple[LatencyPredictor, dict]:
