@@ -10,6 +10,10 @@ again, so the approximation is checked on the device every round.
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,13 +69,30 @@ def solve(groups: list[Group], max_delta_ms: float, time_limit_s: float = 10.0) 
     # among equally costly options (one-shot drops are often zero within the metric's resolution), the one that
     # changes the model least: the least latency bought beyond the limit, hence the least compression
     tie_break = 1e-6 * np.abs(delta) / (np.abs(delta).max() or 1.0)
-    result = milp(cost + tie_break, integrality=np.ones(len(index)), bounds=Bounds(0, 1), constraints=constraints,
-                  options={"time_limit": time_limit_s})
+    with stdout_to_stderr():
+        result = milp(cost + tie_break, integrality=np.ones(len(index)), bounds=Bounds(0, 1),
+                      constraints=constraints, options={"time_limit": time_limit_s})
     feasible = result.x is not None and result.status in (0, 1)
     x = result.x if feasible else _fastest(groups, index)
     chosen = {groups[gi].name: groups[gi].options[oi] for (gi, oi), on in zip(index, x, strict=True) if on > 0.5}
     return Allocation(chosen, float(sum(o.cost for o in chosen.values())),
                       float(sum(o.latency_delta_ms for o in chosen.values())), feasible)
+
+
+@contextmanager
+def stdout_to_stderr() -> Iterator[None]:
+    """Send what C code writes to file descriptor 1 to 2 meanwhile: HiGHS prints debug lines
+    ("HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();") straight to stdout, where
+    ``edgeslim search --json`` writes its manifest for a program to parse."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
 
 
 def _fastest(groups: list[Group], index: list[tuple[int, int]]) -> np.ndarray:

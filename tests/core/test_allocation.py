@@ -1,6 +1,6 @@
 """The allocation integer program (scipy's HiGHS): one option per group, least cost within the latency limit."""
 
-from edgeslim.allocation import Group, Option, solve
+from edgeslim.allocation import Group, Option, solve, stdout_to_stderr
 
 
 def groups() -> list[Group]:
@@ -26,3 +26,13 @@ def test_an_impossible_limit_gives_the_fastest_combination_marked_infeasible():
 def test_one_option_per_group_even_when_two_would_be_cheaper():
     two = [Group("a", "a", [Option({}, 0.0, 0.0), Option({"x": 1}, 0.1, -1.0), Option({"x": 2}, 0.1, -1.0)])]
     assert len(solve(two, -1.0).choice) == 1
+
+
+def test_what_the_solver_prints_to_stdout_goes_to_stderr(capfd):
+    """HiGHS writes debug lines to file descriptor 1 from C++; with --json stdout must hold the manifest alone."""
+    import os
+
+    with stdout_to_stderr():
+        os.write(1, b"HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();\n")
+    out, err = capfd.readouterr()
+    assert (out, "tmpSolver" in err) == ("", True)
