@@ -64,11 +64,22 @@ def straddles_budget(comparison: Comparison, budget: Budget) -> bool:
     return limit is not None and min(rounds) <= limit < max(rounds)
 
 
+def verification_candidates(records: list[CandidateRecord], baseline_key: str, budget: Budget
+                            ) -> list[CandidateRecord]:
+    """What verification may pick from: every candidate measured within the budget, and the final recovery of
+    one that was even when its own single measurement missed: the same plan and architecture, only retrained
+    weights (on FashionResNet under OpenVINO, one plan ran 0.18 ms in the search and 0.32 ms after its final
+    recovery); the interleaved re-measurement decides."""
+    in_budget = {r.key for r in records if r.key != baseline_key and budget.meets(r)}
+    return [r for r in records if r.key in in_budget or (
+        r.latency is not None and r.details.get("final_recovery", {}).get("of") in in_budget)]
+
+
 def select_and_verify(session: SearchSession) -> tuple[CandidateRecord | None, dict[str, Any] | None]:
     """Re-measure the most accurate in-budget candidates against the baseline, interleaved; the first whose
     re-measurement still meets the budget is the answer. Nothing unverified is reported."""
     baseline = session.baseline
-    contenders = [r for r in session.store.all() if r.key != baseline.key and session.meets_budget(r)]
+    contenders = verification_candidates(session.store.all(), baseline.key, session.budget)
     contenders.sort(key=lambda r: (session.metric_drop(r), session.latency_of(r)))
     base_ms = session.latency_of(baseline) or 1.0
     references: list[float] = []  # the baseline as each failed verification re-measured it
