@@ -294,9 +294,14 @@ class LatencyPredictor:
         every plan the table does describe (one QDQ encoding at 15 ms against a table sum of 1.3 ms turned a
         ResNet-18's corrected predictions 2x too slow)."""
         model = plan.get("model", {})
-        if any(model.get(name) != value for name, value in self.base_model.items()):
-            return False
-        return all(model.get(name, off) == off for name, off in self.model_knobs.items())
+        return self.same_settings(plan) and all(model.get(name, off) == off for name, off in self.model_knobs.items())
+
+    def same_settings(self, plan: Plan) -> bool:
+        """Whether ``plan`` has the probes' model-wide settings (their INT8 encoding). A model-wide knob on top
+        is not in the table either, but its prediction (as if the knob were off) still bounds the plan's time
+        from above, which is what a strategy ranking prefixes needs."""
+        model = plan.get("model", {})
+        return all(model.get(name) == value for name, value in self.base_model.items())
 
     def predict(self, plan: Plan) -> float:
         return max(self.scale * self.table_sum(plan) + self.offset, 1e-6)

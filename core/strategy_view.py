@@ -81,8 +81,8 @@ class SessionView:
 
     def predict(self, plan: Plan) -> float | None:
         predictor = self._session.predictor
-        # None for a plan outside the table (another INT8 encoding, a model-wide knob on): the strategy measures
-        return predictor.predict(plan) if predictor is not None and predictor.covers(plan) else None
+        # None for a plan with other model-wide settings than the probes' (another INT8 encoding): other kernels
+        return predictor.predict(plan) if predictor is not None and predictor.same_settings(plan) else None
 
     def worth_measuring(self, plan: Plan) -> bool:
         predictor, budget_ms = self._session.predictor, self._session.budget.latency_ms
