@@ -168,7 +168,8 @@ class LatencyPredictor:
     #: {layer: the layer whose output it consumes} and the knobs that narrow a consumer's input
     producers: dict[str, str] = field(default_factory=dict)
     consumer_knobs: set[str] = field(default_factory=set)
-    #: {model-wide knob: its off level} (e.g. an attention crop size): a plan with one on runs outside the table
+    #: {model-wide knob: its off level} (e.g. the attention stage's input size): a plan with one on runs outside
+    #: the table
     model_knobs: dict[str, Any] = field(default_factory=dict)
     #: (table sum, measured end to end) of every probe, and of every measured candidate: the online correction
     points: list[tuple[float, float]] = field(default_factory=list)
@@ -199,8 +200,8 @@ class LatencyPredictor:
             if probe.knob is None or is_combo(probe.knob):
                 continue
             # a knob on a block (removal) touches every layer inside it
-            touched = set(probe.layers) | {layer for layer in self.base.layer_ms
-                                           if set(_enclosing(layer)) & set(probe.layers)}
+            touched = set(probe.layers)
+            touched |= {layer for layer in self.base.layer_ms if touched.intersection(_enclosing(layer))}
             for layer, before in self.base.layer_ms.items():
                 if not before:
                     continue
@@ -322,9 +323,10 @@ class LatencyPredictor:
             self.scale = statistics.median(y / x for x, y in self.candidate_points)
             self.offset = 0.0
             return
-        self._fit_probes()
+        self._fit_line()
 
-    def _fit_probes(self) -> None:
+    def _fit_line(self) -> None:
+        """Before enough candidates: a line through the probes' points and the first candidates'."""
         points = self.points + self.candidate_points
         xs = [x for x, _ in points]
         ys = [y for _, y in points]
