@@ -2,7 +2,7 @@
 
     python benchmarks/search_vs_uniform.py [--models resnet resnet18 mobilenetv2] [--budgets 0.5 0.3 0.2]
         [--search-profiles local-cpu local-cpu-openvino] [--strategy knapsack] [--rounds 5] [--epochs 1]
-        [--trials 30] [--work DIR]
+        [--trials 30] [--time-budget SECONDS] [--work DIR]
 
 Models (examples/fashion_mnist): FashionResNet (28 px, ~0.3 ms), the ResNet-18-style and MobileNetV2-style
 networks (64 px, milliseconds). The 0.2x budget is only run on the two larger models. Per model, rows:
@@ -158,7 +158,7 @@ def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
             label = f"edgeslim search on {profile} (budget {ratio}x)"
             config = SearchConfig(model=str(task_path(model)), profile=profile, budget_ratio=ratio,
                                   out_dir=str(out_dir), finetune_epochs=args.epochs, trials=args.trials,
-                                  strategy=args.strategy)
+                                  strategy=args.strategy, time_budget_s=args.time_budget)
             if (out_dir / "manifest.json").exists():  # a finished search of an interrupted benchmark: reused
                 search = SearchSession(config)
                 manifest = json.loads((out_dir / "manifest.json").read_text())
@@ -198,7 +198,8 @@ def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
     return {"model": model, "title": TITLES[model], "budgets": budgets, "fp32_ms": fp32_ms, "rows": rows,
             "verdicts": verdicts, "latency_table_error": error_summary(all_errors), "signed_errors": all_errors,
             "wall_time_s": round(time.time() - started, 1), "rounds": args.rounds, "recovery_epochs": args.epochs,
-            "strategy": args.strategy, "trials": args.trials, "date": time.strftime("%Y-%m-%d %H:%M")}
+            "strategy": args.strategy, "trials": args.trials, "time_budget_s": args.time_budget,
+            "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
 def judge(rows: dict[str, dict[str, Any]], fp32_ms: dict[str, float]) -> list[dict[str, Any]]:
@@ -249,7 +250,9 @@ def markdown(result: dict[str, Any]) -> list[str]:
     md += ["", f"{result['rounds']} rotating rounds, one agent process per measurement, 1 thread; FP32 median "
            f"{result['fp32_ms']['onnxruntime']:.3f} ms (ONNX Runtime), {result['fp32_ms']['openvino']:.3f} ms "
            f"(OpenVINO); strategy {result['strategy']}, recovery {result['recovery_epochs']} epoch(s) of distillation "
-           f"on 10k training images; run {result['date']}, {result['wall_time_s']:.0f} s wall.", ""]
+           f"on 10k training images; "
+           + (f"--time-budget {result['time_budget_s']:g} s per search; " if result.get("time_budget_s") else "")
+           + f"run {result['date']}, {result['wall_time_s']:.0f} s wall.", ""]
     return md
 
 
@@ -263,6 +266,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=1, help="recovery epochs (search and uniform pruning)")
     parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--time-budget", type=float, default=None,
+                        help="each search's --time-budget in seconds (default: none, --trials bounds it)")
     parser.add_argument("--work", help="work folder (default: a new one under benchmarks/results)")
     args = parser.parse_args()
     for model in args.models:
