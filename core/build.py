@@ -1,7 +1,9 @@
 """The build pipeline: plan -> torch stage -> recovery -> export -> ONNX stage -> target compile.
 
 Artifacts are cached per plan key in ``candidates/KEY/`` (latency probes in ``probes/KEY/``), built in a
-``KEY.tmp`` folder and renamed when complete, so a build killed half-way is never taken for a result.
+``KEY.tmp`` folder and renamed when complete, so a build killed half-way is never taken for a result. The
+torch stage's export (pruned, recovered) is kept in ``torch_stage/KEY/``, keyed by the torch-stage decisions
+only: plans that differ only in ONNX-stage decisions (INT8 on the same pruning) train once.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -140,6 +143,16 @@ class BuildPipeline:
         if self.source.torch_model is None:
             raise EdgeslimError(f"plan uses {', '.join(t.name for t in torch_stage)}, which need a torch model; "
                                 "this model is ONNX (install onnx2torch to convert it: pip install onnx2torch)")
+        cache = self._torch_stage_cache(plan, torch_stage, recovery)
+        onnx_path = tmp_dir / "torch_stage.onnx"
+        if cache is not None and (cache / "torch_stage.onnx").exists():
+            # a plan that differs only in ONNX-stage decisions (INT8 on top of the same pruning): the trained,
+            # exported module is the same, so its recovery is not paid twice
+            shutil.copyfile(cache / "torch_stage.onnx", onnx_path)
+            saved = json.loads((cache / "torch_stage.json").read_text())
+            ctx.layer_nodes, ctx.notes = saved["layer_nodes"], ctx.notes + saved["notes"]
+            return onnx_path
+        notes_before = len(ctx.notes)
         module = copy.deepcopy(self.source.torch_model)
         rounds = recovery_rounds(torch_stage)
         for (_, group), epochs in zip(rounds, split_epochs(self.recovery.epochs, len(rounds)), strict=True):
@@ -149,14 +162,40 @@ class BuildPipeline:
                 ctx.notes += self._recover(module, epochs, data_free=recovery == "data_free")
         for tech in torch_stage:
             module = tech.finalize_torch(module, plan, ctx)
-        onnx_path = tmp_dir / "torch_stage.onnx"
         export_torch(module, self.source.example_input, onnx_path, self.source.inputs[0].name)
         exported = onnx.load(str(onnx_path))
         ensure_node_names(exported)
         onnx.save(exported, str(onnx_path))
         ctx.layer_nodes = {self.source.layer_of_module(mod): node for mod, node in
                            traced_layer_nodes(module, self.source.example_input, exported).items()}
+        if cache is not None:
+            # written aside and renamed: a killed build leaves no half entry, and of two builds of the same
+            # torch stage at once (same result, seeded) the second's rename fails and it drops its copy
+            staging = cache.parent / f"{cache.name}.{uuid.uuid4().hex}.tmp"
+            staging.mkdir(parents=True)
+            shutil.copyfile(onnx_path, staging / "torch_stage.onnx")
+            (staging / "torch_stage.json").write_text(json.dumps({"layer_nodes": ctx.layer_nodes,
+                                                                  "notes": ctx.notes[notes_before:]}))
+            try:
+                staging.rename(cache)
+            except OSError:
+                shutil.rmtree(staging, ignore_errors=True)
         return onnx_path
+
+    def _torch_stage_cache(self, plan: Plan, torch_stage: list[Technique], recovery: str) -> Path | None:
+        """Where the torch stage's export for ``plan`` is kept, keyed by the decisions the torch-stage
+        techniques read (their :meth:`~edgeslim.technique.Technique.decision_names`), the recovery mode and
+        its length; None (no sharing) when one of them does not declare what it reads."""
+        names = [tech.decision_names() for tech in torch_stage]
+        if not all(names):
+            return None
+        read = frozenset().union(*names)
+        sub_plan = {"layers": {layer: kept for layer, decisions in plan["layers"].items()
+                               if (kept := {k: v for k, v in decisions.items() if k in read})},
+                    "model": {k: v for k, v in plan["model"].items() if k in read}}
+        stage = [t.name for t in torch_stage]
+        context = f"{self.context}\ntorch stage: {stage} recovery {recovery}, {self.recovery.epochs} epochs"
+        return self.run_dir / "torch_stage" / plan_key(sub_plan, context)
 
     def _recover(self, module: Any, epochs: int, data_free: bool = False) -> list[str]:
         has_data = self.train_data is not None and not data_free

@@ -330,3 +330,26 @@ def test_one_shot_sensitivity_reads_a_subset_of_the_eval_data_paired_with_the_ba
     session.evaluator.task.metric = lambda outputs, labels: seen.append(len(labels)) or metric(outputs, labels)
     unchanged = session.score({"layers": {}, "model": {}}, one_shot=True)
     assert (unchanged.metric, set(seen)) == (session.baseline.metric, {RANKING_SAMPLES})
+
+
+def test_a_plan_that_only_adds_int8_to_a_pruned_plan_is_not_trained_again(tmp_path, digits_task_file, fast_profile):
+    """The torch stage's export is kept per torch-stage decisions: INT8 on top of the same pruning reuses the
+    pruned, recovered model instead of paying its recovery a second time."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.plan import set_knob
+    from edgeslim.search import SearchSession
+
+    session = SearchSession(SearchConfig(model=str(digits_task_file), profile=str(fast_profile),
+                                         out_dir=str(tmp_path / "run"), finetune_epochs=1))
+    sparsity = next(knob for owner, knob, _ in session.offered_knobs() if knob.name == "sparsity")
+    pruned = set_knob({"layers": {}, "model": {}}, sparsity.layer, "sparsity", 0.5, 0.0)
+    with_int8 = {"layers": {name: {"bits": 8} for name in (lay.name for lay in session.source.layers)},
+                 "model": {}}
+    for layer, decisions in pruned["layers"].items():
+        with_int8["layers"][layer].update(decisions)
+    recoveries: list[int] = []
+    recover = session.builder._recover
+    session.builder._recover = lambda *args, **kwargs: recoveries.append(1) or recover(*args, **kwargs)
+    session.builder.build(pruned)
+    session.builder.build(with_int8)
+    assert len(recoveries) == 1
