@@ -49,11 +49,14 @@ class Allocation:
     feasible: bool
 
 
-def solve(groups: list[Group], max_delta_ms: float, time_limit_s: float = 10.0) -> Allocation:
+def solve(groups: list[Group], max_delta_ms: float, time_limit_s: float = 10.0,
+          exclusive: list[tuple[str, str]] = ()) -> Allocation:
     """The options (one per group) of least total cost whose total latency change is at most ``max_delta_ms``.
 
-    When nothing fits, the fastest combination is returned with ``feasible=False`` (the caller measures it: the
-    table may be pessimistic)."""
+    ``exclusive`` names pairs of groups of which at most one may leave its first option ("as it is"): a block
+    that is removed and a layer inside it, whose savings would otherwise be counted twice. When nothing fits,
+    the fastest combination is returned with ``feasible=False`` (the caller measures it: the table may be
+    pessimistic)."""
     from scipy.optimize import Bounds, LinearConstraint, milp
 
     groups = [g for g in groups if g.options]
@@ -66,6 +69,14 @@ def solve(groups: list[Group], max_delta_ms: float, time_limit_s: float = 10.0) 
     for column, (gi, _) in enumerate(index):
         one_per_group[gi, column] = 1.0
     constraints = [LinearConstraint(one_per_group, 1.0, 1.0), LinearConstraint(delta[None, :], -np.inf, max_delta_ms)]
+    position = {g.name: gi for gi, g in enumerate(groups)}
+    pairs = [(position[a], position[b]) for a, b in exclusive if a in position and b in position]
+    if pairs:
+        at_most_one = np.zeros((len(pairs), len(index)))
+        for row, pair in enumerate(pairs):
+            for column, (gi, oi) in enumerate(index):
+                at_most_one[row, column] = 1.0 if gi in pair and oi > 0 else 0.0
+        constraints.append(LinearConstraint(at_most_one, -np.inf, 1.0))
     # among equally costly options (one-shot drops are often zero within the metric's resolution), the one that
     # changes the model least: the least latency bought beyond the limit, hence the least compression
     tie_break = 1e-6 * np.abs(delta) / (np.abs(delta).max() or 1.0)
@@ -73,7 +84,7 @@ def solve(groups: list[Group], max_delta_ms: float, time_limit_s: float = 10.0) 
         result = milp(cost + tie_break, integrality=np.ones(len(index)), bounds=Bounds(0, 1),
                       constraints=constraints, options={"time_limit": time_limit_s})
     feasible = result.x is not None and result.status in (0, 1)
-    x = result.x if feasible else _fastest(groups, index)
+    x = result.x if feasible else _fastest(groups, index, pairs)
     chosen = {groups[gi].name: groups[gi].options[oi] for (gi, oi), on in zip(index, x, strict=True) if on > 0.5}
     return Allocation(chosen, float(sum(o.cost for o in chosen.values())),
                       float(sum(o.latency_delta_ms for o in chosen.values())), feasible)
@@ -95,7 +106,10 @@ def stdout_to_stderr() -> Iterator[None]:
         os.close(saved)
 
 
-def _fastest(groups: list[Group], index: list[tuple[int, int]]) -> np.ndarray:
+def _fastest(groups: list[Group], index: list[tuple[int, int]], pairs: list[tuple[int, int]]) -> np.ndarray:
     best = {gi: min(range(len(g.options)), key=lambda oi, g=g: (g.options[oi].latency_delta_ms, g.options[oi].cost))
             for gi, g in enumerate(groups)}
+    for outer, inner in pairs:  # the pair's first group wins (a removed block: what is inside it goes too)
+        if best[outer] > 0:
+            best[inner] = 0
     return np.array([1.0 if best[gi] == oi else 0.0 for gi, oi in index])

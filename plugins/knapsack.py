@@ -138,8 +138,12 @@ class KnapsackAllocation(Strategy):
         whole plan (times ``factor``), not just the sum of its parts, is within the budget. Returns the plan,
         the allocation and the plan's corrected prediction in ms."""
         budget = search.budget_ms / factor  # in the table's own units
+        # a layer inside a block (``layer2.1.conv1`` in ``layer2.1``): the block's removal takes the layer with
+        # it, so the two are never chosen together (their savings would be counted twice)
+        nested = [(outer.name, inner.name) for outer in groups for inner in groups
+                  if outer.layer and inner.layer and inner.layer.startswith(outer.layer + ".")]
         for _ in range(6):
-            allocation = solve(groups, budget - base_ms + slack)
+            allocation = solve(groups, budget - base_ms + slack, exclusive=nested)
             plan = base
             for group in groups:
                 for knob, level in allocation.choice[group.name].decisions.items():

@@ -36,3 +36,14 @@ def test_what_the_solver_prints_to_stdout_goes_to_stderr(capfd):
         os.write(1, b"HighsMipSolverData::transformNewIntegerFeasibleSolution tmpSolver.run();\n")
     out, err = capfd.readouterr()
     assert (out, "tmpSolver" in err) == ("", True)
+
+
+def test_a_block_and_a_layer_inside_it_are_never_both_changed():
+    """Removing block "b" and cutting "b.conv" would save 1.6 ms at cost 0.6 if savings added up; they do not
+    (the cut layer is gone with its block), so the cheapest fit is the removal with another layer's cut."""
+    nested = [Group("b", "b", [Option({}, 0.0, 0.0), Option({"remove": True}, 0.5, -1.0)]),
+              Group("b.conv", "b.conv", [Option({}, 0.0, 0.0), Option({"s": 0.5}, 0.1, -0.6)]),
+              Group("c", "c", [Option({}, 0.0, 0.0), Option({"s": 0.5}, 0.3, -0.5)])]
+    allocation = solve(nested, -1.5, exclusive=[("b", "b.conv")])
+    assert {name: o.decisions for name, o in allocation.choice.items() if o.decisions} == {
+        "b": {"remove": True}, "c": {"s": 0.5}}
