@@ -122,16 +122,25 @@ def uniform_recipes(search: SearchAPI, base: Plan, dropped: set[str]) -> list[Re
     return recipes
 
 
+#: of the ``--time-budget`` left when the sensitivity phase starts, the most it may use: scores only rank moves,
+#: the measured candidates after it are the answer, so they keep the rest
+SENSITIVITY_TIME_SHARE = 0.5
+
+
 def sensitivities(search: SearchAPI, base: Plan, offered: list[OfferedKnob], one_shot: bool = False
                   ) -> list[tuple[OfferedKnob, Any, float]]:
     """(knob, level, metric drop) of every single move (one layer, one knob, one level) scored on the host, in
-    knob order; a deeper level never costs less than a shallower one of the same knob. Stops offering moves
-    once ``--time-budget`` is spent."""
+    knob order; a deeper level never costs less than a shallower one of the same knob. Under ``--time-budget``
+    it stops offering moves once it has used :data:`SENSITIVITY_TIME_SHARE` of the time left at its start."""
     found = []
+    left = search.time_left()
+    keep = None if left is None else left * (1.0 - SENSITIVITY_TIME_SHARE)
     for o in offered:
         knob, floor = o.knob, 0.0
-        if search.time_left() == 0.0:
-            search.note("--time-budget spent during the sensitivity phase: the remaining moves are not offered")
+        if keep is not None and (search.time_left() or 0.0) <= keep:
+            search.note(f"--time-budget: the sensitivity phase used its share ({SENSITIVITY_TIME_SHARE:.0%} of the "
+                        f"{left:.0f} s left when it started); moves from {knob.layer or 'model'} {knob.name} on "
+                        "are not offered")
             break
         for level in knob.levels[1:]:
             record = search.score(set_knob(base, knob.layer, knob.name, level, knob.levels[0]), one_shot=one_shot)

@@ -1,13 +1,14 @@
 """Allocation as a constrained optimisation (``--strategy knapsack``), measured on the device every round.
 
 1. Speed gate and accuracy-only settings, as every strategy (``edgeslim.recipes``).
-2. One-shot sensitivity: every single move (one layer, one knob, one level) built *without training*
-   (least-squares reconstruction only) and scored on the host: a cheap ranking, not the answer's accuracy.
-3. The latency table (probes profiled on the device) predicts what each option of each layer saves.
-4. Uniform recipes (uniform INT8, uniform channel pruning at each level, all blocks removed, the target's
+2. The latency table (probes profiled on the device) predicts what each option of each layer saves.
+3. Uniform recipes (uniform INT8, uniform channel pruning at each level, all blocks removed, the target's
    precision modes, each with INT8) are measured with the run's short recovery, per family down to the least
    compressed level that meets the budget (the table only picks where to start, it rules nothing out): the
    answer is chosen from everything measured, so it is never less accurate than a recipe that meets it.
+4. One-shot sensitivity: every single move (one layer, one knob, one level) built *without training*
+   (least-squares reconstruction only) and scored on the host: a cheap ranking, not the answer's accuracy.
+   Under ``--time-budget`` it uses at most half the time left (``edgeslim.recipes.SENSITIVITY_TIME_SHARE``).
 5. Rounds: a multiple-choice knapsack over the layers (``edgeslim.allocation``, HALP / HAWQ-V3 style: least
    predicted accuracy loss whose predicted latency fits) is solved, its solution measured with the short
    recovery, the table refitted with that measurement (each option's saving re-derived from it) and the
@@ -46,9 +47,11 @@ class KnapsackAllocation(Strategy):
         if not offered:
             search.note("no technique offers a latency knob for this model")
             return
-        drops = self._sensitivity(search, base, offered)
+        # the recipes are measured before the sensitivity phase: under --time-budget, what the answer is never
+        # worse than is in hand before the (host-only) ranking spends its share of the time
         has_table = search.use_latency_table(base, [o.knob for o in offered if o.knob.layer is not None])
         recipe_ms = self._recipes(search, base, dropped)
+        drops = self._sensitivity(search, base, offered)
         self._rounds(search, base, offered, drops, has_table, recipe_ms)
 
     # --- phases -------------------------------------------------------------------------------------------------

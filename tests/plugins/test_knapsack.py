@@ -90,3 +90,28 @@ def test_a_recipe_that_meets_the_budget_is_measured_even_when_the_table_predicts
     for recipe in uniform_recipes(view, {"layers": {}, "model": {}}, set()):
         first_of_each_family.setdefault(recipe.family, recipe.label)
     assert set(measured) == set(first_of_each_family.values())
+
+
+def test_the_sensitivity_phase_leaves_half_the_time_left_to_the_measured_phases(tmp_path, resnet_onnx,
+                                                                                fast_profile):
+    """Under --time-budget the host-only ranking stops once it has used its share of the time left when it
+    started; a clock that advances 10 s per look and starts at 100 s left stops it at the fifth knob."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.recipes import SENSITIVITY_TIME_SHARE, sensitivities
+    from edgeslim.search import SearchSession
+    from edgeslim.strategy_view import SessionView
+
+    class TenSecondsPerLook(SessionView):
+        looks = 0
+
+        def time_left(self):
+            self.looks += 1
+            return 110.0 - 10.0 * self.looks
+
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ms=1000.0,
+                                         out_dir=str(tmp_path / "run")))
+    session.measure_baseline()
+    view = TenSecondsPerLook(session)
+    offered = [o for o in view.knobs() if o.knob.name == "sparsity"]
+    scored = {o.knob.layer for o, _, _ in sensitivities(view, {"layers": {}, "model": {}}, offered, one_shot=True)}
+    assert (SENSITIVITY_TIME_SHARE, len(offered) > 5, len(scored)) == (0.5, True, 4)
