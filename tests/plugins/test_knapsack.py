@@ -3,6 +3,7 @@ integer program's solution measured, every phase timed in the manifest."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -112,6 +113,8 @@ def test_the_sensitivity_phase_leaves_half_the_time_left_to_the_measured_phases(
                                          out_dir=str(tmp_path / "run")))
     session.measure_baseline()
     view = TenSecondsPerLook(session)
-    offered = [o for o in view.knobs() if o.knob.name == "sparsity"]
+    # one level per knob: the test is about when the phase stops, not about what each level costs
+    offered = [dataclasses.replace(o, knob=dataclasses.replace(o.knob, levels=o.knob.levels[:2]))
+               for o in view.knobs() if o.knob.name == "sparsity"]
     scored = {o.knob.layer for o, _, _ in sensitivities(view, {"layers": {}, "model": {}}, offered, one_shot=True)}
     assert (SENSITIVITY_TIME_SHARE, len(offered) > 5, len(scored)) == (0.5, True, 4)
