@@ -6,7 +6,7 @@ import pytest
 from edgeslim.host import load_registry
 from edgeslim.measure import LocalRunner, measure
 from edgeslim.profile import MeasurementSettings, load_profile
-from tests.conftest import random_feed, run_cli
+from tests.conftest import FAST_MEASUREMENT, random_feed, run_cli
 
 ov = pytest.importorskip("openvino")
 FAST = MeasurementSettings(warmup=2, min_runs=10, min_seconds=0.05)
@@ -130,11 +130,22 @@ def test_search_with_the_openvino_profile(tmp_path, resnet_onnx):
 
 
 def test_the_openvino_search_probes_nncfs_int8(tmp_path, resnet_onnx):
+    """The speed gate a search on OpenVINO runs first: one INT8 probe, NNCF's, whose layers run in INT8."""
     pytest.importorskip("nncf")
-    proc = run_cli("search", resnet_onnx, "--profile", "local-cpu-openvino", "--budget-ratio", "0.0001",
-                   "--trials", "1", "--no-predictor", "--out", tmp_path / "run", "--json")
-    probes = json.loads(proc.stdout)["speed_gate"]
-    assert [(p["settings"], p["layers_int8"] is not None) for p in probes] == [({"int8_scheme": "nncf"}, True)]
+    from edgeslim.config import SearchConfig
+    from edgeslim.recipes import speed_gate
+    from edgeslim.search import SearchSession
+    from edgeslim.strategy_view import SessionView
+
+    profile = tmp_path / "fast-openvino.toml"
+    profile.write_text('name = "fast-openvino"\nextends = "local-cpu-openvino"\n' + FAST_MEASUREMENT)
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(profile), budget_ratio=0.5,
+                                         out_dir=str(tmp_path / "run")))
+    session.measure_baseline()
+    speed_gate(SessionView(session), set())
+    probes = [r for r in session.store.all() if r.purpose.startswith("gate:")]
+    assert [(r.plan["model"], "int8" in r.details["effective_precision"].values()) for r in probes] == [
+        ({"int8_scheme": "nncf"}, True)]
 
 
 def test_openvinos_per_node_profile_is_attributed_to_every_layer(tmp_path, resnet_onnx, target):
