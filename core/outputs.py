@@ -207,6 +207,8 @@ def _gate_probes(session: SearchSession, records: list[CandidateRecord]) -> list
         effective = list((r.details.get("effective_precision") or {}).values())
         probes.append({"technique": r.purpose.removeprefix("gate:"), "settings": r.plan.get("model", {}),
                        "status": r.status, "latency_ms": ms, "ratio": ms / base_ms if ms and base_ms else None,
+                       "metric": r.metric,
+                       "metric_drop": session.metric_drop(r) if r.metric is not None else None,
                        "layers_int8": f"{effective.count('int8')} of {len(effective)}" if effective else None,
                        "note": r.note})
     return probes

@@ -32,35 +32,71 @@ def with_model(plan: Plan, settings: dict[str, Any]) -> Plan:
 
 def speed_gate(search: SearchAPI, dropped: set[str]) -> Plan:
     """Probe each all-or-nothing technique uniformly, once per variant, on the device; keep its fastest variant
-    in the returned base plan's model-wide settings, or add it to ``dropped`` when it is not faster."""
+    among those about as accurate as its most accurate one (:data:`GATE_ACCURACY_SLACK`) in the returned base
+    plan's model-wide settings, or add the technique to ``dropped`` when it is not faster."""
     base = empty_plan()
     for gate in search.speed_gates():
         probe_plan = uniform(empty_plan(), gate.knobs)
-        best_variant, best_ms = _fastest(search, gate, probe_plan, gate.variants or ({},), (None, None))
+        probes = _probe(search, gate, probe_plan, gate.variants or ({},))
+        winner = choose_gate_variant(probes)
         # then the winner's second-round variants, e.g. its per-tensor form
-        best_variant, best_ms = _fastest(search, gate, probe_plan, gate.refinements_of(best_variant),
-                                         (best_variant, best_ms))
-        if best_ms is None or best_ms > GATE_MARGIN * search.baseline_ms:
+        if winner is not None:
+            probes += _probe(search, gate, probe_plan, gate.refinements_of(winner.variant))
+            winner = choose_gate_variant(probes)
+        if winner is not None and winner.ms > GATE_MARGIN * search.baseline_ms:
+            # no accurate variant is faster: a less accurate but faster one still gives the per-layer allocation
+            # something to choose from (it keeps the layers that lose accuracy in float)
+            winner = min(probes, key=lambda p: p.ms)
+        if winner is None or winner.ms > GATE_MARGIN * search.baseline_ms:
             dropped.add(gate.technique)
-            search.note(f"{gate.technique} dropped: uniform {gate.technique} measured {best_ms:.3f} ms vs baseline "
-                        f"{search.baseline_ms:.3f} ms (not faster on this target)" if best_ms else
+            search.note(f"{gate.technique} dropped: uniform {gate.technique} measured {winner.ms:.3f} ms vs baseline "
+                        f"{search.baseline_ms:.3f} ms (not faster on this target)" if winner else
                         f"{gate.technique} dropped: no probe could be measured")
-        else:
-            base = with_model(base, best_variant or {})
-            search.note(f"{gate.technique}: uniform probe {search.baseline_ms / best_ms:.2f}x faster than the "
-                        f"baseline with {best_variant}")
+            continue
+        base = with_model(base, winner.variant)
+        search.note(f"{gate.technique}: uniform probe {search.baseline_ms / winner.ms:.2f}x faster than the "
+                    f"baseline with {winner.variant}")
+        fastest = min(probes, key=lambda p: p.ms)
+        if fastest is not winner:
+            search.note(f"{gate.technique}: the fastest probe, {fastest.variant} ({fastest.ms:.3f} ms), scored "
+                        f"{fastest.drop - winner.drop:.4f} below {winner.variant} and was passed over (U8S8 "
+                        "arithmetic saturating on CPUs without VNNI is a usual cause)")
     return base
 
 
-def _fastest(search: SearchAPI, gate: SpeedGate, probe_plan: Plan, variants: Iterable[dict[str, Any]],
-             best: tuple[dict[str, Any] | None, float | None]) -> tuple[dict[str, Any] | None, float | None]:
-    """Measure ``probe_plan`` with each variant (gate probes, not trials); the fastest of them and ``best``."""
+#: a gate variant may be this much less accurate (metric drop, the task's units) than the most accurate one and
+#: still win on speed; beyond it, e.g. U8S8 INT8 saturating on a CPU without VNNI (8.7 points on MobileNetV2
+#: here, where U8U8 lost none), it is passed over
+GATE_ACCURACY_SLACK = 0.01
+
+
+@dataclass(frozen=True)
+class GateProbe:
+    variant: dict[str, Any]
+    ms: float
+    drop: float
+
+
+def choose_gate_variant(probes: list[GateProbe]) -> GateProbe | None:
+    """The fastest probe among those whose drop is within :data:`GATE_ACCURACY_SLACK` of the smallest."""
+    if not probes:
+        return None
+    least = min(p.drop for p in probes)
+    return min((p for p in probes if p.drop <= least + GATE_ACCURACY_SLACK), key=lambda p: p.ms)
+
+
+def _probe(search: SearchAPI, gate: SpeedGate, probe_plan: Plan, variants: Iterable[dict[str, Any]]
+           ) -> list[GateProbe]:
+    """Measure ``probe_plan`` with each variant (gate probes, not trials); those that gave a latency."""
+    probes = []
     for variant in variants:
-        ms = search.latency_of(search.measure(with_model(probe_plan, variant), purpose=f"gate:{gate.technique}",
-                                              counts_as_trial=False))
-        if ms is not None and (best[1] is None or ms < best[1]):
-            best = (variant, ms)
-    return best
+        record = search.measure(with_model(probe_plan, variant), purpose=f"gate:{gate.technique}",
+                                counts_as_trial=False)
+        ms = search.latency_of(record)
+        if ms is not None:
+            drop = search.metric_drop(record) if record.metric is not None else 0.0
+            probes.append(GateProbe(variant, ms, drop))
+    return probes
 
 
 def best_accuracy_variants(search: SearchAPI, base: Plan, dropped: set[str]) -> Plan:

@@ -281,11 +281,16 @@ def make_task():
 
 
 def test_the_manifest_lists_every_int8_encoding_the_gate_probed(finished_run):
-    """Each format and type pair per-channel, then the per-tensor form of the fastest; each with what ran."""
+    """Each format and type pair per-channel, then the refinements (per-tensor, 7-bit) of the first round's
+    winner (the fastest about as accurate as the most accurate); each with what ran and what it scored."""
+    from edgeslim.host import load_registry
+    from edgeslim.recipes import GateProbe, choose_gate_variant
+
     probes = json.loads((finished_run / "manifest.json").read_text())["speed_gate"]
-    schemes = [p["settings"]["int8_scheme"] for p in probes]
-    assert (len(schemes), sum(s.endswith("per-tensor") for s in schemes), all(p["layers_int8"] for p in probes)) == (
-        7, 1, True)
+    first = [GateProbe(p["settings"], p["latency_ms"], p["metric_drop"]) for p in probes[:6]]
+    winner = choose_gate_variant([p for p in first if p.ms is not None])
+    refined = load_registry().techniques["quantization"].refinements(winner.variant)
+    assert ([p["settings"] for p in probes[6:]], all(p["layers_int8"] for p in probes)) == (refined, True)
 
 
 def test_verification_looks_past_candidates_the_search_measured_too_optimistically(finished_run, tmp_path):

@@ -43,7 +43,8 @@ def output(path: Path) -> np.ndarray:
 
 def test_the_grid_holds_every_format_type_and_granularity():
     by_onnx_runtime = [name for name, encoding in INT8_SCHEMES.items() if encoding.quantizer == "onnxruntime"]
-    assert (len(by_onnx_runtime), len(GATE_SCHEMES), GATE_SCHEMES[-1]) == (12, 7, "nncf")
+    # 3 type pairs x 2 formats x 2 granularities, and U8S8's four with 7-bit weights
+    assert (len(by_onnx_runtime), len(GATE_SCHEMES), GATE_SCHEMES[-1]) == (16, 7, "nncf")
 
 
 @pytest.mark.parametrize("scheme", sorted(INT8_SCHEMES))
@@ -97,10 +98,19 @@ def test_weights_behind_identity_nodes_count_as_the_layers_parameters(tmp_path, 
     assert [layer.params for layer in folded.layers] == [layer.params for layer in plain.layers]
 
 
-def test_the_winner_of_the_first_round_is_refined_to_its_per_tensor_form():
+def test_the_winner_of_the_first_round_is_refined_to_its_per_tensor_and_7_bit_forms():
     quantization = load_registry().techniques["quantization"]
     assert quantization.refinements({"int8_scheme": "qop-u8s8-per-channel"}) == [
-        {"int8_scheme": "qop-u8s8-per-tensor"}]
+        {"int8_scheme": "qop-u8s8-per-tensor"}, {"int8_scheme": "qop-u8s8-per-channel-7bit"}]
+
+
+def test_a_7_bit_encoding_writes_weights_within_seven_bits(tmp_path, resnet_onnx):
+    """ONNX Runtime's reduce_range: U8S8 weights in [-64, 63], so u8 x s8 pair sums cannot saturate int16 on a
+    CPU without VNNI."""
+    quantized, _ = build(resnet_onnx, tmp_path, "u8s8-per-channel-7bit")
+    weights = [onnx.numpy_helper.to_array(init) for init in onnx.load(str(quantized)).graph.initializer
+               if init.data_type == onnx.TensorProto.INT8 and init.name.endswith("_quantized")]
+    assert (len(weights) > 5, max(int(np.abs(w.astype(np.int32)).max()) for w in weights) <= 64) == (True, True)
 
 
 def test_a_bias_from_a_constant_node_quantizes_in_qoperator(tmp_path, resnet_onnx):
