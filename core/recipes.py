@@ -38,11 +38,13 @@ def speed_gate(search: SearchAPI, dropped: set[str]) -> Plan:
     for gate in search.speed_gates():
         probe_plan = uniform(empty_plan(), gate.knobs)
         probes = _probe(search, gate, probe_plan, gate.variants or ({},))
+        # then second-round variants (per-tensor, 7-bit) of the winner and of every faster probe passed over for
+        # accuracy: a refinement of a fast, lossy encoding may be fast and accurate (U8S8 with 7-bit weights)
+        refinements: list[dict[str, Any]] = []
+        for variant in variants_to_refine(probes):
+            refinements += [r for r in gate.refinements_of(variant) if r not in refinements]
+        probes += _probe(search, gate, probe_plan, refinements)
         winner = choose_gate_variant(probes)
-        # then the winner's second-round variants, e.g. its per-tensor form
-        if winner is not None:
-            probes += _probe(search, gate, probe_plan, gate.refinements_of(winner.variant))
-            winner = choose_gate_variant(probes)
         if winner is not None and winner.ms > GATE_MARGIN * search.baseline_ms:
             # no accurate variant is faster: a less accurate but faster one still gives the per-layer allocation
             # something to choose from (it keeps the layers that lose accuracy in float)
@@ -83,6 +85,14 @@ def choose_gate_variant(probes: list[GateProbe]) -> GateProbe | None:
         return None
     least = min(p.drop for p in probes)
     return min((p for p in probes if p.drop <= least + GATE_ACCURACY_SLACK), key=lambda p: p.ms)
+
+
+def variants_to_refine(probes: list[GateProbe]) -> list[dict[str, Any]]:
+    """The first round's winner, then every probe faster than it (passed over for accuracy), in probe order."""
+    winner = choose_gate_variant(probes)
+    if winner is None:
+        return []
+    return [winner.variant] + [p.variant for p in probes if p.ms < winner.ms]
 
 
 def _probe(search: SearchAPI, gate: SpeedGate, probe_plan: Plan, variants: Iterable[dict[str, Any]]
