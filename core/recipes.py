@@ -186,7 +186,8 @@ def sensitivities(search: SearchAPI, base: Plan, offered: list[OfferedKnob], one
         if keep is not None and (search.time_left() or 0.0) <= keep:
             search.note(f"--time-budget: the sensitivity phase used its share ({SENSITIVITY_TIME_SHARE:.0%} of the "
                         f"{left:.0f} s left when it started); moves from {knob.layer or 'model'} {knob.name} on "
-                        "are not offered")
+                        "are not offered" if left else
+                        "--time-budget spent before the sensitivity phase: no per-layer move is offered")
             break
         for level in knob.levels[1:]:
             record = search.score(set_knob(base, knob.layer, knob.name, level, knob.levels[0]), one_shot=one_shot)

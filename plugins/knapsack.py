@@ -78,6 +78,9 @@ class KnapsackAllocation(Strategy):
         measured: dict[str, float] = {}
 
         def meets(recipe: Recipe) -> bool | None:
+            if search.time_left() == 0.0:
+                search.note(f"--time-budget spent: the uniform recipes stopped at {len(measured)} measured")
+                return None
             if search.trials_left() <= ROUNDS:  # the allocation rounds keep their trials
                 search.note(f"--trials: the uniform recipes stopped at {len(measured)} measured, leaving {ROUNDS} "
                             "trials to the allocation rounds")
