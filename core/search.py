@@ -245,6 +245,22 @@ class SearchSession:
         get_plugin_manager().hook.edgeslim_candidate_measured(record={**record.to_dict(), "from_store": False})
         return record
 
+    def probe_latency(self, plan: Plan) -> float | None:
+        """The device's latency of ``plan``'s architecture in the budget's statistic: built without recovery
+        (latency does not depend on the weights), timed, never scored or offered as a result. Stored in the
+        run's meta, so a resumed run times it again never; counted with the latency table's device runs. None
+        when it cannot be built or measured."""
+        key = self.builder.key(plan, "probe")
+        stored: dict[str, float | None] = self.store.get_meta("latency_only_probes") or {}
+        if key not in stored:
+            try:
+                stats = self.device.measure(self.builder.build(plan, "probe"), counted_as="latency_table")
+                stored[key] = stats.statistic(self.budget.statistic) if stats.usable else None
+            except EdgeslimError:
+                stored[key] = None
+            self.store.set_meta("latency_only_probes", stored)
+        return stored[key]
+
     def skip_predicted(self, plan: Plan, purpose: str) -> CandidateRecord:
         """Record a plan the table ranks far over the budget: no build, no measurement, never a result."""
         key = plan_key(plan, self.context)
@@ -299,7 +315,8 @@ class SearchSession:
             baseline = self.run_dir / str(self._baseline.artifact)
             self._baseline_ranking_metric = self.evaluator.score(self.target.host_session(baseline), RANKING_SAMPLES)
         moved = self.evaluator.score(self.target.host_session(artifact), RANKING_SAMPLES)
-        return self._baseline.metric + moved - self._baseline_ranking_metric
+        # the difference first: a move that changes nothing scores exactly the baseline (no rounding in between)
+        return self._baseline.metric + (moved - self._baseline_ranking_metric)
 
     # --- the run ------------------------------------------------------------------------------------------------
 

@@ -137,6 +137,12 @@ class SearchAPI(Protocol):
     def skip(self, plan: Plan, purpose: str) -> CandidateRecord:
         """Record a plan the table predicts over the budget: never built, measured or chosen."""
 
+    def probe_latency(self, plan: Plan) -> float | None:
+        """The device's latency (ms, the budget's statistic) of ``plan``'s architecture, built without recovery
+        and never scored: cheap, to find where a family of plans meets the budget before paying for recovery.
+        Not a trial and never a result; stored, so a resumed run does not time it again. None when it cannot
+        be built or measured."""
+
     def use_latency_table(self, base: Plan, knobs: list[Knob]) -> bool:
         """Measure the latency table for these per-layer ``knobs`` on top of ``base``'s model-wide settings (probes
         are stored; a resumed run measures none again). False when there is none (disabled, or the target

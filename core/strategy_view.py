@@ -111,6 +111,9 @@ class SessionView:
     def skip(self, plan: Plan, purpose: str) -> CandidateRecord:
         return self._session.skip_predicted(plan, purpose)
 
+    def probe_latency(self, plan: Plan) -> float | None:
+        return self._session.probe_latency(plan)
+
     def use_latency_table(self, base: Plan, knobs: list[Knob]) -> bool:
         return self._session.build_predictor(base, knobs) is not None
 

@@ -3,9 +3,10 @@
 1. Speed gate and accuracy-only settings, as every strategy (``edgeslim.recipes``).
 2. The latency table (probes profiled on the device) predicts what each option of each layer saves.
 3. Uniform recipes (uniform INT8, uniform channel pruning at each level, all blocks removed, the target's
-   precision modes, each with INT8) are measured with the run's short recovery, per family down to the least
-   compressed level that meets the budget (the table only picks where to start, it rules nothing out): the
-   answer is chosen from everything measured, so it is never less accurate than a recipe that meets it.
+   precision modes, each with INT8): per family, architectures are timed (no recovery) down to the least
+   compressed level that meets the budget (the table only picks where to start, it rules nothing out), and
+   that level is measured with the run's short recovery: the answer is chosen from everything measured, so it
+   is never less accurate than a recipe that meets it.
 4. One-shot sensitivity: every single move (one layer, one knob, one level) built *without training*
    (least-squares reconstruction only) and scored on the host: a cheap ranking, not the answer's accuracy.
    Under ``--time-budget`` it uses at most half the time left (``edgeslim.recipes.SENSITIVITY_TIME_SHARE``).
@@ -65,43 +66,53 @@ class KnapsackAllocation(Strategy):
 
     @staticmethod
     def _recipes(search: SearchAPI, base: Plan, dropped: set[str]) -> dict[str, float]:
-        """Find, per recipe family, the least compressed recipe whose *measured* latency meets the budget (the
-        deeper ones of that family compress more for no latency the budget needs). The table only says where to
-        start: the level it predicts nearest under the budget is measured first, then shallower levels while they
-        still meet it, or deeper ones until one does. Nothing is ruled out on a prediction alone, so the answer is
-        never less accurate than a recipe that meets the budget (latency falling with compression within a
-        family). Returns {recipe label: measured ms}."""
+        """Find, per recipe family, the least compressed recipe whose latency meets the budget (the deeper ones
+        of that family compress more for no latency the budget needs), and measure it as a candidate. The walk
+        times architectures only (``probe_latency``: built without recovery, since latency does not depend on the
+        weights), so only the level it stops at pays for recovery. The table only says where to start: the level
+        it predicts nearest under the budget is timed first, then shallower levels while they still meet it, or
+        deeper ones until one does (none: the fastest timed is measured, the family's best effort). Nothing is
+        ruled out on a prediction alone, so the answer is never less accurate than a recipe that meets the
+        budget (latency falling with compression within a family). Returns {recipe label: timed ms}."""
         search.phase("uniform recipes (measured on the target)")
         families: dict[str, list[Recipe]] = {}
         for recipe in uniform_recipes(search, base, dropped):
             families.setdefault(recipe.family, []).append(recipe)
-        measured: dict[str, float] = {}
+        timed: dict[str, float] = {}
 
-        def meets(recipe: Recipe) -> bool | None:
-            if search.time_left() == 0.0:
-                search.note(f"--time-budget spent: the uniform recipes stopped at {len(measured)} measured")
-                return None
-            if search.trials_left() <= ROUNDS:  # the allocation rounds keep their trials
-                search.note(f"--trials: the uniform recipes stopped at {len(measured)} measured, leaving {ROUNDS} "
-                            "trials to the allocation rounds")
-                return None
-            record = search.measure(recipe.plan, purpose=f"recipe: {recipe.label}")
-            ms = search.latency_of(record)
+        def meets(recipe: Recipe) -> bool:
+            ms = search.probe_latency(recipe.plan)
+            search.progress(f"{recipe.label}: {'-' if ms is None else f'{ms:.3f} ms'}")
             if ms is not None:
-                measured[recipe.label] = ms
-            return search.meets_budget(record)
+                timed[recipe.label] = ms
+            return ms is not None and ms <= search.budget_ms
 
         for recipes in families.values():
+            if search.time_left() == 0.0:
+                search.note(f"--time-budget spent: the uniform recipes stopped after {len(timed)} timed")
+                break
             predicted = [search.predict(r.plan) for r in recipes]
             index = next((i for i, ms in enumerate(predicted) if ms is not None and ms <= search.budget_ms), 0)
-            verdict = now = meets(recipes[index])
+            verdict = meets(recipes[index])
+            chosen = index
             step = -1 if verdict else 1  # met: a shallower level may too; missed: go deeper
-            while now == verdict and now is not None and 0 <= index + step < len(recipes):
+            while 0 <= index + step < len(recipes) and search.time_left() != 0.0:
                 index += step
                 now = meets(recipes[index])
-            if now is None:
+                if verdict and not now:
+                    break  # the previous (deeper) level is the least compressed that meets it
+                chosen = index
+                if now and not verdict:
+                    break  # the first level that meets it, going deeper
+            if search.time_left() == 0.0:
+                search.note(f"--time-budget spent: the uniform recipes stopped after {len(timed)} timed")
                 break
-        return measured
+            if search.trials_left() <= ROUNDS:  # the allocation rounds keep their trials
+                search.note(f"--trials: the uniform recipes stopped after {len(timed)} timed, leaving {ROUNDS} "
+                            "trials to the allocation rounds")
+                break
+            search.measure(recipes[chosen].plan, purpose=f"recipe: {recipes[chosen].label}")
+        return timed
 
     def _rounds(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],
                 has_table: bool, recipe_ms: dict[str, float]) -> None:

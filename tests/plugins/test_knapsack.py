@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sqlite3
 
 import pytest
 
@@ -36,6 +37,16 @@ def test_sensitivity_is_scored_one_shot(knapsack_run):
 def test_uniform_recipes_are_candidates(knapsack_run):
     _, records, _ = knapsack_run
     assert any(r["purpose"].startswith("recipe: uniform") for r in records)
+
+
+def test_a_recipe_familys_walk_times_architectures_and_measures_only_where_it_stops(knapsack_run):
+    """Latency does not depend on the weights: the walk down each family times builds without recovery, and
+    only the level it stops at (here, with an impossible budget, the deepest) is recovered and measured."""
+    _, records, out = knapsack_run
+    with sqlite3.connect(out / "store.sqlite") as db:
+        timed = json.loads(db.execute("SELECT value FROM meta WHERE name='latency_only_probes'").fetchone()[0])
+    measured = [r for r in records if r["purpose"].startswith("recipe:")]
+    assert 0 < len(measured) < len(timed)
 
 
 def test_the_integer_programs_solution_is_measured(knapsack_run):
