@@ -305,10 +305,54 @@ def _compute_entropy_ranges(onnx_path: Path, ctx: BuildContext) -> dict[str, lis
                                        CalibrationMethod.Entropy,
                                        extra_options={"num_bins": 2048, "num_quantized_bins": 255})
         calibrator.collect_data(_FeedReader(ctx.calibration))
+        # ONNX Runtime's own KL search loops in Python over every bin for every candidate threshold (about 1.7 s
+        # per activation tensor here: minutes on a MobileNet); the same arithmetic on numpy slices, same result
+        calibrator.collector.get_entropy_threshold = kl_threshold
         ranges = calibrator.compute_data()
     (ctx.work_dir / "entropy_augmented.onnx").unlink(missing_ok=True)
     return {name: [{"rmin": np.float32(data.range_value[0]), "rmax": np.float32(data.range_value[1])}]
             for name, data in ranges.items()}
+
+
+
+def kl_threshold(histogram: tuple[np.ndarray, ...], num_quantized_bins: int) -> tuple[Any, Any]:
+    """The (low, high) clip range whose quantized histogram is closest in KL divergence to the clipped one: ONNX
+    Runtime's ``HistogramCollector.get_entropy_threshold`` (TensorRT's calibration) with each Python loop over
+    bins replaced by a numpy reshape-sum, keeping its integer truncations so the chosen threshold is the same.
+    ``histogram`` is the collector's (counts, edges, min, max)."""
+    from onnxruntime.quantization.calibrate import entropy
+    from onnxruntime.quantization.quant_utils import smooth_distribution
+
+    hist, hist_edges = histogram[0], histogram[1]
+    num_bins = hist.size
+    zero_bin_index = num_bins // 2
+    half = num_quantized_bins // 2
+    dtype = hist_edges.dtype
+    divergences = np.zeros(zero_bin_index - half + 1)
+    thresholds = []
+    for i in range(half, zero_bin_index + 1):
+        start, end = zero_bin_index - i, min(zero_bin_index + i + 1, num_bins)
+        thresholds.append((hist_edges[start], hist_edges[end]))
+        sliced = hist[start:end]
+        p = sliced.copy()  # reference: the clipped histogram, outliers folded into its end bins
+        p[0] += hist[:start].sum()
+        p[-1] += hist[end:].sum()
+        nonzeros = (p != 0).astype(np.int64)
+        merged = sliced.size // num_quantized_bins
+        body = num_quantized_bins * merged
+        quantized = sliced[:body].reshape(num_quantized_bins, merged).sum(axis=1).astype(np.int64)
+        quantized[-1] += sliced[body:].sum()
+        norms = nonzeros[:body].reshape(num_quantized_bins, merged).sum(axis=1)
+        # candidate: each quantized bin spread evenly over its non-zero source bins (an int64 array there,
+        # so the share is truncated), empty bins and the unmerged tail stay zero
+        share = np.zeros(num_quantized_bins, dtype=np.int64)
+        share[norms != 0] = quantized[norms != 0] / norms[norms != 0]
+        q = np.zeros(p.size, dtype=np.int64)
+        q[:body] = np.repeat(share, merged)
+        p, q = smooth_distribution(p), smooth_distribution(q)
+        divergences[i - half] = np.inf if p is None or q is None else np.array(entropy(p, q), dtype=dtype)
+    low, high = thresholds[int(np.argmin(divergences))]
+    return (histogram[2] if low < histogram[2] else low, histogram[3] if high > histogram[3] else high)
 
 
 @hookimpl

@@ -45,3 +45,21 @@ def test_float_layer_really_runs_float(tmp_path, resnet_onnx):
     precision = target_cls.from_options({}).effective_precision(qpath)
     assert precision[head] == "float"
     assert precision[source.layers[0].name] == "int8"
+
+
+def test_the_numpy_kl_search_picks_onnx_runtimes_entropy_threshold():
+    """kl_threshold replaces ONNX Runtime's Python-loop KL search in entropy calibration: same ranges, not new ones.
+    Post-ReLU, Gaussian and heavy-tailed activations, 2048 bins, TensorRT's 255 quantized bins."""
+    from onnxruntime.quantization.calibrate import HistogramCollector
+
+    from edgeslim.plugins.quantization import kl_threshold
+
+    rng = np.random.default_rng(0)
+    collector = HistogramCollector("entropy", symmetric=False, num_bins=2048, num_quantized_bins=255,
+                                   percentile=99.99, scenario="same")
+    collector.collect({"relu": [np.maximum(rng.normal(0.3, 1.0, 20000), 0).astype(np.float32)],
+                       "gaussian": [rng.normal(0.0, 2.0, 20000).astype(np.float32)],
+                       "heavy_tailed": [rng.standard_t(2, 20000).astype(np.float32)]})
+    ours = {name: kl_threshold(h, 255) for name, h in collector.histogram_dict.items()}
+    theirs = {name: collector.get_entropy_threshold(h, 255) for name, h in collector.histogram_dict.items()}
+    assert ours == theirs
