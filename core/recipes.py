@@ -114,8 +114,13 @@ def best_accuracy_variants(search: SearchAPI, base: Plan, dropped: set[str]) -> 
     for found in search.accuracy_variants():
         if found.technique in dropped:
             continue
+        # its own phase: entropy calibration of a large model takes minutes, which the terminal should show
+        search.phase(f"{found.technique}: accuracy-only settings (uniform, scored on the host)", len(found.variants))
         probe = uniform(base, found.knobs)
-        scored = [(search.metric_drop(search.score(with_model(probe, v))), i) for i, v in enumerate(found.variants)]
+        scored = []
+        for i, variant in enumerate(found.variants):
+            scored.append((search.metric_drop(search.score(with_model(probe, variant))), i))
+            search.progress(", ".join(f"{k}={v}" for k, v in variant.items()))
         _, best = min(scored)
         base = with_model(base, found.variants[best])
         search.note(f"{found.technique}: {found.variants[best]} kept (uniform, scored on the host: "
