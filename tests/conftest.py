@@ -6,13 +6,22 @@ that need torch skip with the reason.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
-import numpy as np
-import pytest
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    # `-n 2` on two cores: each worker (and every edgeslim process it starts) gets one OpenMP/BLAS thread. With
+    # torch's default of one thread per core the two workers' threads oversubscribe the cores and every torch
+    # step waits on a descheduled thread: two 2-thread trainings side by side took 10.3 s, two 1-thread 5.0 s.
+    # Set before numpy and torch load, which read these once.
+    for variable in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(variable, "1")
+
+import numpy as np  # noqa: E402 (after the thread settings above)
+import pytest  # noqa: E402
 
 FAST_MEASUREMENT = """
 [measurement]
