@@ -6,7 +6,8 @@
    precision modes, each with INT8): per family, architectures are timed (no recovery) down to the least
    compressed level that meets the budget (the table only picks where to start, it rules nothing out), and
    that level is measured with the run's short recovery: the answer is chosen from everything measured, so it
-   is never less accurate than a recipe that meets it.
+   is never less accurate than a recipe that meets it. Under ``--time-budget`` the families' stops are measured
+   best one-shot score first, within half the time left (``RECIPE_TIME_SHARE``); the notes name any skipped.
 4. One-shot sensitivity: every single move (one layer, one knob, one level) built *without training*
    (least-squares reconstruction only) and scored on the host: a cheap ranking, not the answer's accuracy.
    Under ``--time-budget`` it uses at most half the time left (``edgeslim.recipes.SENSITIVITY_TIME_SHARE``).
@@ -31,6 +32,9 @@ from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy, TrialsExhausted
 
 #: allocation rounds (each one measured candidate) after the recipes
 ROUNDS = 4
+#: under ``--time-budget``, of the time left when the recipes start, the most their walk and measurements may use
+#: (the first family's measurement always runs): the sensitivity phase and the allocation rounds keep the rest
+RECIPE_TIME_SHARE = 0.5
 #: a layer's options are the combinations of its knobs' levels, at most this many (the rest: single knobs)
 MAX_OPTIONS_PER_LAYER = 64
 
@@ -73,7 +77,9 @@ class KnapsackAllocation(Strategy):
         it predicts nearest under the budget is timed first, then shallower levels while they still meet it, or
         deeper ones until one does (none: the fastest timed is measured, the family's best effort). Nothing is
         ruled out on a prediction alone, so the answer is never less accurate than a recipe that meets the
-        budget (latency falling with compression within a family). Returns {recipe label: timed ms}."""
+        budget (latency falling with compression within a family). Under ``--time-budget`` the stops are
+        measured in the order of their one-shot scores and only within :data:`RECIPE_TIME_SHARE` of the time left
+        (the guarantee then covers the measured ones; the notes name the rest). Returns {recipe label: timed ms}."""
         search.phase("uniform recipes (measured on the target)")
         families: dict[str, list[Recipe]] = {}
         for recipe in uniform_recipes(search, base, dropped):
@@ -87,9 +93,10 @@ class KnapsackAllocation(Strategy):
                 timed[recipe.label] = ms
             return ms is not None and ms <= search.budget_ms
 
+        stops: list[Recipe] = []
+        left = search.time_left()
         for recipes in families.values():
             if search.time_left() == 0.0:
-                search.note(f"--time-budget spent: the uniform recipes stopped after {len(timed)} timed")
                 break
             predicted = [search.predict(r.plan) for r in recipes]
             index = next((i for i, ms in enumerate(predicted) if ms is not None and ms <= search.budget_ms), 0)
@@ -104,14 +111,28 @@ class KnapsackAllocation(Strategy):
                 chosen = index
                 if now and not verdict:
                     break  # the first level that meets it, going deeper
+            stops.append(recipes[chosen])
+        if left is not None and len(stops) > 1:
+            # each measurement pays a recovery (a minute of distillation on a millisecond model): when the clock
+            # may not allow them all, the likeliest winners go first, as one-shot scores (no training) rank them
+            stops.sort(key=lambda r: search.metric_drop(search.score(r.plan, purpose="recipe rank", one_shot=True)))
+        keep = None if left is None else left * (1.0 - RECIPE_TIME_SHARE)
+        for measured, recipe in enumerate(stops):
             if search.time_left() == 0.0:
-                search.note(f"--time-budget spent: the uniform recipes stopped after {len(timed)} timed")
+                search.note(f"--time-budget spent: the uniform recipes stopped after {measured} measured "
+                            f"({len(timed)} architectures timed)")
+                break
+            if measured and keep is not None and (search.time_left() or 0.0) <= keep:
+                search.note(f"--time-budget: the uniform recipes used their share ({RECIPE_TIME_SHARE:.0%} of the "
+                            f"{left:.0f} s left when they started) after {measured} measured of {len(stops)} "
+                            f"families ({len(timed)} architectures timed); not measured: "
+                            + ", ".join(r.label for r in stops[measured:]))
                 break
             if search.trials_left() <= ROUNDS:  # the allocation rounds keep their trials
-                search.note(f"--trials: the uniform recipes stopped after {len(timed)} timed, leaving {ROUNDS} "
-                            "trials to the allocation rounds")
+                search.note(f"--trials: the uniform recipes stopped after {measured} measured ({len(timed)} timed), "
+                            f"leaving {ROUNDS} trials to the allocation rounds")
                 break
-            search.measure(recipes[chosen].plan, purpose=f"recipe: {recipes[chosen].label}")
+            search.measure(recipe.plan, purpose=f"recipe: {recipe.label}")
         return timed
 
     def _rounds(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],

@@ -129,3 +129,37 @@ def test_the_sensitivity_phase_leaves_half_the_time_left_to_the_measured_phases(
                for o in view.knobs() if o.knob.name == "sparsity"]
     scored = {o.knob.layer for o, _, _ in sensitivities(view, {"layers": {}, "model": {}}, offered, one_shot=True)}
     assert (SENSITIVITY_TIME_SHARE, len(offered) > 5, len(scored)) == (0.5, True, 4)
+
+
+def test_under_a_time_budget_the_recipes_best_one_shot_scores_are_measured_first_within_their_share(
+        tmp_path, resnet_onnx, fast_profile):
+    """Each recipe measurement pays a recovery: under --time-budget the families' stops are ranked by one-shot
+    score and measured best first until the recipes have used their share of the time left when they started.
+    A clock that loses 30 s per measurement from 100 s: 70 s left after the first (over the 50 s kept), 40 s
+    after the second, so two are measured, and no unmeasured stop scored better than a measured one."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.plugins.knapsack import RECIPE_TIME_SHARE, KnapsackAllocation
+    from edgeslim.search import SearchSession
+    from edgeslim.strategy_view import SessionView
+
+    class ThirtySecondsPerMeasurement(SessionView):
+        spent = 0.0
+
+        def time_left(self):
+            return max(0.0, 100.0 - self.spent)
+
+        def measure(self, plan, purpose="candidate", counts_as_trial=True):
+            self.spent += 30.0
+            return super().measure(plan, purpose, counts_as_trial)
+
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ms=1000.0,
+                                         out_dir=str(tmp_path / "run"), trials=40))
+    session.measure_baseline()
+    KnapsackAllocation._recipes(ThirtySecondsPerMeasurement(session), {"layers": {}, "model": {}}, set())
+    records = session.store.all()
+    drop = {json.dumps(r.plan, sort_keys=True): session.metric_drop(r) for r in records
+            if r.purpose == "recipe rank (one-shot)"}
+    measured = {json.dumps(r.plan, sort_keys=True) for r in records if r.purpose.startswith("recipe:")}
+    unmeasured = set(drop) - measured
+    assert (RECIPE_TIME_SHARE, len(measured), len(unmeasured) > 0) == (0.5, 2, True)
+    assert max(drop[p] for p in measured) <= min(drop[p] for p in unmeasured)
