@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Callable
 from typing import Any
 
 from edgeslim import hookimpl
@@ -98,20 +99,7 @@ class KnapsackAllocation(Strategy):
         for recipes in families.values():
             if search.time_left() == 0.0:
                 break
-            predicted = [search.predict(r.plan) for r in recipes]
-            index = next((i for i, ms in enumerate(predicted) if ms is not None and ms <= search.budget_ms), 0)
-            verdict = meets(recipes[index])
-            chosen = index
-            step = -1 if verdict else 1  # met: a shallower level may too; missed: go deeper
-            while 0 <= index + step < len(recipes) and search.time_left() != 0.0:
-                index += step
-                now = meets(recipes[index])
-                if verdict and not now:
-                    break  # the previous (deeper) level is the least compressed that meets it
-                chosen = index
-                if now and not verdict:
-                    break  # the first level that meets it, going deeper
-            stops.append(recipes[chosen])
+            stops.append(KnapsackAllocation._walk(search, recipes, meets))
         if left is not None and len(stops) > 1:
             # each measurement pays a recovery (a minute of distillation on a millisecond model): when the clock
             # may not allow them all, the likeliest winners go first, as one-shot scores (no training) rank them
@@ -134,6 +122,25 @@ class KnapsackAllocation(Strategy):
                 break
             search.measure(recipe.plan, purpose=f"recipe: {recipe.label}")
         return timed
+
+    @staticmethod
+    def _walk(search: SearchAPI, recipes: list[Recipe], meets: Callable[[Recipe], bool]) -> Recipe:
+        """The family's least compressed level that meets the budget (``meets`` times it), starting where the
+        table predicts; the deepest timed when none does."""
+        predicted = [search.predict(r.plan) for r in recipes]
+        index = next((i for i, ms in enumerate(predicted) if ms is not None and ms <= search.budget_ms), 0)
+        verdict = meets(recipes[index])
+        chosen = index
+        step = -1 if verdict else 1  # met: a shallower level may too; missed: go deeper
+        while 0 <= index + step < len(recipes) and search.time_left() != 0.0:
+            index += step
+            now = meets(recipes[index])
+            if verdict and not now:
+                break  # the previous (deeper) level is the least compressed that meets it
+            chosen = index
+            if now and not verdict:
+                break  # the first level that meets it, going deeper
+        return recipes[chosen]
 
     def _rounds(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],
                 has_table: bool, recipe_ms: dict[str, float]) -> None:
