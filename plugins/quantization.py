@@ -346,7 +346,8 @@ def kl_threshold(histogram: tuple[np.ndarray, ...], num_quantized_bins: int) -> 
         # candidate: each quantized bin spread evenly over its non-zero source bins (an int64 array there,
         # so the share is truncated), empty bins and the unmerged tail stay zero
         share = np.zeros(num_quantized_bins, dtype=np.int64)
-        share[norms != 0] = quantized[norms != 0] / norms[norms != 0]
+        filled = norms != 0
+        share[filled] = quantized[filled] / norms[filled]
         q = np.zeros(p.size, dtype=np.int64)
         q[:body] = np.repeat(share, merged)
         p, q = smooth_distribution(p), smooth_distribution(q)
