@@ -20,8 +20,9 @@ class Device:
         self.runner = runner
         self.settings = settings
         self.input_shapes = input_shapes
-        #: agent runs on the device, whatever they were for (candidates, latency table, verification)
-        self.runs = {"candidates": 0, "latency_table": 0, "verification": 0}
+        #: agent runs on the device, whatever they were for (candidates, latency table, verification, re-timing
+        #: close contenders side by side)
+        self.runs = {"candidates": 0, "latency_table": 0, "verification": 0, "retiming": 0}
 
     @property
     def where(self) -> str:
@@ -35,6 +36,19 @@ class Device:
         stats = measure(self.runner, dict(self.job(artifact)), self.settings, layer_profile=layer_profile)
         self.runs[counted_as] += stats.attempts
         return stats
+
+    def rotate(self, artifacts: list[Path], rounds: int) -> list[list[LatencyStats]]:
+        """Each artifact once per round, each run in its own agent process; every round starts one artifact later,
+        so none always runs first or after the same neighbour. Per artifact, its usable measurements."""
+        timed: list[list[LatencyStats]] = [[] for _ in artifacts]
+        order = list(range(len(artifacts)))
+        for r in range(rounds):
+            shift = r % len(order)
+            for i in order[shift:] + order[:shift]:
+                stats = self.measure(artifacts[i], counted_as="retiming")
+                if stats.usable:
+                    timed[i].append(stats)
+        return timed
 
     def compare(self, reference: Path, candidate: Path) -> Comparison:
         """Both models in alternating agent processes (raises MeasurementFailed)."""

@@ -197,8 +197,10 @@ def write_outputs(session: SearchSession, answer: CandidateRecord | None, verifi
 
 
 def _gate_probes(session: SearchSession, records: list[CandidateRecord]) -> list[dict[str, Any]]:
-    """Every speed-gate probe (e.g. each INT8 encoding, uniformly): what it asked, what ran, what it measured."""
+    """Every speed-gate probe (e.g. each INT8 encoding, uniformly): what it asked, what ran, what it measured
+    (and, for the close contenders timed again side by side, the median of those rounds)."""
     base_ms = session.latency_of(session.baseline)
+    retimed = session.store.get_meta("retimed") or {}
     probes = []
     for r in records:
         if not r.purpose.startswith("gate:"):
@@ -210,7 +212,7 @@ def _gate_probes(session: SearchSession, records: list[CandidateRecord]) -> list
                        "metric": r.metric,
                        "metric_drop": session.metric_drop(r) if r.metric is not None else None,
                        "layers_int8": f"{effective.count('int8')} of {len(effective)}" if effective else None,
-                       "note": r.note})
+                       "retimed_ms": (retimed.get(r.key) or {}).get("ms"), "note": r.note})
     return probes
 
 
