@@ -80,7 +80,8 @@ class KnapsackAllocation(Strategy):
         ruled out on a prediction alone, so the answer is never less accurate than a recipe that meets the
         budget (latency falling with compression within a family). Under ``--time-budget`` the stops are
         measured in the order of their one-shot scores and only within :data:`RECIPE_TIME_SHARE` of the time left
-        (the guarantee then covers the measured ones; the notes name the rest). Returns {recipe label: timed ms}."""
+        (the gated techniques alone, uniform INT8, always first; the guarantee then covers the measured ones; the
+        notes name the rest). Returns {recipe label: timed ms}."""
         search.phase("uniform recipes (measured on the target)")
         families: dict[str, list[Recipe]] = {}
         for recipe in uniform_recipes(search, base, dropped):
@@ -102,8 +103,13 @@ class KnapsackAllocation(Strategy):
             stops.append(KnapsackAllocation._walk(search, recipes, meets))
         if left is not None and len(stops) > 1:
             # each measurement pays a recovery (a minute of distillation on a millisecond model): when the clock
-            # may not allow them all, the likeliest winners go first, as one-shot scores (no training) rank them
-            stops.sort(key=lambda r: search.metric_drop(search.score(r.plan, purpose="recipe rank", one_shot=True)))
+            # may not allow them all, the likeliest winners go first, as one-shot scores (no training) rank them.
+            # The gated techniques alone (uniform INT8) go before all: post-training, seconds to build, what a
+            # user tries first; one-shot noise ranked lossless INT8 third on the ResNet-18-style model, and the
+            # share ran out after two
+            post_training = {gate.technique for gate in search.speed_gates() if gate.technique not in dropped}
+            stops.sort(key=lambda r: (r.family not in post_training, search.metric_drop(
+                search.score(r.plan, purpose="recipe rank", one_shot=True))))
         keep = None if left is None else left * (1.0 - RECIPE_TIME_SHARE)
         for measured, recipe in enumerate(stops):
             if search.time_left() == 0.0:
