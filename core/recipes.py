@@ -177,6 +177,8 @@ class Recipe:
     label: str
     plan: Plan
     family: str
+    #: the speed gate's techniques alone (uniform INT8): no recovery to pay, seconds to build
+    post_training: bool = False
 
 
 def uniform_recipes(search: SearchAPI, base: Plan, dropped: set[str]) -> list[Recipe]:
@@ -190,7 +192,8 @@ def uniform_recipes(search: SearchAPI, base: Plan, dropped: set[str]) -> list[Re
     gated_plan = base
     for knobs in gated.values():
         gated_plan = uniform(gated_plan, knobs)
-    recipes = [Recipe(f"uniform {name}", uniform(base, knobs), name) for name, knobs in gated.items()]
+    recipes = [Recipe(f"uniform {name}", uniform(base, knobs), name, post_training=True)
+               for name, knobs in gated.items()]
     # the target's own precision modes and other model-wide latency knobs, each level alone and with INT8
     for offered in search.knobs():
         knob = offered.knob

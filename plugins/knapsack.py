@@ -107,8 +107,7 @@ class KnapsackAllocation(Strategy):
             # The gated techniques alone (uniform INT8) go before all: post-training, seconds to build, what a
             # user tries first; one-shot noise ranked lossless INT8 third on the ResNet-18-style model, and the
             # share ran out after two
-            post_training = {gate.technique for gate in search.speed_gates() if gate.technique not in dropped}
-            stops.sort(key=lambda r: (r.family not in post_training, search.metric_drop(
+            stops.sort(key=lambda r: (not r.post_training, search.metric_drop(
                 search.score(r.plan, purpose="recipe rank", one_shot=True))))
         keep = None if left is None else left * (1.0 - RECIPE_TIME_SHARE)
         for measured, recipe in enumerate(stops):
