@@ -27,6 +27,14 @@ from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy, TrialsExhausted
 
 #: constraint value of a trial whose latency could not be measured (failed, not faster than the baseline)
 UNMEASURED = 1e9
+# tries at opening the storage and the study when several workers start on it at once (waits 0.5, 1.5, ... s)
+_OPEN_ATTEMPTS = 5
+
+
+def _lost_a_creation_race(exc: Exception) -> bool:
+    """Whether ``exc`` is what a database answers a worker that created a table or study another worker had
+    just created (SQLAlchemy's wrappers of the driver's unique-violation and duplicate-object errors)."""
+    return type(exc).__name__ in ("IntegrityError", "ProgrammingError", "InternalError")
 
 
 class OptunaStrategy(Strategy):
@@ -58,21 +66,29 @@ class OptunaStrategy(Strategy):
         accepted = inspect.signature(optuna.storages.RDBStorage).parameters
         renamed = "heartbeat_stale_trial_callback" in accepted and hasattr(optuna.storages,
                                                                            "RetryHeartbeatStaleTrialCallback")
-        try:
-            with warnings.catch_warnings():
-                # heartbeats and their retry callback are "experimental" in every Optuna since 2.8 (the
-                # interface we use is stable); the warning would reach every user
-                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-                if renamed:
-                    callback = {"heartbeat_stale_trial_callback":
-                                optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
-                else:
-                    callback = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
-                return optuna.storages.RDBStorage(
-                    url, heartbeat_interval=heartbeat, grace_period=max(int(grace_s), heartbeat + 1), **callback)
-        except Exception as exc:  # noqa: BLE001 (a bad URL raises from SQLAlchemy or Optuna)
-            raise EdgeslimError(f"--storage {url}: cannot open it ({type(exc).__name__}: "
-                                f"{str(exc).splitlines()[0]})") from None
+        for attempt in range(_OPEN_ATTEMPTS):
+            try:
+                with warnings.catch_warnings():
+                    # heartbeats and their retry callback are "experimental" in every Optuna since 2.8 (the
+                    # interface we use is stable); the warning would reach every user
+                    warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                    if renamed:
+                        callback = {"heartbeat_stale_trial_callback":
+                                    optuna.storages.RetryHeartbeatStaleTrialCallback(max_retry=2)}
+                    else:
+                        callback = {"failed_trial_callback": optuna.storages.RetryFailedTrialCallback(max_retry=2)}
+                    return optuna.storages.RDBStorage(
+                        url, heartbeat_interval=heartbeat, grace_period=max(int(grace_s), heartbeat + 1),
+                        **callback)
+            except Exception as exc:  # noqa: BLE001 (a bad URL raises from SQLAlchemy or Optuna)
+                # workers starting together on an empty database race to create Optuna's tables (PostgreSQL
+                # answers the loser's CREATE TABLE with a unique violation in pg_type): the loser retries and
+                # finds the tables made; any other error is the user's URL or server
+                if attempt == _OPEN_ATTEMPTS - 1 or not _lost_a_creation_race(exc):
+                    raise EdgeslimError(f"--storage {url}: cannot open it ({type(exc).__name__}: "
+                                        f"{str(exc).splitlines()[0]})") from None
+                time.sleep(0.5 + attempt)
+        raise AssertionError("unreachable: the last attempt raises")
 
     def _open_study(self, search: SearchAPI, directions: list[str], per_trial: bool) -> Any:
         """The run's study in its storage, named after what is searched, so workers and resumed runs share it."""
@@ -87,15 +103,15 @@ class OptunaStrategy(Strategy):
 
         # Optuna 5 takes constraints from the trial (set_constraint); 4 from the sampler's constraints_func
         sampler = self._sampler(seed=0, constraints=None if per_trial else constraints)
-        for attempt in range(5):
+        for attempt in range(_OPEN_ATTEMPTS):
             try:
                 study = optuna.create_study(study_name=study_name, storage=storage, load_if_exists=True,
                                             directions=directions, sampler=sampler)
                 search.note(f"{self.name}: study {study_name} in {url.split('://')[0]} storage")
                 return study
             except Exception as exc:  # noqa: BLE001 (SQLAlchemy raises many kinds)
-                # workers starting together race to create the schema and the study: the loser retries
-                if attempt == 4 or type(exc).__name__ not in ("IntegrityError", "ProgrammingError", "InternalError"):
+                # workers starting together race to create the study: the loser retries and loads it
+                if attempt == _OPEN_ATTEMPTS - 1 or not _lost_a_creation_race(exc):
                     raise EdgeslimError(f"--storage {url}: cannot open the study "
                                         f"({type(exc).__name__}: {str(exc).splitlines()[0]})") from None
                 time.sleep(0.5 + attempt)
