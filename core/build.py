@@ -37,21 +37,29 @@ from edgeslim.technique import (
 #: compact stored forms written beside an artifact: not what the target loads
 PACKED_SUFFIXES = (".sparse.zip", ".dc")
 
-#: what a build is for -> (folder, key suffix, which recovery runs). A candidate recovers fully; a one-shot
-#: build (cheap sensitivity scores) only by data-free means (least squares from calibration inputs); a latency
-#: probe not at all (its weights do not change its speed), and is never scored or reported as a model.
-BUILD_KINDS = {"candidate": ("candidates", "", "full"), "one_shot": ("oneshot", "\none_shot", "data_free"),
-               "probe": ("probes", "\nlatency_probe", "none")}
+#: what a build is for -> (folder, key suffix, which recovery runs). A candidate recovers fully; a ranking
+#: build (a single move scored by the sensitivity phase) fully but for the shorter ``ranking_epochs``; a
+#: one-shot build (cheap sensitivity scores) only by data-free means (least squares from calibration inputs); a
+#: latency probe not at all (its weights do not change its speed), and is never scored or reported as a model.
+BUILD_KINDS = {"candidate": ("candidates", "", "full"), "ranking": ("ranking", "\nranking", "full"),
+               "one_shot": ("oneshot", "\none_shot", "data_free"), "probe": ("probes", "\nlatency_probe", "none")}
 
 
 @dataclass
 class RecoveryChoice:
-    """How a build recovers after structural changes: the method, its checked settings, and the epochs."""
+    """How a build recovers after structural changes: the method, its checked settings, and the epochs (of a
+    candidate; ``ranking_epochs`` of a single move the sensitivity phase scores, the same when not given)."""
 
     recoveries: dict[str, type[Recovery]]
     requested: str
     options: dict[str, Any]
     epochs: int
+    ranking_epochs: int | None = None
+
+    def epochs_of(self, kind: str) -> int:
+        if kind == "ranking" and self.ranking_epochs is not None:
+            return self.ranking_epochs
+        return self.epochs
 
 
 class BuildPipeline:
@@ -73,7 +81,9 @@ class BuildPipeline:
         self.shared = shared
 
     def key(self, plan: Plan, kind: str = "candidate") -> str:
-        return plan_key(plan, self.context + BUILD_KINDS[kind][1])
+        # a ranking build's length is in its key: a resumed run asked for other sensitivity epochs scores again
+        length = f" {self.recovery.epochs_of(kind)} epochs" if kind == "ranking" else ""
+        return plan_key(plan, self.context + BUILD_KINDS[kind][1] + length)
 
     def artifact_path(self, plan: Plan, kind: str = "candidate") -> Path:
         folder = self.run_dir / BUILD_KINDS[kind][0] / self.key(plan, kind)
@@ -92,7 +102,7 @@ class BuildPipeline:
         tmp_dir.mkdir(parents=True)
         ctx = BuildContext(source=self.source, calibration=self.calibration, work_dir=tmp_dir,
                            train_data=self.train_data, layer_nodes=dict(self.source.layer_nodes))
-        onnx_path = self._torch_stage(plan, ctx, tmp_dir, BUILD_KINDS[kind][2])
+        onnx_path = self._torch_stage(plan, ctx, tmp_dir, BUILD_KINDS[kind][2], self.recovery.epochs_of(kind))
         # every ONNX-stage technique runs here, also those whose decisions the torch stage held during training
         onnx_stage = [t for t in pipeline_order(self._active(plan)) if t.stage == "onnx"]
         for index, tech in enumerate(onnx_stage):
@@ -112,12 +122,12 @@ class BuildPipeline:
     def _active(self, plan: Plan) -> list[Technique]:
         return [t for t in self.techniques.values() if t.is_active(plan)]
 
-    def _can_train(self, recovery: str) -> bool:
+    def _can_train(self, recovery: str, epochs: int) -> bool:
         return (self.source.torch_model is not None and self.train_data is not None
-                and self.recovery.epochs > 0 and recovery == "full")
+                and epochs > 0 and recovery == "full")
 
-    def _in_torch(self, plan: Plan, recovery: str) -> list[Technique]:
-        return torch_stage_techniques(self._active(plan), plan, self._can_train(recovery))
+    def _in_torch(self, plan: Plan, recovery: str, epochs: int) -> list[Technique]:
+        return torch_stage_techniques(self._active(plan), plan, self._can_train(recovery, epochs))
 
     def _copy_shared_build(self, plan: Plan, final_dir: Path, artifact_name: str) -> bool:
         """Another device of this run built the same model: copy it rather than train it again."""
@@ -133,17 +143,17 @@ class BuildPipeline:
         self.shared.builds_reused += 1
         return True
 
-    def _torch_stage(self, plan: Plan, ctx: BuildContext, tmp_dir: Path, recovery: str) -> Path:
+    def _torch_stage(self, plan: Plan, ctx: BuildContext, tmp_dir: Path, recovery: str, epochs: int) -> Path:
         """Apply the torch-stage techniques round by round, recovering after each (as ``recovery`` allows:
-        "full", "data_free", "none"); export. Returns the ONNX model the ONNX stage starts from (the original
-        when no torch-stage technique is active)."""
-        torch_stage = self._in_torch(plan, recovery)
+        "full", "data_free", "none"; ``epochs`` in all, shared among the rounds); export. Returns the ONNX model
+        the ONNX stage starts from (the original when no torch-stage technique is active)."""
+        torch_stage = self._in_torch(plan, recovery, epochs)
         if not torch_stage:
             return self.source.onnx_path
         if self.source.torch_model is None:
             raise EdgeslimError(f"plan uses {', '.join(t.name for t in torch_stage)}, which need a torch model; "
                                 "this model is ONNX (install onnx2torch to convert it: pip install onnx2torch)")
-        cache = self._torch_stage_cache(plan, torch_stage, recovery)
+        cache = self._torch_stage_cache(plan, torch_stage, recovery, epochs)
         onnx_path = tmp_dir / "torch_stage.onnx"
         if cache is not None and (cache / "torch_stage.onnx").exists():
             # a plan that differs only in ONNX-stage decisions (INT8 on top of the same pruning): the trained,
@@ -155,11 +165,11 @@ class BuildPipeline:
         notes_before = len(ctx.notes)
         module = copy.deepcopy(self.source.torch_model)
         rounds = recovery_rounds(torch_stage)
-        for (_, group), epochs in zip(rounds, split_epochs(self.recovery.epochs, len(rounds)), strict=True):
+        for (_, group), round_epochs in zip(rounds, split_epochs(epochs, len(rounds)), strict=True):
             for tech in group:
                 module = tech.apply_torch(module, plan, ctx)
             if recovery != "none" and any(t.needs_recovery or t.retrains_in_torch for t in group):
-                ctx.notes += self._recover(module, epochs, data_free=recovery == "data_free")
+                ctx.notes += self._recover(module, round_epochs, data_free=recovery == "data_free")
         for tech in torch_stage:
             module = tech.finalize_torch(module, plan, ctx)
         export_torch(module, self.source.example_input, onnx_path, self.source.inputs[0].name)
@@ -182,7 +192,8 @@ class BuildPipeline:
                 shutil.rmtree(staging, ignore_errors=True)
         return onnx_path
 
-    def _torch_stage_cache(self, plan: Plan, torch_stage: list[Technique], recovery: str) -> Path | None:
+    def _torch_stage_cache(self, plan: Plan, torch_stage: list[Technique], recovery: str, epochs: int
+                           ) -> Path | None:
         """Where the torch stage's export for ``plan`` is kept, keyed by the decisions the torch-stage
         techniques read (their :meth:`~edgeslim.technique.Technique.decision_names`), the recovery mode and
         its length; None (no sharing) when one of them does not declare what it reads."""
@@ -194,7 +205,7 @@ class BuildPipeline:
                                if (kept := {k: v for k, v in decisions.items() if k in read})},
                     "model": {k: v for k, v in plan["model"].items() if k in read}}
         stage = [t.name for t in torch_stage]
-        context = f"{self.context}\ntorch stage: {stage} recovery {recovery}, {self.recovery.epochs} epochs"
+        context = f"{self.context}\ntorch stage: {stage} recovery {recovery}, {epochs} epochs"
         return self.run_dir / "torch_stage" / plan_key(sub_plan, context)
 
     def _recover(self, module: Any, epochs: int, data_free: bool = False) -> list[str]:

@@ -191,6 +191,9 @@ def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) 
               help="recovery epochs for the answer before verification  [default: 3 x --finetune-epochs]")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=2, show_default=True,
               help="recovery fine-tune after pruning (task files with train_data)")
+@click.option("--sensitivity-epochs", type=click.IntRange(min=0), default=None,
+              help="recovery epochs of each single move the greedy sensitivity phase trains to rank  "
+                   "[default: half of --finetune-epochs, at least 1]")
 @click.option("--out", "out_dir", type=str, help="run directory (default edgeslim-runs/NAME-TIME)")
 @click.option("--resume", "resume_dir", type=str, help="continue a killed or failed search in DIR")
 @click.option("--json", "as_json", is_flag=True, help="print the manifest as JSON")
@@ -198,7 +201,7 @@ def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) 
 def search(model: str | None, profile_refs: tuple[str, ...], budget_ms: float | None, budget_ratio: float | None,
            calib: str | None, input_shapes: tuple[str, ...], strategy: str, storage: str | None,
            trial_grace_s: float, no_predictor: bool, trials: int, time_budget_s: float | None,
-           final_epochs: int | None, finetune_epochs: int, out_dir: str | None,
+           final_epochs: int | None, finetune_epochs: int, sensitivity_epochs: int | None, out_dir: str | None,
            resume_dir: str | None, as_json: bool, recovery: str, recovery_option: tuple[str, ...],
            distill_features: tuple[str, ...]) -> None:
     """Search for the most accurate compressed MODEL (.onnx or TASK.py) that meets the budget."""
@@ -227,7 +230,7 @@ def search(model: str | None, profile_refs: tuple[str, ...], budget_ms: float | 
     config = SearchConfig(model=model, profile=profiles[0], out_dir=out_dir or _default_out(model),
                           budget_ms=budget_ms, budget_ratio=budget_ratio, calib=calib,
                           input_shapes=_shapes(input_shapes), strategy=strategy, storage=storage, trials=trials,
-                          finetune_epochs=finetune_epochs, recovery=recovery,
+                          finetune_epochs=finetune_epochs, sensitivity_epochs=sensitivity_epochs, recovery=recovery,
                           recovery_options=_recovery(recovery, recovery_option, distill_features),
                           trial_grace_s=trial_grace_s, predictor=not no_predictor, time_budget_s=time_budget_s,
                           final_epochs=final_epochs)

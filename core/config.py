@@ -28,6 +28,10 @@ class SearchConfig(BaseModel):
     strategy: str = "greedy"
     trials: int = Field(default=30, ge=1)
     finetune_epochs: int = Field(default=2, ge=0)
+    #: recovery epochs of each single move the sensitivity phase scores with training (``--sensitivity-epochs``);
+    #: None: half of ``finetune_epochs``, at least one. The phase needs the moves' order, not their last point,
+    #: and it trains one model per move (most of the demo's time)
+    sensitivity_epochs: int | None = Field(default=None, ge=0)
     #: the recovery plugin used after structural changes when the task has training data
     recovery: str = "distillation"
     recovery_options: dict[str, Any] = Field(default_factory=dict)
@@ -43,6 +47,13 @@ class SearchConfig(BaseModel):
     final_epochs: int | None = Field(default=None, ge=0)
     #: every ``--profile`` of a multi-device run (``profile`` is then the one this sub-run measures on)
     profiles: list[str] = Field(default_factory=list)
+
+    @property
+    def ranking_epochs(self) -> int:
+        """The sensitivity phase's recovery epochs per move (``sensitivity_epochs`` resolved)."""
+        if self.sensitivity_epochs is not None:
+            return self.sensitivity_epochs
+        return min(self.finetune_epochs, max(1, self.finetune_epochs // 2))
 
     def save(self, path: Path) -> None:
         tmp = path.with_name(path.name + ".tmp")

@@ -239,7 +239,8 @@ def sensitivities(search: SearchAPI, base: Plan, offered: list[OfferedKnob], one
                         "--time-budget spent before the sensitivity phase: no per-layer move is offered")
             break
         for level in knob.levels[1:]:
-            record = search.score(set_knob(base, knob.layer, knob.name, level, knob.levels[0]), one_shot=one_shot)
+            record = search.score(set_knob(base, knob.layer, knob.name, level, knob.levels[0]), one_shot=one_shot,
+                                  short_recovery=True)
             search.progress(f"{knob.layer or 'model'} {knob.name}={level}")
             floor = max(floor, search.metric_drop(record))
             found.append((o, level, floor))

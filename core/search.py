@@ -102,7 +102,7 @@ class SearchSession:
         self._uncounted: set[str] = set(self.store.get_meta("uncounted") or [])
         self.device = Device(self.target, runner, self.profile.measurement, self.source.input_shapes())
         recovery = RecoveryChoice(self.registry.recoveries, config.recovery, config.recovery_options,
-                                  config.finetune_epochs)
+                                  config.finetune_epochs, config.ranking_epochs)
         self.builder = BuildPipeline(self.source, self.calibration, self.task.train_data if self.task else None,
                                      self.target, self.techniques, recovery, self.run_dir, self.context,
                                      self.scoring_context, shared)
@@ -162,10 +162,18 @@ class SearchSession:
 
     # --- what strategies do (through SessionView) ---------------------------------------------------------------
 
-    def score(self, plan: Plan, purpose: str = "sensitivity", one_shot: bool = False) -> CandidateRecord:
+    def score(self, plan: Plan, purpose: str = "sensitivity", one_shot: bool = False,
+              short_recovery: bool = False) -> CandidateRecord:
         """Build and score on the host without measuring latency (cheap; not counted as a trial). ``one_shot``
-        builds without training (data-free recovery only): a ranking signal, kept apart from candidates."""
-        kind = "one_shot" if one_shot else "candidate"
+        builds without training (data-free recovery only): a ranking signal, kept apart from candidates.
+        ``short_recovery`` trains for the sensitivity phase's ``ranking_epochs`` (a candidate build, reusable
+        by a measurement of the same plan, when they equal the candidates' epochs)."""
+        if one_shot:
+            kind = "one_shot"
+        elif short_recovery and self.config.ranking_epochs != self.config.finetune_epochs:
+            kind = "ranking"
+        else:
+            kind = "candidate"
         key = self.builder.key(plan, kind)
         record = self.store.get(key)
         if record is not None and record.metric is not None:

@@ -127,9 +127,11 @@ class SearchAPI(Protocol):
         """How much worse than the baseline (positive = worse); infinite when unscored."""
 
     # --- what a strategy does --------------------------------------------------------------------------------
-    def score(self, plan: Plan, purpose: str = "sensitivity", one_shot: bool = False) -> CandidateRecord:
+    def score(self, plan: Plan, purpose: str = "sensitivity", one_shot: bool = False,
+              short_recovery: bool = False) -> CandidateRecord:
         """Build and score on the host, no device run (cheap; not a trial). ``one_shot``: without training
-        (data-free recovery only), the cheap ranking signal for sensitivity."""
+        (data-free recovery only), the cheap ranking signal for sensitivity. ``short_recovery``: trained for the
+        run's sensitivity epochs (``--sensitivity-epochs``) rather than a candidate's, to rank single moves."""
 
     def measure(self, plan: Plan, purpose: str = "candidate", counts_as_trial: bool = True) -> CandidateRecord:
         """Build, measure on the device, score. Raises :class:`TrialsExhausted` past ``--trials``."""

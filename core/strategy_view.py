@@ -102,8 +102,9 @@ class SessionView:
     def metric_drop(self, record: CandidateRecord) -> float:
         return self._session.metric_drop(record)
 
-    def score(self, plan: Plan, purpose: str = "sensitivity", one_shot: bool = False) -> CandidateRecord:
-        return self._session.score(plan, purpose, one_shot)
+    def score(self, plan: Plan, purpose: str = "sensitivity", one_shot: bool = False,
+              short_recovery: bool = False) -> CandidateRecord:
+        return self._session.score(plan, purpose, one_shot, short_recovery)
 
     def measure(self, plan: Plan, purpose: str = "candidate", counts_as_trial: bool = True) -> CandidateRecord:
         return self._session.evaluate(plan, purpose, counts_as_trial)

@@ -362,6 +362,27 @@ def test_a_plan_that_only_adds_int8_to_a_pruned_plan_is_not_trained_again(tmp_pa
     assert len(recoveries) == 1
 
 
+def test_single_moves_scored_for_sensitivity_recover_for_half_a_candidates_epochs(tmp_path, digits_task_file,
+                                                                                   fast_profile):
+    """Ranking single moves needs their order, not their last point: with --finetune-epochs 2 a sensitivity
+    score trains the pruned model for one epoch, a measured candidate of the same plan for two."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.plan import set_knob
+    from edgeslim.search import SearchSession
+
+    session = SearchSession(SearchConfig(model=str(digits_task_file), profile=str(fast_profile),
+                                         out_dir=str(tmp_path / "run"), finetune_epochs=2))
+    sparsity = next(knob for owner, knob, _ in session.offered_knobs() if knob.name == "sparsity")
+    pruned = set_knob({"layers": {}, "model": {}}, sparsity.layer, "sparsity", 0.5, 0.0)
+    epochs: list[int] = []
+    recover = session.builder._recover
+    session.builder._recover = lambda module, n, **kwargs: epochs.append(n) or recover(module, n, **kwargs)
+    session.measure_baseline()
+    session.score(pruned, short_recovery=True)
+    session.builder.build(pruned)
+    assert epochs == [1, 2]
+
+
 def test_the_gate_times_its_close_accurate_probes_again_side_by_side_and_keeps_the_fastest(tmp_path, resnet_onnx,
                                                                                           fast_profile):
     """Single measurements minutes apart cannot tell INT8 encodings 10-40% apart on a busy machine: the accurate
