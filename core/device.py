@@ -42,7 +42,7 @@ class Device:
         so none always runs first or after the same neighbour. Per artifact, its usable measurements."""
         timed: list[list[LatencyStats]] = [[] for _ in artifacts]
         order = list(range(len(artifacts)))
-        for r in range(rounds):
+        for r in range(rounds if artifacts else 0):
             shift = r % len(order)
             for i in order[shift:] + order[:shift]:
                 stats = self.measure(artifacts[i], counted_as="retiming")

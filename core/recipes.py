@@ -122,9 +122,10 @@ def retime_close_contenders(search: SearchAPI, technique: str, probes: list[Gate
     least = min(p.drop for p in probes)
     close = sorted((p for p in probes if p.drop <= least + GATE_ACCURACY_SLACK and p.record is not None
                     and p.ms <= winner.ms * CLOSE_TO_WINNER), key=lambda p: p.ms)[:RETIME_AT_MOST]
-    if len(close) < 2:
+    records = [p.record for p in close if p.record is not None]  # all of them (the filter above); for the types
+    if len(records) < 2:
         return winner
-    again = search.retime([p.record for p in close if p.record is not None])
+    again = search.retime(records)
     retimed = [GateProbe(p.variant, ms, p.drop, p.record) for p, ms in zip(close, again, strict=True)
                if ms is not None]
     if not retimed:
