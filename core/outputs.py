@@ -177,8 +177,9 @@ def write_outputs(session: SearchSession, answer: CandidateRecord | None, verifi
         speed_gate=_gate_probes(session, records),
         strategy=config.strategy, trials=config.trials,
         # how structurally changed candidates were trained back (only used when the task has train_data)
-        recovery={"method": config.recovery, "epochs": config.finetune_epochs,
-                  "sensitivity_epochs": config.ranking_epochs, "options": config.recovery_options,
+        recovery={"method": config.recovery, "epochs": config.finetune_epochs, "options": config.recovery_options,
+                  # a search's sensitivity phase trains single moves this long; apply has no such phase
+                  **({"sensitivity_epochs": config.ranking_epochs} if command == "search" else {}),
                   "used": bool(session.task and session.task.train_data is not None)},
         layers=session.source.describe_layers(),
         measurement={"how": "board-side agent in its own process per model: warm-up, then timed runs until "

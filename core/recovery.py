@@ -60,6 +60,17 @@ class Recovery(abc.ABC):
         original). Returns notes worth recording with the candidate (may be empty)."""
 
 
+def resolved_options(recoveries: dict[str, type[Recovery]], requested: str, options: dict[str, Any]
+                     ) -> dict[str, Any]:
+    """``options`` of the ``requested`` recovery with its defaults filled in (as given when it is not installed):
+    what a cached build stands for, so options spelled differently that mean the same share builds, and a
+    build cached under other defaults is not reused as if trained anew."""
+    chosen = recoveries.get(requested)
+    if chosen is None:
+        return options
+    return chosen.settings_from(options, "recovery_options").model_dump(mode="json")
+
+
 def choose_recovery(recoveries: dict[str, type[Recovery]], requested: str, has_training_data: bool
                     ) -> type[Recovery] | None:
     """The recovery a build uses: ``requested`` where it can run, else (no training data) the first installed

@@ -32,6 +32,7 @@ from edgeslim.predictor import NEAR_BUDGET, LatencyPredictor
 from edgeslim.profile import Profile, load_profile
 from edgeslim.progress import PhaseClock, Reporter
 from edgeslim.records import CandidateRecord, Manifest
+from edgeslim.recovery import resolved_options
 from edgeslim.store import SharedEvaluations, Store
 from edgeslim.strategy import TrialsExhausted
 from edgeslim.strategy_view import SessionView
@@ -90,9 +91,10 @@ class SearchSession:
             if calib is None:
                 self.notes.append("no --calib given: INT8 calibration and fidelity use synthetic standard-normal "
                                   "inputs, which may not resemble real data")
+        recovery_settings = resolved_options(self.registry.recoveries, config.recovery, config.recovery_options)
         scoring = {"model": self.source.fingerprint, "target": self.target.name,
                    "finetune_epochs": config.finetune_epochs, "calibration": calib_origin,
-                   "input_shapes": self.source.input_shapes(), "recovery": [config.recovery, config.recovery_options]}
+                   "input_shapes": self.source.input_shapes(), "recovery": [config.recovery, recovery_settings]}
         self.context = canonical({**scoring, "target_settings": self.target.settings.model_dump()})
         # what decides the built model and its metric (not the device's speed settings): shared across devices
         self.scoring_context = canonical({**scoring, "scoring": self.target.scoring_settings()})

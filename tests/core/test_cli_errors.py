@@ -109,6 +109,7 @@ def test_plugins_and_profiles_listings():
     (("--recovery-option", "temperature"), "expected KEY=VALUE"),
     (("--recovery-option", "temperature=-1"), "--recovery-option.temperature"),
     (("--recovery-option", "tempreature=2"), "tempreature"),
+    (("--recovery-option", "schedule=linear"), "--recovery-option.schedule"),
     (("--distill-feature", "layer2"), "expected STUDENT_MODULE=TEACHER_MODULE"),
     (("--recovery", "finetune", "--recovery-option", "alpha=1"),
      "finetune: --recovery-option.alpha: unknown field (check the spelling; `edgeslim plugins` lists recoveries; "

@@ -383,6 +383,22 @@ def test_single_moves_scored_for_sensitivity_recover_for_half_a_candidates_epoch
     assert epochs == [1, 2]
 
 
+def test_a_build_is_kept_for_what_its_recovery_settings_mean_not_how_they_were_spelled(tmp_path, digits_task_file,
+                                                                                      fast_profile):
+    """Recovery options are part of what a cached build stands for, with their defaults filled in: leaving the
+    distillation's schedule out or naming its default is one build; the cosine schedule is another."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.search import SearchSession
+
+    def context(options: dict, name: str) -> str:
+        return SearchSession(SearchConfig(model=str(digits_task_file), profile=str(fast_profile),
+                                          out_dir=str(tmp_path / name), recovery_options=options)).context
+
+    contexts = [context({}, "unset"), context({"schedule": "constant"}, "constant"),
+                context({"schedule": "cosine"}, "cosine")]
+    assert (contexts[0] == contexts[1], contexts[0] == contexts[2]) == (True, False)
+
+
 def test_the_gate_times_its_close_accurate_probes_again_side_by_side_and_keeps_the_fastest(tmp_path, resnet_onnx,
                                                                                           fast_profile):
     """Single measurements minutes apart cannot tell INT8 encodings 10-40% apart on a busy machine: the accurate
