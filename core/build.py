@@ -12,6 +12,7 @@ import copy
 import json
 import shutil
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ from edgeslim.errors import EdgeslimError
 from edgeslim.model import ModelSource, ensure_node_names, export_torch, torch_layer_trace, weighted_nodes
 from edgeslim.plan import Plan, plan_key
 from edgeslim.predictor import graph_summary
-from edgeslim.recovery import Recovery, RecoveryData, choose_recovery
+from edgeslim.recovery import BestEpoch, EpochSelection, Recovery, RecoveryData, choose_recovery
 from edgeslim.store import SharedEvaluations
 from edgeslim.target import Target
 from edgeslim.technique import (
@@ -34,6 +35,8 @@ from edgeslim.technique import (
     torch_stage_techniques,
 )
 
+#: beside a build whose last recovery round was watched per epoch: the scores, the epoch kept
+RECOVERY_EPOCHS_FILE = "recovery_epochs.json"
 #: compact stored forms written beside an artifact: not what the target loads
 PACKED_SUFFIXES = (".sparse.zip", ".dc")
 
@@ -68,7 +71,8 @@ class BuildPipeline:
     def __init__(self, source: ModelSource, calibration: list[dict[str, np.ndarray]],
                  train_data: tuple[np.ndarray, np.ndarray] | None, target: Target,
                  techniques: dict[str, Technique], recovery: RecoveryChoice, run_dir: Path, context: str,
-                 scoring_context: str, shared: SharedEvaluations | None = None) -> None:
+                 scoring_context: str, shared: SharedEvaluations | None = None,
+                 epoch_selection: EpochSelection | None = None) -> None:
         self.source = source
         self.calibration = calibration
         self.train_data = train_data
@@ -79,6 +83,9 @@ class BuildPipeline:
         self.context = context
         self.scoring_context = scoring_context
         self.shared = shared
+        #: watch the last recovery round epoch by epoch and keep its best epoch (the answer's final recovery);
+        #: the context must then say so, since the kept weights depend on the eval data
+        self.epoch_selection = epoch_selection
 
     def key(self, plan: Plan, kind: str = "candidate") -> str:
         # a ranking build's length is in its key: a resumed run asked for other sensitivity epochs scores again
@@ -102,7 +109,10 @@ class BuildPipeline:
         tmp_dir.mkdir(parents=True)
         ctx = BuildContext(source=self.source, calibration=self.calibration, work_dir=tmp_dir,
                            train_data=self.train_data, layer_nodes=dict(self.source.layer_nodes))
-        onnx_path = self._torch_stage(plan, ctx, tmp_dir, BUILD_KINDS[kind][2], self.recovery.epochs_of(kind))
+        onnx_path, epochs_seen = self._torch_stage(plan, ctx, tmp_dir, BUILD_KINDS[kind][2],
+                                                   self.recovery.epochs_of(kind))
+        if epochs_seen is not None:
+            (tmp_dir / RECOVERY_EPOCHS_FILE).write_text(json.dumps(epochs_seen, indent=1))
         # every ONNX-stage technique runs here, also those whose decisions the torch stage held during training
         onnx_stage = [t for t in pipeline_order(self._active(plan)) if t.stage == "onnx"]
         for index, tech in enumerate(onnx_stage):
@@ -143,13 +153,15 @@ class BuildPipeline:
         self.shared.builds_reused += 1
         return True
 
-    def _torch_stage(self, plan: Plan, ctx: BuildContext, tmp_dir: Path, recovery: str, epochs: int) -> Path:
+    def _torch_stage(self, plan: Plan, ctx: BuildContext, tmp_dir: Path, recovery: str, epochs: int
+                     ) -> tuple[Path, dict[str, Any] | None]:
         """Apply the torch-stage techniques round by round, recovering after each (as ``recovery`` allows:
         "full", "data_free", "none"; ``epochs`` in all, shared among the rounds); export. Returns the ONNX model
-        the ONNX stage starts from (the original when no torch-stage technique is active)."""
+        the ONNX stage starts from (the original when no torch-stage technique is active) and, when the last
+        round was watched per epoch (``epoch_selection``), what it saw (:meth:`BestEpoch.summary`)."""
         torch_stage = self._in_torch(plan, recovery, epochs)
         if not torch_stage:
-            return self.source.onnx_path
+            return self.source.onnx_path, None
         if self.source.torch_model is None:
             raise EdgeslimError(f"plan uses {', '.join(t.name for t in torch_stage)}, which need a torch model; "
                                 "this model is ONNX (install onnx2torch to convert it: pip install onnx2torch)")
@@ -161,15 +173,25 @@ class BuildPipeline:
             shutil.copyfile(cache / "torch_stage.onnx", onnx_path)
             saved = json.loads((cache / "torch_stage.json").read_text())
             ctx.layer_nodes, ctx.notes = saved["layer_nodes"], ctx.notes + saved["notes"]
-            return onnx_path
+            return onnx_path, saved.get("recovery_epochs")
         notes_before = len(ctx.notes)
         module = copy.deepcopy(self.source.torch_model)
         rounds = recovery_rounds(torch_stage)
-        for (_, group), round_epochs in zip(rounds, split_epochs(epochs, len(rounds)), strict=True):
+        watched: BestEpoch | None = None
+        for index, ((_, group), round_epochs) in enumerate(zip(rounds, split_epochs(epochs, len(rounds)),
+                                                               strict=True)):
             for tech in group:
                 module = tech.apply_torch(module, plan, ctx)
             if recovery != "none" and any(t.needs_recovery or t.retrains_in_torch for t in group):
-                ctx.notes += self._recover(module, round_epochs, data_free=recovery == "data_free")
+                # only the last round's best epoch is the model's: an earlier round is followed by more changes
+                last = index == len(rounds) - 1
+                if last and recovery == "full" and self.epoch_selection is not None:
+                    watched = BestEpoch(self.epoch_selection, module)
+                ctx.notes += self._recover(module, round_epochs, data_free=recovery == "data_free",
+                                           after_epoch=watched if last else None)
+                if last and watched is not None:
+                    ctx.notes += watched.restore()
+        epochs_seen = watched.summary() if watched is not None and watched.scores else None
         for tech in torch_stage:
             module = tech.finalize_torch(module, plan, ctx)
         export_torch(module, self.source.example_input, onnx_path, self.source.inputs[0].name)
@@ -185,12 +207,13 @@ class BuildPipeline:
             staging.mkdir(parents=True)
             shutil.copyfile(onnx_path, staging / "torch_stage.onnx")
             (staging / "torch_stage.json").write_text(json.dumps({"layer_nodes": ctx.layer_nodes,
-                                                                  "notes": ctx.notes[notes_before:]}))
+                                                                  "notes": ctx.notes[notes_before:],
+                                                                  "recovery_epochs": epochs_seen}))
             try:
                 staging.rename(cache)
             except OSError:
                 shutil.rmtree(staging, ignore_errors=True)
-        return onnx_path
+        return onnx_path, epochs_seen
 
     def _torch_stage_cache(self, plan: Plan, torch_stage: list[Technique], recovery: str, epochs: int
                            ) -> Path | None:
@@ -208,7 +231,8 @@ class BuildPipeline:
         context = f"{self.context}\ntorch stage: {stage} recovery {recovery}, {epochs} epochs"
         return self.run_dir / "torch_stage" / plan_key(sub_plan, context)
 
-    def _recover(self, module: Any, epochs: int, data_free: bool = False) -> list[str]:
+    def _recover(self, module: Any, epochs: int, data_free: bool = False,
+                 after_epoch: Callable[[int], bool] | None = None) -> list[str]:
         has_data = self.train_data is not None and not data_free
         if has_data and epochs <= 0:
             return []
@@ -218,7 +242,8 @@ class BuildPipeline:
         options = self.recovery.options if method.name == self.recovery.requested else {}
         settings = method.settings_from(options, "recovery_options")
         inputs = np.concatenate([f[self.source.inputs[0].name] for f in self.calibration]) if self.calibration else None
-        data = RecoveryData(train=self.train_data if has_data else None, calibration_inputs=inputs)
+        data = RecoveryData(train=self.train_data if has_data else None, calibration_inputs=inputs,
+                            after_epoch=after_epoch if has_data else None)
         return method().recover(module, self.source.torch_model, data, epochs, settings)
 
     def _write_build_files(self, tmp_dir: Path, onnx_path: Path, plan: Plan, ctx: BuildContext) -> None:

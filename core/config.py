@@ -45,6 +45,9 @@ class SearchConfig(BaseModel):
     time_budget_s: float | None = Field(default=None, gt=0)
     #: recovery epochs for the chosen answer before verification (``--final-epochs``); None: 3 x finetune_epochs
     final_epochs: int | None = Field(default=None, ge=0)
+    #: the final recovery is scored on the eval data after every epoch and its best epoch kept; it stops after
+    #: this many epochs in a row without a better score (``--final-patience``)
+    final_patience: int = Field(default=2, ge=1)
     #: every ``--profile`` of a multi-device run (``profile`` is then the one this sub-run measures on)
     profiles: list[str] = Field(default_factory=list)
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -37,6 +38,42 @@ class TaskEvaluator:
         name = session.input_names[0]
         outputs = [session.run({name: np.asarray(inputs[i : i + 1], dtype=np.float32)})[0] for i in range(len(inputs))]
         return float(self.task.metric(np.concatenate(outputs, axis=0), np.asarray(labels)))
+
+
+def torch_metric(task: Task, batch_size: int = 256) -> Callable[[Any], float]:
+    """The task's metric over its eval data, computed by a torch module (what a recovery trains) rather than a
+    built artifact: to watch a recovery epoch by epoch without exporting each epoch. Batched; a module that
+    only takes the exported batch size is run one sample at a time."""
+    inputs, labels = task.eval_data
+
+    def score(module: Any) -> float:
+        import torch
+
+        was_training = module.training
+        module.eval()
+        try:
+            with torch.no_grad():
+                try:
+                    outputs = _torch_outputs(module, inputs, batch_size)
+                except RuntimeError:  # e.g. a reshape written for one sample
+                    outputs = _torch_outputs(module, inputs, 1)
+        finally:
+            module.train(was_training)
+        return float(task.metric(outputs, np.asarray(labels)))
+
+    return score
+
+
+def _torch_outputs(module: Any, inputs: np.ndarray, batch_size: int) -> np.ndarray:
+    import torch
+
+    chunks = []
+    for start in range(0, len(inputs), batch_size):
+        out = module(torch.from_numpy(np.asarray(inputs[start : start + batch_size], dtype=np.float32)))
+        if isinstance(out, (tuple, list)):  # the first output is what the task's metric reads, as exported
+            out = out[0]
+        chunks.append(out.detach().numpy())
+    return np.concatenate(chunks, axis=0)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> float:

@@ -9,8 +9,10 @@ from calibration inputs, for bare ONNX models).
 from __future__ import annotations
 
 import abc
+import copy
 import json
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
 import numpy as np
@@ -28,6 +30,64 @@ class RecoveryData:
     train: tuple[np.ndarray, np.ndarray | None] | None
     #: the calibration inputs of the model's first input, stacked along the batch axis
     calibration_inputs: np.ndarray | None
+    #: a recovery that trains in epochs calls this after each one with the number done; True asks it to stop
+    #: there. The build passes it when it keeps the best epoch's weights (the answer's final recovery,
+    #: :class:`BestEpoch`); a recovery that never calls it trains all its epochs and its last one is kept.
+    after_epoch: Callable[[int], bool] | None = None
+
+    def epoch_done(self, epoch: int) -> bool:
+        """Whether the recovery should stop after ``epoch`` (1-based) epochs."""
+        return self.after_epoch is not None and bool(self.after_epoch(epoch))
+
+
+@dataclass
+class EpochSelection:
+    """How a long recovery is watched: ``score`` (a torch module -> the task's metric on its eval data) after
+    every epoch, the best epoch's weights kept, and training stopped after ``patience`` epochs in a row without
+    a better score."""
+
+    score: Callable[[Any], float]
+    higher_is_better: bool
+    patience: int
+    metric_name: str
+
+
+@dataclass
+class BestEpoch:
+    """One recovery watched by an :class:`EpochSelection`: the ``after_epoch`` callback of its
+    :class:`RecoveryData`, then :meth:`restore` to put the best epoch's weights back into ``module``."""
+
+    selection: EpochSelection
+    module: Any
+    scores: list[float] = field(default_factory=list)
+    best_epoch: int = 0
+    best_state: dict[str, Any] | None = None
+
+    def __call__(self, epoch: int) -> bool:
+        score = float(self.selection.score(self.module))
+        self.scores.append(score)
+        best = self.scores[self.best_epoch - 1] if self.best_epoch else None
+        better = best is None or (score > best if self.selection.higher_is_better else score < best)
+        if better:
+            self.best_epoch = epoch
+            # a copy, not a reference: the optimizer keeps changing the module's tensors in place
+            self.best_state = copy.deepcopy(self.module.state_dict())
+        return epoch - self.best_epoch >= self.selection.patience
+
+    def restore(self) -> list[str]:
+        """Load the best epoch's weights (when a later one was worse); a note of what was seen and kept."""
+        if not self.scores or self.best_state is None:
+            return []
+        if self.best_epoch != len(self.scores):
+            self.module.load_state_dict(self.best_state)
+        seen = ", ".join(f"{s:.4f}" for s in self.scores)
+        return [f"recovery watched per epoch ({self.selection.metric_name} on the eval data: {seen}); kept epoch "
+                f"{self.best_epoch} of {len(self.scores)} trained"]
+
+    def summary(self) -> dict[str, Any]:
+        return {"metric": self.selection.metric_name, "scores": [round(s, 6) for s in self.scores],
+                "kept_epoch": self.best_epoch, "epochs_trained": len(self.scores),
+                "patience": self.selection.patience}
 
 
 class Recovery(abc.ABC):

@@ -9,6 +9,7 @@ outputs of residual stages that pruning kept at full width).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import numpy as np
@@ -36,7 +37,9 @@ class DistillationSettings(BaseModel):
 
 
 def distill(student: Any, teacher: Any, train_data: tuple[np.ndarray, np.ndarray | None], epochs: int,
-            settings: DistillationSettings) -> Any:
+            settings: DistillationSettings, after_epoch: Callable[[int], bool] | None = None) -> Any:
+    """Distil ``teacher`` into ``student`` (in place) for ``epochs``, seeded; ``after_epoch(epochs done)``
+    returning True stops early."""
     import torch
     import torch.nn.functional as F
 
@@ -64,7 +67,7 @@ def distill(student: Any, teacher: Any, train_data: tuple[np.ndarray, np.ndarray
     T = settings.temperature
     try:
         student.train()
-        for _ in range(epochs):
+        for epoch in range(1, epochs + 1):
             order = rng.permutation(len(inputs))
             for start in range(0, len(order), settings.batch_size):
                 batch = torch.from_numpy(order[start : start + settings.batch_size])
@@ -87,6 +90,8 @@ def distill(student: Any, teacher: Any, train_data: tuple[np.ndarray, np.ndarray
                 optimizer.step()
                 if scheduler is not None:
                     scheduler.step()
+            if after_epoch is not None and after_epoch(epoch):
+                break
     finally:
         for h in hooks:
             h.remove()
@@ -106,7 +111,7 @@ class KnowledgeDistillation(Recovery):
     def recover(self, student: Any, teacher: Any, data: RecoveryData, epochs: int, settings: Any) -> list[str]:
         if data.train is None:
             raise EdgeslimError("--recovery distillation needs the task's training inputs (train_data)")
-        distill(student, teacher, data.train, epochs, settings)
+        distill(student, teacher, data.train, epochs, settings, after_epoch=data.epoch_done)
         return []
 
 

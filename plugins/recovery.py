@@ -42,7 +42,7 @@ class FineTune(Recovery):
             raise EdgeslimError("--recovery finetune needs labelled training data (the task's train_data); "
                                 "use --recovery distillation for unlabelled data")
         finetune(student, (data.train[0], data.train[1]), epochs=epochs, lr=settings.lr,
-                 batch_size=settings.batch_size, seed=settings.seed)
+                 batch_size=settings.batch_size, seed=settings.seed, after_epoch=data.epoch_done)
         return []
 
 

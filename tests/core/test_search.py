@@ -417,3 +417,52 @@ def test_the_gate_times_its_close_accurate_probes_again_side_by_side_and_keeps_t
     settings = {r.key: r.plan["model"] for r in session.store.all()}
     fastest_again = min(retimed, key=lambda key: retimed[key]["ms"])
     assert (len(retimed) >= 2, base["model"]) == (True, settings[fastest_again])
+
+
+def test_the_answers_final_recovery_keeps_its_best_epoch_and_exports_that_one(tmp_path, digits_task_file,
+                                                                              fast_profile):
+    """The final recovery is scored on the eval data after every epoch and its best epoch is what gets built.
+    A large step (lr 0.02) makes this seeded run's last epoch worse than its third (0.57 vs 0.79 here): the
+    exported model scores what the kept epoch scored in torch (to one eval sample: ONNX Runtime's floats are
+    not torch's), not what the last one did."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.final_recovery import final_recovery
+    from edgeslim.plan import set_knob
+    from edgeslim.search import SearchSession
+
+    session = SearchSession(SearchConfig(model=str(digits_task_file), profile=str(fast_profile), budget_ms=1000.0,
+                                         out_dir=str(tmp_path / "run"), finetune_epochs=1, final_epochs=4,
+                                         final_patience=4, recovery_options={"lr": 0.02}))
+    session.measure_baseline()
+    sparsity = [knob for owner, knob, _ in session.offered_knobs() if knob.name == "sparsity"]
+    plan: dict = {"layers": {}, "model": {}}
+    for knob in sparsity:
+        plan = set_knob(plan, knob.layer, "sparsity", 0.5, 0.0)
+    session.evaluate(plan)
+    record = final_recovery(session)
+    watched = record.details["final_recovery"]["epochs_watched"]
+    best = max(watched["scores"])
+    one_sample = 1.0 / len(session.task.eval_data[0])
+    assert (watched["epochs_trained"], watched["scores"][watched["kept_epoch"] - 1],
+            watched["kept_epoch"] < watched["epochs_trained"], abs(record.metric - best) <= one_sample
+            ) == (4, best, True, True)
+
+
+def test_a_watched_recovery_stops_after_its_patience_and_restores_the_best_epochs_weights():
+    """BestEpoch with patience 2: scores 0.5, 0.7, 0.6, 0.65 ask to stop after the fourth epoch (two without
+    beating the second) and put the second epoch's weights back."""
+    torch = pytest.importorskip("torch")
+    from edgeslim.recovery import BestEpoch, EpochSelection
+
+    module = torch.nn.Linear(1, 1, bias=False)
+    scores = {0.1: 0.5, 0.2: 0.7, 0.3: 0.6, 0.4: 0.65}
+    selection = EpochSelection(score=lambda m: scores[round(float(m.weight.detach()), 6)], higher_is_better=True,
+                               patience=2, metric_name="accuracy")
+    watched = BestEpoch(selection, module)
+    stops = []
+    for epoch, weight in enumerate(scores, start=1):
+        with torch.no_grad():
+            module.weight.fill_(weight)  # what an epoch of training left
+        stops.append(watched(epoch))
+    watched.restore()
+    assert (stops, round(float(module.weight.detach()), 6)) == ([False, False, False, True], 0.2)
