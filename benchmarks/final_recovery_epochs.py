@@ -37,17 +37,30 @@ from edgeslim.search import SearchSession  # noqa: E402
 RESULTS = ROOT / "benchmarks" / "results"
 
 
+#: rule -> patience: None keeps the last epoch (before the final recovery watched its epochs), 0 the best of all
+#: epochs (the default, never stopping early)
+RULES = {"last epoch (before)": None, "best epoch, never early (default)": 0, "patience 1": 1, "patience 2": 2}
+
+
 def kept_epoch(scores: list[float], patience: int | None) -> tuple[int, int]:
-    """(kept epoch, epochs trained) under the final recovery's rule; patience None: the last, as before."""
+    """(kept epoch, epochs trained) under the final recovery's rule."""
     if patience is None:
         return len(scores), len(scores)
     best = 0
     for epoch, score in enumerate(scores, start=1):
         if not best or score > scores[best - 1]:
             best = epoch
-        if epoch - best >= patience:
+        if patience and epoch - best >= patience:
             return best, epoch
     return best, len(scores)
+
+
+def rules(scores: list[float], held_out: list[float]) -> dict[str, dict[str, Any]]:
+    out = {}
+    for name, patience in RULES.items():
+        epoch, trained = kept_epoch(scores, patience)
+        out[name] = {"kept_epoch": epoch, "epochs_trained": trained, "held_out_accuracy": held_out[epoch - 1]}
+    return out
 
 
 def main() -> None:
@@ -85,15 +98,15 @@ def main() -> None:
             raise SystemExit(f"{model}: the build was cached in {args.work}; use another --work to measure again")
         row: dict[str, Any] = {"model": model, "recipe": args.recipe, "eval_images": EVAL_SAMPLES,
                                "held_out_images": len(x) - EVAL_SAMPLES, "eval_accuracy": scores,
-                               "held_out_accuracy": seen, "build_s": round(wall, 1), "rules": {}}
-        for name, patience in (("last epoch (before)", None), ("patience 1", 1), ("patience 2 (default)", 2)):
-            epoch, trained = kept_epoch(scores, patience)
-            row["rules"][name] = {"kept_epoch": epoch, "epochs_trained": trained,
-                                  "held_out_accuracy": seen[epoch - 1]}
+                               "held_out_accuracy": seen, "build_s": round(wall, 1), "rules": rules(scores, seen)}
         rows.append(row)
         print(f"[{model}] eval {scores} held out {seen} ({wall:.0f} s)", flush=True)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "final_recovery_epochs.json").write_text(json.dumps(rows, indent=1))
+    write_markdown(rows)
+
+
+def write_markdown(rows: list[dict[str, Any]]) -> None:
     md = []
     for row in rows:
         md += [f"### {row['model']}: {row['recipe']}, {len(row['eval_accuracy'])} epochs of distillation "

@@ -189,9 +189,9 @@ def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) 
               help="wall-clock seconds for the search; measuring stops when they are spent")
 @click.option("--final-epochs", type=click.IntRange(min=0), default=None,
               help="recovery epochs for the answer before verification  [default: 3 x --finetune-epochs]")
-@click.option("--final-patience", type=click.IntRange(min=1), default=2, show_default=True,
-              help="the answer's recovery keeps its best epoch (on the eval data) and stops after this many "
-                   "epochs without a better one")
+@click.option("--final-patience", type=click.IntRange(min=1), default=None,
+              help="the answer's recovery keeps its best epoch (on the eval data); stop it after this many epochs "
+                   "without a better one  [default: never early]")
 @click.option("--finetune-epochs", type=click.IntRange(min=0), default=2, show_default=True,
               help="recovery fine-tune after pruning (task files with train_data)")
 @click.option("--sensitivity-epochs", type=click.IntRange(min=0), default=None,
@@ -204,7 +204,7 @@ def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) 
 def search(model: str | None, profile_refs: tuple[str, ...], budget_ms: float | None, budget_ratio: float | None,
            calib: str | None, input_shapes: tuple[str, ...], strategy: str, storage: str | None,
            trial_grace_s: float, no_predictor: bool, trials: int, time_budget_s: float | None,
-           final_epochs: int | None, final_patience: int, finetune_epochs: int, sensitivity_epochs: int | None,
+           final_epochs: int | None, final_patience: int | None, finetune_epochs: int, sensitivity_epochs: int | None,
            out_dir: str | None,
            resume_dir: str | None, as_json: bool, recovery: str, recovery_option: tuple[str, ...],
            distill_features: tuple[str, ...]) -> None:

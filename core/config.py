@@ -46,8 +46,10 @@ class SearchConfig(BaseModel):
     #: recovery epochs for the chosen answer before verification (``--final-epochs``); None: 3 x finetune_epochs
     final_epochs: int | None = Field(default=None, ge=0)
     #: the final recovery is scored on the eval data after every epoch and its best epoch kept; it stops after
-    #: this many epochs in a row without a better score (``--final-patience``)
-    final_patience: int = Field(default=2, ge=1)
+    #: this many epochs in a row without a better score (``--final-patience``). None: never early. On the
+    #: ResNet-18-style model the eval score dipped for three epochs before its best, the fifth
+    #: (benchmarks/results/final_recovery_epochs.md): a patience of 2 would have stopped it at the third
+    final_patience: int | None = Field(default=None, ge=1)
     #: every ``--profile`` of a multi-device run (``profile`` is then the one this sub-run measures on)
     profiles: list[str] = Field(default_factory=list)
 

@@ -6,11 +6,13 @@ deserves more. Its plan is unchanged, so its speed is too (measured again all th
 the metric before and after.
 
 More epochs do not always help (on the ResNet-18-style benchmark model, 3 epochs of distillation scored below
-1), so the recovery is scored on the task's eval data after every epoch, in torch, its best epoch is kept and it
-stops after ``--final-patience`` epochs without a better one. With one recovery round and the default constant
-step, its first epoch is the candidate's own recovery (same seed, same data order), so the kept torch model is
-never worse on the eval data than the candidate's; what the target then runs (INT8 after it, say) is scored
-and verified as every candidate is. The manifest's ``final_recovery.epochs_watched`` has the per-epoch scores.
+1), so the recovery is scored on the task's eval data after every epoch, in torch, and its best epoch is kept;
+``--final-patience N`` stops it after N epochs without a better one (not by default: on that model the eval
+score dipped for three epochs before its best, the fifth; benchmarks/results/final_recovery_epochs.md). With
+one recovery round and the default constant step, its first epoch is the candidate's own recovery (same seed,
+same data order), so the kept torch model is never worse on the eval data than the candidate's; what the target
+then runs (INT8 after it, say) is scored and verified as every candidate is. The manifest's
+``final_recovery.epochs_watched`` has the per-epoch scores.
 """
 
 from __future__ import annotations

@@ -44,11 +44,11 @@ class RecoveryData:
 class EpochSelection:
     """How a long recovery is watched: ``score`` (a torch module -> the task's metric on its eval data) after
     every epoch, the best epoch's weights kept, and training stopped after ``patience`` epochs in a row without
-    a better score."""
+    a better score (None: never early)."""
 
     score: Callable[[Any], float]
     higher_is_better: bool
-    patience: int
+    patience: int | None
     metric_name: str
 
 
@@ -72,7 +72,7 @@ class BestEpoch:
             self.best_epoch = epoch
             # a copy, not a reference: the optimizer keeps changing the module's tensors in place
             self.best_state = copy.deepcopy(self.module.state_dict())
-        return epoch - self.best_epoch >= self.selection.patience
+        return self.selection.patience is not None and epoch - self.best_epoch >= self.selection.patience
 
     def restore(self) -> list[str]:
         """Load the best epoch's weights (when a later one was worse); a note of what was seen and kept."""
