@@ -97,7 +97,7 @@ def test_a_recipe_that_meets_the_budget_is_measured_even_when_the_table_predicts
                                          out_dir=str(tmp_path / "run"), trials=40))
     session.measure_baseline()
     view = PessimisticTable(session)
-    measured = KnapsackAllocation._recipes(view, {"layers": {}, "model": {}}, set())
+    measured = KnapsackAllocation()._recipes(view, {"layers": {}, "model": {}}, set())
     first_of_each_family = {}
     for recipe in uniform_recipes(view, {"layers": {}, "model": {}}, set()):
         first_of_each_family.setdefault(recipe.family, recipe.label)
@@ -156,7 +156,7 @@ def test_under_a_time_budget_uniform_int8_then_the_best_one_shot_recipes_are_mea
     session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ms=1000.0,
                                          out_dir=str(tmp_path / "run"), trials=40))
     session.measure_baseline()
-    KnapsackAllocation._recipes(ThirtySecondsPerMeasurement(session), {"layers": {}, "model": {}}, set())
+    KnapsackAllocation()._recipes(ThirtySecondsPerMeasurement(session), {"layers": {}, "model": {}}, set())
     records = session.store.all()
     drop = {json.dumps(r.plan, sort_keys=True): session.metric_drop(r) for r in records
             if r.purpose == "recipe rank (one-shot)"}
@@ -165,3 +165,32 @@ def test_under_a_time_budget_uniform_int8_then_the_best_one_shot_recipes_are_mea
     best_recovered = min(recovered, key=recovered.__getitem__)
     assert (RECIPE_TIME_SHARE, sorted(measured.values())) == (
         0.5, sorted([measured.get("recipe: uniform quantization"), best_recovered]))
+
+
+def test_a_best_candidate_at_the_edge_of_the_budget_gets_a_solution_aimed_under_it_measured_too(tmp_path,
+                                                                                                resnet_onnx,
+                                                                                                fast_profile):
+    """Verification often finds a candidate measured a few percent under the budget just over it: when the most
+    accurate in-budget candidate measured within VERIFY_MARGIN of the budget, the margin round measures one
+    more solution, aimed at (1 - VERIFY_MARGIN) of the budget, for verification to fall back on."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.plugins.knapsack import VERIFY_MARGIN, KnapsackAllocation
+    from edgeslim.records import CandidateRecord
+    from edgeslim.search import SearchSession
+    from edgeslim.strategy_view import SessionView
+
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ratio=0.6,
+                                         out_dir=str(tmp_path / "run"), trials=10))
+    session.measure_baseline()
+    view, base = SessionView(session), {"layers": {}, "model": {}}
+    offered = [o for o in view.knobs() if o.reduces_latency]
+    has_table = view.use_latency_table(base, [o.knob for o in offered if o.knob.layer is not None])
+    strategy = KnapsackAllocation()
+    drops = strategy._sensitivity(view, base, offered)
+    at_the_edge = 0.98 * view.budget_ms  # what the rounds' best measured, as one measurement said
+    strategy.measured = [CandidateRecord.new("edge", base, "knapsack: round 1", "measured", metric=view.baseline.metric,
+                                             latency={"status": "ok", "p50_ms": at_the_edge, "p90_ms": at_the_edge})]
+    strategy._margin_round(view, base, offered, drops, has_table, {})
+    margin = [r for r in session.store.all() if r.purpose.startswith("knapsack: margin round")]
+    aimed = float(margin[0].purpose.split("aimed at ")[1].split(" ms")[0])
+    assert (len(margin), round(aimed, 3)) == (1, round((1 - VERIFY_MARGIN) * view.budget_ms, 3))
