@@ -175,23 +175,7 @@ class BuildPipeline:
             ctx.layer_nodes, ctx.notes = saved["layer_nodes"], ctx.notes + saved["notes"]
             return onnx_path, saved.get("recovery_epochs")
         notes_before = len(ctx.notes)
-        module = copy.deepcopy(self.source.torch_model)
-        rounds = recovery_rounds(torch_stage)
-        watched: BestEpoch | None = None
-        for index, ((_, group), round_epochs) in enumerate(zip(rounds, split_epochs(epochs, len(rounds)),
-                                                               strict=True)):
-            for tech in group:
-                module = tech.apply_torch(module, plan, ctx)
-            if recovery != "none" and any(t.needs_recovery or t.retrains_in_torch for t in group):
-                # only the last round's best epoch is the model's: an earlier round is followed by more changes
-                last = index == len(rounds) - 1
-                if last and recovery == "full" and self.epoch_selection is not None:
-                    watched = BestEpoch(self.epoch_selection, module)
-                ctx.notes += self._recover(module, round_epochs, data_free=recovery == "data_free",
-                                           after_epoch=watched if last else None)
-                if last and watched is not None:
-                    ctx.notes += watched.restore()
-        epochs_seen = watched.summary() if watched is not None and watched.scores else None
+        module, epochs_seen = self._apply_and_recover(plan, ctx, torch_stage, recovery, epochs)
         for tech in torch_stage:
             module = tech.finalize_torch(module, plan, ctx)
         export_torch(module, self.source.example_input, onnx_path, self.source.inputs[0].name)
@@ -214,6 +198,29 @@ class BuildPipeline:
             except OSError:
                 shutil.rmtree(staging, ignore_errors=True)
         return onnx_path, epochs_seen
+
+    def _apply_and_recover(self, plan: Plan, ctx: BuildContext, torch_stage: list[Technique], recovery: str,
+                           epochs: int) -> tuple[Any, dict[str, Any] | None]:
+        """A copy of the torch model with the torch-stage techniques applied round by round, each round
+        recovered; with ``epoch_selection``, the last round's best epoch kept. Returns it and what the watched
+        round saw (None when none was watched)."""
+        module = copy.deepcopy(self.source.torch_model)
+        rounds = recovery_rounds(torch_stage)
+        watched: BestEpoch | None = None
+        for index, ((_, group), round_epochs) in enumerate(zip(rounds, split_epochs(epochs, len(rounds)),
+                                                               strict=True)):
+            for tech in group:
+                module = tech.apply_torch(module, plan, ctx)
+            if recovery != "none" and any(t.needs_recovery or t.retrains_in_torch for t in group):
+                # only the last round's best epoch is the model's: an earlier round is followed by more changes
+                last = index == len(rounds) - 1
+                if last and recovery == "full" and self.epoch_selection is not None:
+                    watched = BestEpoch(self.epoch_selection, module)
+                ctx.notes += self._recover(module, round_epochs, data_free=recovery == "data_free",
+                                           after_epoch=watched if last else None)
+                if last and watched is not None:
+                    ctx.notes += watched.restore()
+        return module, (watched.summary() if watched is not None and watched.scores else None)
 
     def _torch_stage_cache(self, plan: Plan, torch_stage: list[Technique], recovery: str, epochs: int
                            ) -> Path | None:

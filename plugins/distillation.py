@@ -64,7 +64,6 @@ def distill(student: Any, teacher: Any, train_data: tuple[np.ndarray, np.ndarray
     # step leaves them
     scheduler = (torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=max(1, steps))
                  if settings.schedule == "cosine" else None)
-    T = settings.temperature
     try:
         student.train()
         for epoch in range(1, epochs + 1):
@@ -75,10 +74,8 @@ def distill(student: Any, teacher: Any, train_data: tuple[np.ndarray, np.ndarray
                 with torch.no_grad():
                     teacher_logits = teacher(x)
                 student_logits = student(x)
-                loss = settings.alpha * T * T * F.kl_div(F.log_softmax(student_logits / T, dim=1),
-                                                         F.softmax(teacher_logits / T, dim=1), reduction="batchmean")
-                if labels is not None and settings.alpha < 1:
-                    loss = loss + (1 - settings.alpha) * F.cross_entropy(student_logits, labels[batch])
+                loss = _logit_loss(student_logits, teacher_logits, None if labels is None else labels[batch],
+                                   settings)
                 for s_name, t_name in settings.features:
                     s_out, t_out = captured[("s", s_name)], captured[("t", t_name)]
                     if s_out.shape != t_out.shape:
@@ -97,6 +94,18 @@ def distill(student: Any, teacher: Any, train_data: tuple[np.ndarray, np.ndarray
             h.remove()
         student.eval()
     return student
+
+
+def _logit_loss(student_logits: Any, teacher_logits: Any, labels: Any, settings: DistillationSettings) -> Any:
+    """Hinton's loss: T^2-scaled KL to the teacher's softened logits, plus cross-entropy when labels exist."""
+    import torch.nn.functional as F
+
+    T = settings.temperature
+    loss = settings.alpha * T * T * F.kl_div(F.log_softmax(student_logits / T, dim=1),
+                                             F.softmax(teacher_logits / T, dim=1), reduction="batchmean")
+    if labels is not None and settings.alpha < 1:
+        loss = loss + (1 - settings.alpha) * F.cross_entropy(student_logits, labels)
+    return loss
 
 
 class KnowledgeDistillation(Recovery):
