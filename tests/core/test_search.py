@@ -321,6 +321,33 @@ def test_verification_looks_past_candidates_the_search_measured_too_optimistical
     assert (answer.key.startswith("optimistic"), verification["passed"]) == (False, True)
 
 
+def test_verification_against_a_baseline_that_ran_slower_than_in_the_search_takes_a_more_accurate_answer(
+        finished_run, tmp_path):
+    """The search timed the baseline at a quiet moment (simulated: its stored latency rewritten to just under
+    what makes the fastest INT8 probe miss 0.8x), so only the pruned, less accurate candidate met the budget
+    there; verification re-times the baseline, and the INT8 candidates (about 0.55x of the real baseline) are
+    verified against it, and one replaces the answer."""
+    import shutil
+
+    from edgeslim.config import SearchConfig
+    from edgeslim.outputs import select_and_verify
+    from edgeslim.search import SearchSession
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    config = SearchConfig.load(run / "run.json")
+    config.out_dir, config.budget_ms, config.budget_ratio = str(run), None, 0.8
+    session = SearchSession(config)
+    real = session.measure_baseline()
+    int8 = [session.latency_of(r) for r in session.store.all() if r.purpose == "gate:quantization"
+            and r.status == "measured" and session.latency_of(r)]
+    quiet_ms = 0.95 * min(int8) / 0.8
+    session.store.put(dataclasses.replace(real, latency={**real.latency, "p50_ms": quiet_ms, "p90_ms": quiet_ms}))
+    session.measure_baseline()
+    answer, verification = select_and_verify(session)
+    assert (answer.purpose, verification["instead_of"]["reference_p50_ms"] > quiet_ms) == ("gate:quantization", True)
+
+
 def test_one_shot_sensitivity_reads_a_subset_of_the_eval_data_paired_with_the_baseline(tmp_path, digits_task_file,
                                                                                          fast_profile):
     """A one-shot score ranks single moves: it reads RANKING_SAMPLES eval samples, and a build that changes
