@@ -161,7 +161,8 @@ def best_accuracy_variants(search: SearchAPI, base: Plan, dropped: set[str]) -> 
         probe = uniform(base, found.knobs)
         scored = []
         for i, variant in enumerate(found.variants):
-            scored.append((search.metric_drop(search.score(with_model(probe, variant))), i))
+            scored.append((search.metric_drop(search.score(with_model(probe, variant),
+                                                                    purpose=f"{found.technique}: setting")), i))
             search.progress(", ".join(f"{k}={v}" for k, v in variant.items()))
         _, best = min(scored)
         base = with_model(base, found.variants[best])

@@ -3,7 +3,9 @@
 1. Speed gate: techniques that are all-or-nothing for speed (INT8) are probed
    uniformly, once per encoding variant, on the target. The fastest variant
    is kept; if none beats the baseline, the technique is dropped and the run
-   notes why. (INT8 is slower than FP32 for some models and CPUs.)
+   notes why. (INT8 is slower than FP32 for some models and CPUs.) When the
+   gated techniques on every layer meet the budget and lose nothing on the
+   task's metric, that is the answer: nothing more accurate exists.
 2. Sensitivity: every single move (one layer, one knob, one level further)
    is built and scored on the host, without measuring: a cheap ranking.
 3. Allocation: moves are ordered by sensitivity (a layer's deeper level never
@@ -27,7 +29,7 @@ from typing import Any
 
 from edgeslim import hookimpl
 from edgeslim.plan import Plan, set_knob
-from edgeslim.recipes import best_accuracy_variants, sensitivities, speed_gate
+from edgeslim.recipes import best_accuracy_variants, sensitivities, speed_gate, uniform
 from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy
 
 
@@ -56,6 +58,8 @@ class GreedySensitivity(Strategy):
         dropped: set[str] = set()
         base = speed_gate(search, dropped)
         base = best_accuracy_variants(search, base, dropped)
+        if self._lossless_gates_meet_the_budget(search, base, dropped):
+            return
         offered = [o for o in search.knobs() if o.owner not in dropped]
         ordered = self._sensitivity(search, base, offered)
         if not ordered:
@@ -70,6 +74,24 @@ class GreedySensitivity(Strategy):
             found = self._bisect(search, base, ordered)
         if found is not None:  # None: even every move at once misses; the run reports the fastest
             self._refine(search, base, ordered[:found])
+
+    @staticmethod
+    def _lossless_gates_meet_the_budget(search: SearchAPI, base: Plan, dropped: set[str]) -> bool:
+        """The gated techniques (INT8) on every layer, with the settings just chosen, measured: when that meets
+        the budget and scores as the original does, no per-layer allocation can be more accurate, so the
+        sensitivity phase (one recovery per move) would only spend minutes to find an equal answer."""
+        gates = [g for g in search.speed_gates() if g.technique not in dropped]
+        if not gates:
+            return False
+        plan = base
+        for gate in gates:
+            plan = uniform(plan, gate.knobs)
+        record = search.measure(plan, purpose="greedy:uniform " + "+".join(g.technique for g in gates))
+        if not search.meets_budget(record) or search.metric_drop(record) > 0.0:
+            return False
+        search.note(f"uniform {'+'.join(g.technique for g in gates)} meets the budget and loses nothing on the "
+                    "task's metric: no per-layer move can be more accurate, so none is scored")
+        return True
 
     @staticmethod
     def _sensitivity(search: SearchAPI, base: Plan, offered: list[OfferedKnob]) -> list[Move]:

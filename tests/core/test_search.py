@@ -9,6 +9,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import textwrap
 import time
 from pathlib import Path
 
@@ -212,6 +213,29 @@ def test_task_file_search_prunes_and_quantizes(tmp_path, digits_task_file, fast_
     records = [json.loads(line) for line in (out / "candidates.jsonl").open()]
     knobs = {k for r in records for d in r["plan"]["layers"].values() for k in d}
     assert {"bits", "sparsity"} <= knobs
+
+
+def test_when_uniform_int8_meets_the_budget_and_loses_nothing_no_per_layer_move_is_scored(tmp_path, resnet_onnx,
+                                                                                           fast_profile):
+    """A task whose metric no compression can move (the number of outputs per sample): uniform INT8, faster
+    than FP32 on this model, meets a generous budget at no loss, so the greedy search ends there."""
+    task = tmp_path / "shape_task.py"
+    task.write_text(textwrap.dedent(f"""
+        import numpy as np
+        import edgeslim
+
+        def make_task():
+            inputs = np.random.default_rng(0).standard_normal((16, 3, 32, 32)).astype(np.float32)
+            return edgeslim.Task(model={str(resnet_onnx)!r}, example_input=inputs[:1], eval_data=(inputs, np.zeros(16)),
+                                 metric=lambda outputs, labels: float(outputs.shape[-1]), metric_name="outputs")
+        """))
+    out = tmp_path / "run"
+    proc = run_cli("search", task, "--profile", fast_profile, "--budget-ms", "100", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    records = [json.loads(line) for line in (out / "candidates.jsonl").open()]
+    after_the_gate = [r["purpose"] for r in records
+                      if not r["purpose"].startswith(("baseline", "gate:", "quantization: setting"))]
+    assert after_the_gate == ["greedy:uniform quantization"]
 
 
 def test_pareto_front():
