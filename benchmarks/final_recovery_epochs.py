@@ -31,7 +31,7 @@ from tasks import EVAL_SAMPLES, make  # noqa: E402
 
 from edgeslim.config import SearchConfig  # noqa: E402
 from edgeslim.evaluate import torch_metric  # noqa: E402
-from edgeslim.recovery import EpochSelection  # noqa: E402
+from edgeslim.recovery import BestEpoch, EpochSelection  # noqa: E402
 from edgeslim.search import SearchSession  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
@@ -42,17 +42,24 @@ RESULTS = ROOT / "benchmarks" / "results"
 RULES = {"last epoch (before)": None, "best epoch, never early (default)": 0, "patience 1": 1, "patience 2": 2}
 
 
+class _NoWeights:
+    """What BestEpoch keeps a copy of, for replaying recorded scores without a model."""
+
+    def state_dict(self) -> dict[str, Any]:
+        return {}
+
+
 def kept_epoch(scores: list[float], patience: int | None) -> tuple[int, int]:
-    """(kept epoch, epochs trained) under the final recovery's rule."""
+    """(kept epoch, epochs trained) under the final recovery's own rule (:class:`BestEpoch`), replayed on
+    recorded scores; patience None: the last epoch, as before the rule; 0: the best epoch, never early."""
     if patience is None:
         return len(scores), len(scores)
-    best = 0
-    for epoch, score in enumerate(scores, start=1):
-        if not best or score > scores[best - 1]:
-            best = epoch
-        if patience and epoch - best >= patience:
-            return best, epoch
-    return best, len(scores)
+    replay = iter(scores)
+    watch = BestEpoch(EpochSelection(lambda _module: next(replay), True, patience or None, "accuracy"), _NoWeights())
+    for epoch in range(1, len(scores) + 1):
+        if watch(epoch):
+            break
+    return watch.best_epoch, len(watch.scores)
 
 
 def rules(scores: list[float], held_out: list[float]) -> dict[str, dict[str, Any]]:

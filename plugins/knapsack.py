@@ -170,16 +170,16 @@ class KnapsackAllocation(Strategy):
         about a lighter one's). Without one, ``slack`` (ms) moves the constraint by how far the measurement
         missed."""
         search.phase("allocation (integer program, measured on the target)")
-        budget, slack, factor, tried = search.budget_ms, 0.0, 1.0, self.tried
+        budget, slack, factor = search.budget_ms, 0.0, 1.0
         for round_no in range(1, ROUNDS + 1):
             if search.trials_left() <= 0:
                 return
             groups, base_ms = self._groups(search, base, offered, drops, has_table, recipe_ms)
             plan, allocation, predicted = self._solve(search, base, offered, groups, base_ms, slack, factor, has_table)
             key = repr(plan)
-            if key in tried:
+            if key in self.tried:
                 return  # the correction no longer changes the answer
-            tried.add(key)
+            self.tried.add(key)
             purpose = (f"knapsack: round {round_no}, predicted {predicted:.3f} ms, predicted drop "
                        f"{allocation.predicted_cost:.4f}" + ("" if allocation.feasible else " (fastest: none fits)"))
             try:
