@@ -32,6 +32,10 @@ from edgeslim.plan import Plan, set_knob
 from edgeslim.recipes import best_accuracy_variants, sensitivities, speed_gate, uniform
 from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy
 
+#: the lossless uniform plan must measure this far under the budget to end the search: verification times it
+#: again, and a plan at the budget's edge that misses there needs the per-layer candidates to fall back on
+SHORTCUT_MARGIN = 0.10
+
 
 @dataclass
 class Move:
@@ -78,8 +82,9 @@ class GreedySensitivity(Strategy):
     @staticmethod
     def _lossless_gates_meet_the_budget(search: SearchAPI, base: Plan, dropped: set[str]) -> bool:
         """The gated techniques (INT8) on every layer, with the settings just chosen, measured: when that meets
-        the budget and scores as the original does, no per-layer allocation can be more accurate, so the
-        sensitivity phase (one recovery per move) would only spend minutes to find an equal answer."""
+        the budget with :data:`SHORTCUT_MARGIN` to spare and scores as the original does, no per-layer allocation
+        can be more accurate, so the sensitivity phase (one recovery per move) would only spend minutes to find
+        an equal answer."""
         gates = [g for g in search.speed_gates() if g.technique not in dropped]
         if not gates:
             return False
@@ -87,7 +92,9 @@ class GreedySensitivity(Strategy):
         for gate in gates:
             plan = uniform(plan, gate.knobs)
         record = search.measure(plan, purpose="greedy:uniform " + "+".join(g.technique for g in gates))
-        if not search.meets_budget(record) or search.metric_drop(record) > 0.0:
+        latency = search.latency_of(record)
+        if (not search.meets_budget(record) or search.metric_drop(record) > 0.0 or latency is None
+                or latency > (1.0 - SHORTCUT_MARGIN) * search.budget_ms):
             return False
         search.note(f"uniform {'+'.join(g.technique for g in gates)} meets the budget and loses nothing on the "
                     "task's metric: no per-layer move can be more accurate, so none is scored")
