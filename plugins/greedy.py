@@ -4,8 +4,9 @@
    uniformly, once per encoding variant, on the target. The fastest variant
    is kept; if none beats the baseline, the technique is dropped and the run
    notes why. (INT8 is slower than FP32 for some models and CPUs.) When the
-   gated techniques on every layer meet the budget and lose nothing on the
-   task's metric, that is the answer: nothing more accurate exists.
+   gated techniques on every layer meet the budget (10% to spare) and lose
+   nothing on the task's metric, that is the answer: the least compression
+   that fits needs no per-layer move.
 2. Sensitivity: every single move (one layer, one knob, one level further)
    is built and scored on the host, without measuring: a cheap ranking.
 3. Allocation: moves are ordered by sensitivity (a layer's deeper level never
@@ -82,9 +83,10 @@ class GreedySensitivity(Strategy):
     @staticmethod
     def _lossless_gates_meet_the_budget(search: SearchAPI, base: Plan, dropped: set[str]) -> bool:
         """The gated techniques (INT8) on every layer, with the settings just chosen, measured: when that meets
-        the budget with :data:`SHORTCUT_MARGIN` to spare and scores as the original does, no per-layer allocation
-        can be more accurate, so the sensitivity phase (one recovery per move) would only spend minutes to find
-        an equal answer."""
+        the budget with :data:`SHORTCUT_MARGIN` to spare and scores as the original does, the least compression
+        that fits (this strategy's answer) needs no per-layer move, so the sensitivity phase (one recovery per
+        move) would spend minutes to reach the same place. (A pruned candidate's recovery training can score a
+        little above the original; ``--strategy knapsack`` measures those too.)"""
         gates = [g for g in search.speed_gates() if g.technique not in dropped]
         if not gates:
             return False
@@ -96,8 +98,10 @@ class GreedySensitivity(Strategy):
         if (not search.meets_budget(record) or search.metric_drop(record) > 0.0 or latency is None
                 or latency > (1.0 - SHORTCUT_MARGIN) * search.budget_ms):
             return False
-        search.note(f"uniform {'+'.join(g.technique for g in gates)} meets the budget and loses nothing on the "
-                    "task's metric: no per-layer move can be more accurate, so none is scored")
+        search.note(f"uniform {'+'.join(g.technique for g in gates)} meets the budget with "
+                    f"{SHORTCUT_MARGIN:.0%} to spare and loses nothing on the task's metric: the least compression "
+                    "that fits needs no per-layer move, so none is scored (--strategy knapsack also tries pruned "
+                    "and retrained candidates, which can score a little above the original)")
         return True
 
     @staticmethod
