@@ -182,7 +182,10 @@ class OpenVINOTarget(Target):
         }
 
     def effective_precision(self, artifact: Path) -> dict[str, str]:
-        """Per original node, the precision OpenVINO's CPU plugin runs (from the compiled runtime model)."""
+        """Per original node, "int8" or "float" as OpenVINO's CPU plugin runs it (from the compiled runtime model).
+        f32, bf16 and f16 kernels are all "float": which one runs is the inference precision (the profile's, or
+        OpenVINO's default for the CPU: bf16 where AMX/AVX-512 BF16 exist), a model-wide setting the plan
+        records as ``ov_precision``; per layer, what matters is whether the plan's INT8 happened."""
         import openvino as ov
 
         core = ov.Core()
@@ -205,7 +208,7 @@ class OpenVINOTarget(Target):
             kind = "int8" if runtime_precision in ("i8", "u8") else runtime_precision or "unknown"
             for name in names.split(","):
                 if name:
-                    precision[name] = "float" if kind == "f32" else kind
+                    precision[name] = "float" if kind in PRECISIONS else kind
         return precision
 
     def versions(self) -> dict[str, str]:

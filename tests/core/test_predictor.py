@@ -33,7 +33,9 @@ def test_search_records_the_tables_prediction_and_error_for_every_measured_candi
     assert manifest["device_runs"]["latency_table"] >= predictor["probes"]
     assert manifest["device_runs"]["total"] == sum(v for k, v in manifest["device_runs"].items() if k != "total")
     records = [json.loads(line) for line in (out / "candidates.jsonl").open()]
-    predicted = [r for r in records if r["purpose"].startswith("greedy:") and r["latency"]]
+    # greedy's uniform-INT8 shortcut is measured before the table exists (it may make the table unneeded)
+    predicted = [r for r in records if r["purpose"].startswith("greedy:") and r["latency"]
+                 and not r["purpose"].startswith("greedy:uniform")]
     assert predicted, "the strategy measured nothing after the table was built"
     for r in predicted:
         d = r["details"]

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+import edgeslim
 from edgeslim.measure import LocalRunner, compare_interleaved
 from edgeslim.profile import load_profile
 from tests.conftest import run_cli, write_fast_profile
@@ -470,27 +471,64 @@ def test_the_gate_times_its_close_accurate_probes_again_side_by_side_and_keeps_t
     assert (len(retimed) >= 2, base["model"]) == (True, settings[fastest_again])
 
 
+def _finetune_whose_last_epoch_is_ruined() -> type:
+    """A third-party recovery: plain fine-tuning, one epoch at a time, whose last epoch ends with every weight
+    set to zero (a constant output: chance accuracy). Which epoch is best must not hang on the CPU's float
+    kernels: a large learning rate made a seeded run's last epoch worse on one CPU and best on another."""
+    import torch
+
+    from edgeslim.finetune import finetune
+    from edgeslim.plugins.recovery import FineTune
+
+    class FineTuneRuinedAtTheEnd(FineTune):
+        name = "finetune-ruined-at-the-end"
+        description = "test recovery: fine-tuning whose last epoch zeroes every weight"
+
+        def recover(self, student, teacher, data, epochs, settings):
+            for epoch in range(1, epochs + 1):
+                finetune(student, (data.train[0], data.train[1]), epochs=1, lr=settings.lr,
+                         batch_size=settings.batch_size, seed=settings.seed + epoch)
+                if epoch == epochs:
+                    with torch.no_grad():
+                        for parameter in student.parameters():
+                            parameter.zero_()
+                if data.epoch_done(epoch):
+                    break
+            return []
+
+    return FineTuneRuinedAtTheEnd
+
+
 def test_the_answers_final_recovery_keeps_its_best_epoch_and_exports_that_one(tmp_path, digits_task_file,
                                                                               fast_profile):
-    """The final recovery is scored on the eval data after every epoch and its best epoch is what gets built.
-    A large step (lr 0.02) makes this seeded run's last epoch worse than its third (0.57 vs 0.79 here): the
-    exported model scores what the kept epoch scored in torch (to one eval sample: ONNX Runtime's floats are
-    not torch's), not what the last one did."""
+    """The final recovery is scored on the eval data after every epoch and its best epoch is what gets built:
+    with a last epoch that scores chance, the exported model scores what the kept epoch scored in torch (to one
+    eval sample: ONNX Runtime's floats are not torch's), not what the last one did."""
+    pytest.importorskip("torch")
     from edgeslim.config import SearchConfig
     from edgeslim.final_recovery import final_recovery
+    from edgeslim.host import load_registry, reset_plugin_manager
     from edgeslim.plan import set_knob
     from edgeslim.search import SearchSession
 
-    session = SearchSession(SearchConfig(model=str(digits_task_file), profile=str(fast_profile), budget_ms=1000.0,
-                                         out_dir=str(tmp_path / "run"), finetune_epochs=1, final_epochs=4,
-                                         final_patience=4, recovery_options={"lr": 0.02}))
-    session.measure_baseline()
-    sparsity = [knob for owner, knob, _ in session.offered_knobs() if knob.name == "sparsity"]
-    plan: dict = {"layers": {}, "model": {}}
-    for knob in sparsity:
-        plan = set_knob(plan, knob.layer, "sparsity", 0.5, 0.0)
-    session.evaluate(plan)
-    record = final_recovery(session)
+    recovery = _finetune_whose_last_epoch_is_ruined()
+    reset_plugin_manager()
+    plugin = type("Plugin", (), {"edgeslim_register_recoveries": staticmethod(
+        edgeslim.hookimpl(lambda register: register(recovery)))})
+    try:
+        session = SearchSession(SearchConfig(model=str(digits_task_file), profile=str(fast_profile),
+                                             budget_ms=1000.0, out_dir=str(tmp_path / "run"), finetune_epochs=1,
+                                             final_epochs=4, final_patience=4, recovery=recovery.name),
+                                registry=load_registry((plugin,)))
+        session.measure_baseline()
+        sparsity = [knob for owner, knob, _ in session.offered_knobs() if knob.name == "sparsity"]
+        plan: dict = {"layers": {}, "model": {}}
+        for knob in sparsity:
+            plan = set_knob(plan, knob.layer, "sparsity", 0.5, 0.0)
+        session.evaluate(plan)
+        record = final_recovery(session)
+    finally:
+        reset_plugin_manager()
     watched = record.details["final_recovery"]["epochs_watched"]
     best = max(watched["scores"])
     one_sample = 1.0 / len(session.task.eval_data[0])
