@@ -194,3 +194,37 @@ def test_a_best_candidate_at_the_edge_of_the_budget_gets_a_solution_aimed_under_
     margin = [r for r in session.store.all() if r.purpose.startswith("knapsack: margin round")]
     aimed = float(margin[0].purpose.split("aimed at ")[1].split(" ms")[0])
     assert (len(margin), round(aimed, 3)) == (1, round((1 - VERIFY_MARGIN) * view.budget_ms, 3))
+
+
+def test_an_in_budget_candidate_with_time_to_spare_gets_its_moves_rechosen_lighter_and_measured(tmp_path, resnet_onnx,
+                                                                                                 fast_profile):
+    """A measured candidate far under the budget (every layer at 75% channels, under a 0.9x budget) leaves time the
+    anchored round spends on accuracy: the integer program over that candidate's own moves, aimed at (1 -
+    VERIFY_MARGIN) of the budget, gives a plan no layer of which is deeper than the anchor's, and lighter in one."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.plugins.knapsack import KnapsackAllocation
+    from edgeslim.recipes import uniform
+    from edgeslim.search import SearchSession
+    from edgeslim.strategy_view import SessionView
+
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ratio=0.9,
+                                         out_dir=str(tmp_path / "run"), trials=10))
+    session.measure_baseline()
+    view, base = SessionView(session), {"layers": {}, "model": {}}
+    offered = [o for o in view.knobs() if o.reduces_latency and o.knob.name == "sparsity"]
+    has_table = view.use_latency_table(base, [o.knob for o in offered])
+    strategy = KnapsackAllocation()
+    drops = strategy._sensitivity(view, base, offered)
+    deepest = max(len(o.knob.levels) for o in offered) - 1
+    anchor = view.measure(uniform(base, [o.knob for o in offered], deepest), purpose="recipe: uniform deepest")
+    strategy.measured = [anchor]
+    strategy._anchored_rounds(view, base, offered, drops, has_table, {})
+    anchored = [r for r in session.store.all() if r.purpose.startswith("knapsack: anchored round")]
+    levels = {o.knob.layer: o.knob.levels for o in offered}
+
+    def depth(plan: dict, layer: str) -> int:
+        return levels[layer].index(plan["layers"].get(layer, {}).get("sparsity", levels[layer][0]))
+
+    first = anchored[0].plan
+    assert (len(anchored) >= 1, all(depth(first, layer) <= depth(anchor.plan, layer) for layer in levels),
+            any(depth(first, layer) < depth(anchor.plan, layer) for layer in levels)) == (True, True, True)
