@@ -66,8 +66,10 @@ HOPELESS_SLACK = 0.01
 #: undone), predicted relative to its measurement, aimed at ``(1 - VERIFY_MARGIN)`` of the budget: the time it
 #: leaves unused buys accuracy back. A prediction anchored at a measured plan is off by far less than one from
 #: the uncompressed model (a recipe with every block removed ran at 0.59x of an OpenVINO budget while the
-#: unanchored rounds, predicted at the budget, measured 15-24% over it)
-ANCHORED_ROUNDS = 2
+#: unanchored rounds, predicted at the budget, measured 15-24% over it). Each measured solution is one more
+#: point the next round's prediction is corrected at (:meth:`KnapsackAllocation._solve_anchored`), so a round
+#: that missed is followed by one that knows by how much
+ANCHORED_ROUNDS = 3
 
 
 class KnapsackAllocation(Strategy):
@@ -78,6 +80,7 @@ class KnapsackAllocation(Strategy):
     def __init__(self) -> None:
         self.measured: list[CandidateRecord] = []  # what this strategy measured: the margin round reads it
         self.tried: set[str] = set()  # the solutions measured (repr of their plans)
+        self.anchored: list[CandidateRecord] = []  # the anchored rounds' measured solutions
         self.correction = (0.0, 1.0)  # (slack, factor) after the last round: the margin round starts from it
 
     def run(self, search: SearchAPI) -> None:
@@ -263,7 +266,7 @@ class KnapsackAllocation(Strategy):
             groups, base_ms = self._groups(search, base, offered, drops, has_table, recipe_ms)
             groups, anchor_cost = _lighter_than(groups, anchor.plan, offered)
             plan, allocation, predicted = self._solve_anchored(search, base, offered, groups, base_ms, has_table,
-                                                               anchor_ms / anchor_predicted, anchor_predicted, target)
+                                                               anchor, anchor_predicted, target)
             if (not allocation.feasible or predicted > search.budget_ms or plan == base
                     or allocation.predicted_cost >= anchor_cost - 1e-9 or repr(plan) in self.tried):
                 return  # nothing the unused time can buy back, as predicted
@@ -276,26 +279,36 @@ class KnapsackAllocation(Strategy):
                              f"{predicted:.3f} ms, predicted drop {allocation.predicted_cost:.4f} (anchor's "
                              f"{anchor_cost:.4f})")):
                 return
+            self.anchored.append(self.measured[-1])
 
     def _solve_anchored(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], groups: list[Group],
-                        base_ms: float, has_table: bool, anchor_factor: float, anchor_predicted: float,
+                        base_ms: float, has_table: bool, anchor: CandidateRecord, anchor_predicted: float,
                         target: float) -> tuple[Plan, Any, float]:
         """The anchored solution and its corrected prediction. The table's error (measured / predicted) is known
-        at the anchor and at the uncompressed model; a plan between them gets the error interpolated by where
-        its raw prediction lies, re-solved until that settles. One factor for both is wrong either way: on a
-        0.76 ms ResNet the anchor ran 0.8x its prediction and the nearly uncompressed re-chosen plan 1.03x (the
-        anchor's factor put it over the budget); on FashionResNet the anchor ran 0.6x, the baseline 1.4x (the
-        baseline's factor left no room to re-choose anything)."""
-        base_factor = search.baseline_ms / base_ms
+        at a few plans: the anchor, the uncompressed model and every anchored solution measured so far; a plan
+        gets the error interpolated (piecewise linearly in its raw prediction) between the nearest of them,
+        re-solved until that settles. One factor for all is wrong either way: on a 0.76 ms ResNet the anchor ran
+        0.8x its prediction and the nearly uncompressed re-chosen plan 1.03x (the anchor's factor put it over the
+        budget); on FashionResNet the anchor (every block removed) ran 0.6x, the baseline 1.4x, and a solution
+        with two blocks back 1.55x, so the next round has to know that."""
+        points = {anchor_predicted: (search.latency_of(anchor) or 0.0) / anchor_predicted,
+                  base_ms: search.baseline_ms / base_ms}
+        for record in self.anchored:
+            raw, measured = search.predict(record.plan), search.latency_of(record)
+            if raw and measured:
+                points[raw] = measured / raw
+        known = sorted(points.items())
 
         def factor_at(raw_ms: float) -> float:
-            if base_ms <= anchor_predicted:
-                return max(anchor_factor, base_factor)
-            share = min(1.0, max(0.0, (raw_ms - anchor_predicted) / (base_ms - anchor_predicted)))
-            return anchor_factor + share * (base_factor - anchor_factor)
+            if raw_ms <= known[0][0]:
+                return known[0][1]
+            for (x0, f0), (x1, f1) in itertools.pairwise(known):
+                if raw_ms <= x1:
+                    return f0 + (f1 - f0) * (raw_ms - x0) / (x1 - x0)
+            return known[-1][1]
 
-        factor = anchor_factor
-        for _ in range(4):
+        factor = points[anchor_predicted]
+        for _ in range(6):
             plan, allocation, predicted = self._solve(search, base, offered, groups, base_ms, 0.0, factor,
                                                       has_table, target_ms=target)
             raw = predicted / factor
