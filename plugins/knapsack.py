@@ -30,12 +30,12 @@
 from __future__ import annotations
 
 import itertools
-import math
 from collections.abc import Callable
 from typing import Any
 
 from edgeslim import hookimpl
-from edgeslim.allocation import Group, Option, solve
+from edgeslim.allocation import Group, solve
+from edgeslim.allocation_groups import build_groups, lighter_than, off_level
 from edgeslim.plan import Plan, set_knob
 from edgeslim.recipes import Recipe, best_accuracy_variants, sensitivities, speed_gate, uniform_recipes
 from edgeslim.records import CandidateRecord
@@ -46,8 +46,6 @@ ROUNDS = 4
 #: under ``--time-budget``, of the time left when the recipes start, the most their walk and measurements may use
 #: (the first family's measurement always runs): the sensitivity phase and the allocation rounds keep the rest
 RECIPE_TIME_SHARE = 0.5
-#: a layer's options are the combinations of its knobs' levels, at most this many (the rest: single knobs)
-MAX_OPTIONS_PER_LAYER = 64
 #: a best candidate measured this close under the budget gets a margin round aimed this far under it: on
 #: FashionResNet (0.3-0.6 ms) the interleaved verification found the search's best candidates 0-10% over a budget
 #: their one measurement had met by 1-9% (ratios 0.552 and 0.500 against 0.5, 0.326 and 0.330 against 0.3)
@@ -199,7 +197,7 @@ class KnapsackAllocation(Strategy):
         for round_no in range(1, ROUNDS + 1):
             if search.trials_left() <= 0:
                 return
-            groups, base_ms = self._groups(search, base, offered, drops, has_table, recipe_ms)
+            groups, base_ms = build_groups(search, base, offered, drops, has_table, recipe_ms)
             plan, allocation, predicted = self._solve(search, base, offered, groups, base_ms, slack, factor, has_table)
             key = repr(plan)
             if key in self.tried:
@@ -263,8 +261,8 @@ class KnapsackAllocation(Strategy):
             anchor_predicted = search.predict(anchor.plan)
             if not anchor_predicted:
                 return
-            groups, base_ms = self._groups(search, base, offered, drops, has_table, recipe_ms)
-            groups, anchor_cost = _lighter_than(groups, anchor.plan, offered)
+            groups, base_ms = build_groups(search, base, offered, drops, has_table, recipe_ms)
+            groups, anchor_cost = lighter_than(groups, anchor.plan, offered)
             plan, allocation, predicted = self._solve_anchored(search, base, offered, groups, base_ms, has_table,
                                                                anchor, anchor_predicted, target)
             if (not allocation.feasible or predicted > search.budget_ms or plan == base
@@ -338,7 +336,7 @@ class KnapsackAllocation(Strategy):
         target = (1.0 - VERIFY_MARGIN) * search.budget_ms
         if (search.latency_of(best) or 0.0) <= target:
             return
-        groups, base_ms = self._groups(search, base, offered, drops, has_table, recipe_ms)
+        groups, base_ms = build_groups(search, base, offered, drops, has_table, recipe_ms)
         slack, factor = self.correction
         plan, allocation, predicted = self._solve(search, base, offered, groups, base_ms, slack, factor, has_table,
                                                   target_ms=target)
@@ -369,103 +367,12 @@ class KnapsackAllocation(Strategy):
             plan = base
             for group in groups:
                 for knob, level in allocation.choice[group.name].decisions.items():
-                    plan = set_knob(plan, group.layer, knob, level, _off(offered, group.layer, knob))
+                    plan = set_knob(plan, group.layer, knob, level, off_level(offered, group.layer, knob))
             predicted = (search.predict(plan) if has_table else None) or base_ms + allocation.predicted_delta_ms
             if not has_table or predicted <= budget or not allocation.feasible:
                 return plan, allocation, predicted * factor
             slack += budget - predicted
         return plan, allocation, predicted * factor
-
-    @staticmethod
-    def _groups(search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],
-                has_table: bool, recipe_ms: dict[str, float]) -> tuple[list[Group], float]:
-        """One group per layer (its knobs' level combinations) and per model-wide knob, with predicted costs
-        and latency changes; and the base plan's predicted latency."""
-        by_layer: dict[str | None, list[OfferedKnob]] = {}
-        for o in offered:
-            by_layer.setdefault(o.knob.layer, []).append(o)
-        base_ms = (search.predict(base) if has_table else None) or search.baseline_ms
-        per_layer_share = _measured_shares(search, offered, recipe_ms)
-        groups = []
-        for layer, knobs in by_layer.items():
-            singles = [[(o.knob.name, lv) for lv in o.knob.levels[1:]] for o in knobs]
-            if layer is None:  # model-wide knobs: one group each
-                for o, levels in zip(knobs, singles, strict=True):
-                    groups.append(Group(f"model:{o.knob.name}", None, [Option({}, 0.0, 0.0)] + [
-                        _option(search, base, None, [pair], drops, has_table, base_ms, per_layer_share)
-                        for pair in levels]))
-                continue
-            combos = [c for r in range(1, len(singles) + 1) for subset in itertools.combinations(singles, r)
-                      for c in itertools.product(*subset)]
-            if len(combos) > MAX_OPTIONS_PER_LAYER:
-                combos = [(pair,) for levels in singles for pair in levels]
-            groups.append(Group(layer, layer, [Option({}, 0.0, 0.0)] + [
-                _option(search, base, layer, list(combo), drops, has_table, base_ms, per_layer_share)
-                for combo in combos]))
-        return groups, base_ms
-
-
-def _option(search: SearchAPI, base: Plan, layer: str | None, pairs: list[tuple[str, Any]], drops: dict[tuple, float],
-            has_table: bool, base_ms: float, shares: dict[tuple[str, Any], float]) -> Option:
-    cost = sum(drops.get((layer, name, level), math.inf) for name, level in pairs)
-    if has_table:
-        plan = base
-        for name, level in pairs:
-            plan = set_knob(plan, layer, name, level, None)
-        delta = (search.predict(plan) or base_ms) - base_ms
-    else:
-        delta = sum(shares.get((name, level), 0.0) for name, level in pairs)
-    return Option(dict(pairs), cost if math.isfinite(cost) else 1e6, delta)
-
-
-def _measured_shares(search: SearchAPI, offered: list[OfferedKnob], recipe_ms: dict[str, float]
-                     ) -> dict[tuple[str, Any], float]:
-    """Without a latency table: each layer's share of what the uniform recipe of that knob level saved, as
-    measured (equal shares: crude, corrected by the rounds' measurements)."""
-    counts: dict[str, int] = {}
-    for o in offered:
-        if o.knob.layer is not None:
-            counts[o.knob.name] = counts.get(o.knob.name, 0) + 1
-    shares = {}
-    for o in offered:
-        for level in o.knob.levels[1:]:
-            ms = recipe_ms.get(f"uniform {o.knob.name}={level}")
-            if ms is not None:
-                shares[(o.knob.name, level)] = (ms - search.baseline_ms) / max(1, counts.get(o.knob.name, 1))
-    return shares
-
-
-def _lighter_than(groups: list[Group], anchor: Plan, offered: list[OfferedKnob]) -> tuple[list[Group], float]:
-    """Each group cut to the options no deeper than ``anchor`` sets it: per knob, absent or at a level no further
-    along the knob's levels than the anchor's (a layer the anchor leaves alone keeps only "as it is"); and the
-    anchor's own predicted cost (one-shot losses summed over the groups, its own options)."""
-    order = {(o.knob.layer, o.knob.name): list(o.knob.levels) for o in offered}
-
-    def depth(layer: str | None, knob: str, level: Any) -> int:
-        levels = order.get((layer, knob), [])
-        return levels.index(level) if level in levels else 0
-
-    cut: list[Group] = []
-    anchor_cost = 0.0
-    for group in groups:
-        if group.layer is None:
-            knob = group.name.removeprefix("model:")
-            asked = {knob: anchor.get("model", {})[knob]} if knob in anchor.get("model", {}) else {}
-        else:
-            asked = {k: v for k, v in anchor.get("layers", {}).get(group.layer, {}).items()
-                     if (group.layer, k) in order and depth(group.layer, k, v) > 0}
-        options = [o for o in group.options
-                   if all(k in asked and depth(group.layer, k, v) <= depth(group.layer, k, asked[k])
-                          for k, v in o.decisions.items())]
-        own = next((o for o in options if o.decisions == asked), None)
-        anchor_cost += own.cost if own is not None else 0.0
-        cut.append(Group(group.name, group.layer, options))
-    return cut, anchor_cost
-
-
-def _off(offered: list[OfferedKnob], layer: str | None, name: str) -> Any:
-    return next((o.knob.levels[0] for o in offered if o.knob.layer == layer and o.knob.name == name), None)
-
 
 @hookimpl
 def edgeslim_register_strategies(register):

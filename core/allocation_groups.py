@@ -1,0 +1,110 @@
+"""The integer program's groups, built from a search (``edgeslim.allocation`` solves them): per layer, every
+combination of its knobs' levels with a predicted accuracy cost (one-shot sensitivities summed) and a predicted
+latency change (the device's latency table, or without one each layer's share of what the uniform recipe of
+that level saved, as measured); per model-wide knob, one group each. Built-in strategies use it; so may any
+third-party strategy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+from typing import Any
+
+from edgeslim.allocation import Group, Option
+from edgeslim.plan import Plan, set_knob
+from edgeslim.strategy import OfferedKnob, SearchAPI
+
+#: a layer's options are the combinations of its knobs' levels, at most this many (the rest: single knobs)
+MAX_OPTIONS_PER_LAYER = 64
+
+
+def build_groups(search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],
+                 has_table: bool, recipe_ms: dict[str, float]) -> tuple[list[Group], float]:
+    """One group per layer (its knobs' level combinations) and per model-wide knob, with predicted costs
+    and latency changes; and the base plan's predicted latency."""
+    by_layer: dict[str | None, list[OfferedKnob]] = {}
+    for o in offered:
+        by_layer.setdefault(o.knob.layer, []).append(o)
+    base_ms = (search.predict(base) if has_table else None) or search.baseline_ms
+    per_layer_share = _measured_shares(search, offered, recipe_ms)
+    groups = []
+    for layer, knobs in by_layer.items():
+        singles = [[(o.knob.name, lv) for lv in o.knob.levels[1:]] for o in knobs]
+        if layer is None:  # model-wide knobs: one group each
+            for o, levels in zip(knobs, singles, strict=True):
+                groups.append(Group(f"model:{o.knob.name}", None, [Option({}, 0.0, 0.0)] + [
+                    _option(search, base, None, [pair], drops, has_table, base_ms, per_layer_share)
+                    for pair in levels]))
+            continue
+        combos = [c for r in range(1, len(singles) + 1) for subset in itertools.combinations(singles, r)
+                  for c in itertools.product(*subset)]
+        if len(combos) > MAX_OPTIONS_PER_LAYER:
+            combos = [(pair,) for levels in singles for pair in levels]
+        groups.append(Group(layer, layer, [Option({}, 0.0, 0.0)] + [
+            _option(search, base, layer, list(combo), drops, has_table, base_ms, per_layer_share)
+            for combo in combos]))
+    return groups, base_ms
+
+
+def _option(search: SearchAPI, base: Plan, layer: str | None, pairs: list[tuple[str, Any]], drops: dict[tuple, float],
+            has_table: bool, base_ms: float, shares: dict[tuple[str, Any], float]) -> Option:
+    cost = sum(drops.get((layer, name, level), math.inf) for name, level in pairs)
+    if has_table:
+        plan = base
+        for name, level in pairs:
+            plan = set_knob(plan, layer, name, level, None)
+        delta = (search.predict(plan) or base_ms) - base_ms
+    else:
+        delta = sum(shares.get((name, level), 0.0) for name, level in pairs)
+    return Option(dict(pairs), cost if math.isfinite(cost) else 1e6, delta)
+
+
+def _measured_shares(search: SearchAPI, offered: list[OfferedKnob], recipe_ms: dict[str, float]
+                     ) -> dict[tuple[str, Any], float]:
+    """Without a latency table: each layer's share of what the uniform recipe of that knob level saved, as
+    measured (equal shares: crude, corrected by the rounds' measurements)."""
+    counts: dict[str, int] = {}
+    for o in offered:
+        if o.knob.layer is not None:
+            counts[o.knob.name] = counts.get(o.knob.name, 0) + 1
+    shares = {}
+    for o in offered:
+        for level in o.knob.levels[1:]:
+            ms = recipe_ms.get(f"uniform {o.knob.name}={level}")
+            if ms is not None:
+                shares[(o.knob.name, level)] = (ms - search.baseline_ms) / max(1, counts.get(o.knob.name, 1))
+    return shares
+
+
+def lighter_than(groups: list[Group], anchor: Plan, offered: list[OfferedKnob]) -> tuple[list[Group], float]:
+    """Each group cut to the options no deeper than ``anchor`` sets it: per knob, absent or at a level no further
+    along the knob's levels than the anchor's (a layer the anchor leaves alone keeps only "as it is"); and the
+    anchor's own predicted cost (one-shot losses summed over the groups, its own options)."""
+    order = {(o.knob.layer, o.knob.name): list(o.knob.levels) for o in offered}
+
+    def depth(layer: str | None, knob: str, level: Any) -> int:
+        levels = order.get((layer, knob), [])
+        return levels.index(level) if level in levels else 0
+
+    cut: list[Group] = []
+    anchor_cost = 0.0
+    for group in groups:
+        if group.layer is None:
+            knob = group.name.removeprefix("model:")
+            asked = {knob: anchor.get("model", {})[knob]} if knob in anchor.get("model", {}) else {}
+        else:
+            asked = {k: v for k, v in anchor.get("layers", {}).get(group.layer, {}).items()
+                     if (group.layer, k) in order and depth(group.layer, k, v) > 0}
+        options = [o for o in group.options
+                   if all(k in asked and depth(group.layer, k, v) <= depth(group.layer, k, asked[k])
+                          for k, v in o.decisions.items())]
+        own = next((o for o in options if o.decisions == asked), None)
+        anchor_cost += own.cost if own is not None else 0.0
+        cut.append(Group(group.name, group.layer, options))
+    return cut, anchor_cost
+
+
+def off_level(offered: list[OfferedKnob], layer: str | None, name: str) -> Any:
+    """The level of ``layer``'s knob ``name`` that means "not applied" (its first), None if not offered."""
+    return next((o.knob.levels[0] for o in offered if o.knob.layer == layer and o.knob.name == name), None)
