@@ -346,6 +346,33 @@ def test_verification_looks_past_candidates_the_search_measured_too_optimistical
     assert (answer.key.startswith("optimistic"), verification["passed"]) == (False, True)
 
 
+def test_when_the_most_accurate_candidates_miss_at_the_budgets_edge_verification_falls_back_on_one_with_headroom(
+        finished_run, tmp_path):
+    """Six slow candidates looked most accurate and just inside the budget during the search (simulated: copies
+    of a slow gate probe, stored at 95% of the budget); the first three miss when re-measured, and the second
+    pass skips the other three at the edge for the most accurate candidate with FALLBACK_HEADROOM to spare."""
+    import shutil
+
+    from edgeslim.config import SearchConfig
+    from edgeslim.outputs import select_and_verify
+    from edgeslim.search import SearchSession
+
+    run = tmp_path / "run"
+    shutil.copytree(finished_run, run)
+    config = SearchConfig.load(run / "run.json")
+    config.out_dir, config.budget_ms, config.budget_ratio = str(run), None, 0.95
+    session = SearchSession(config)
+    session.measure_baseline()
+    at_the_edge = 0.95 * session.budget.latency_ms
+    measured = [r for r in session.store.all() if r.key != session.baseline.key and session.latency_of(r)]
+    slowest = max(measured, key=session.latency_of)  # S8S8 QOperator: several times slower than FP32
+    for i in range(6):
+        session.store.put(dataclasses.replace(slowest, key=f"edge{i}", status="measured", metric=1.0 - i * 1e-6,
+                                              latency={**slowest.latency, "p50_ms": at_the_edge}))
+    answer, verification = select_and_verify(session)
+    assert (answer.key.startswith("edge"), verification["passed"]) == (False, True)
+
+
 def test_verification_against_a_baseline_that_ran_slower_than_in_the_search_takes_a_more_accurate_answer(
         finished_run, tmp_path):
     """The search timed the baseline at a quiet moment (simulated: its stored latency rewritten to just under
