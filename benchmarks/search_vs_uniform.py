@@ -215,7 +215,10 @@ def judge(rows: dict[str, dict[str, Any]], fp32_ms: dict[str, float]) -> list[di
     for label, row in rows.items():
         if row["method"] != "search":
             continue
-        verdict: dict[str, Any] = {"search": label, "search_accuracy": row.get("test_accuracy")}
+        # a search without a verified answer has none to judge: its fastest candidate is timed, not credited
+        answered = row.get("status", "ok") == "ok"
+        verdict: dict[str, Any] = {"search": label, "answered": answered,
+                                   "search_accuracy": row.get("test_accuracy") if answered else None}
         references = {"": fp32_ms[row["runtime"]], "own_": row.get("baseline_ms_in_search")}
         for prefix, reference in references.items():
             if reference is None:
@@ -224,9 +227,9 @@ def judge(rows: dict[str, dict[str, Any]], fp32_ms: dict[str, float]) -> list[di
             rivals = [(r["test_accuracy"], other) for other, r in rows.items()
                       if r["method"] in ("uniform", "nncf") and "p50_ms" in r and r["p50_ms"] <= budget_ms]
             best_rival = max(rivals, default=(None, None))
-            accuracy = row.get("test_accuracy")
+            accuracy = verdict["search_accuracy"]
             verdict.update({f"{prefix}budget_ms": budget_ms,
-                            f"{prefix}search_meets_budget": "p50_ms" in row and row["p50_ms"] <= budget_ms,
+                            f"{prefix}search_meets_budget": answered and "p50_ms" in row and row["p50_ms"] <= budget_ms,
                             f"{prefix}best_rival": best_rival[1], f"{prefix}best_rival_accuracy": best_rival[0],
                             f"{prefix}margin_points": None if accuracy is None or best_rival[0] is None
                             else round(100 * (accuracy - best_rival[0]), 2)})
@@ -244,6 +247,8 @@ def markdown(result: dict[str, Any]) -> list[str]:
             md.append(f"| {label} | {row['runtime']} | - | {row.get('error') or row.get('status')} | - | "
                       f"{row.get('device_runs', '-')} | {row.get('wall_s', 0):.0f} |")
             continue
+        if row.get("status", "ok") != "ok":  # the row is the search's fastest candidate, not an answer
+            label = f"{label}: no answer ({row['status']}); its fastest candidate"
         md.append(f"| {label} | {row['runtime']} | {row['test_accuracy']:.4f} | {row['p50_ms']:.3f} "
                   f"({row['p50_range'][0]:.3f}-{row['p50_range'][1]:.3f}) | {row['latency_ratio']:.2f} | "
                   f"{row['device_runs'] or '-'} | {row['wall_s']:.0f} |")
@@ -254,7 +259,8 @@ def markdown(result: dict[str, Any]) -> list[str]:
         for v in result["verdicts"]:
             if f"{prefix}budget_ms" not in v:
                 continue
-            acc = "-" if v["search_accuracy"] is None else f"{v['search_accuracy']:.4f}"
+            acc = "no answer" if not v.get("answered", True) else \
+                "-" if v["search_accuracy"] is None else f"{v['search_accuracy']:.4f}"
             rival_acc = v[f"{prefix}best_rival_accuracy"]
             rival = "-" if rival_acc is None else f"{rival_acc:.4f}"
             margin = "-" if v[f"{prefix}margin_points"] is None else f"{v[f'{prefix}margin_points']:+.2f}"
