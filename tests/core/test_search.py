@@ -320,21 +320,27 @@ def test_the_manifest_lists_every_int8_encoding_the_gate_probed(finished_run):
     assert ([p["settings"] for p in probes[6:]], all(p["layers_int8"] for p in probes)) == (refined, True)
 
 
-def test_verification_looks_past_candidates_the_search_measured_too_optimistically(finished_run, tmp_path):
-    """Three slow candidates looked in budget and most accurate during the search (simulated: copies of a slow
-    gate probe with rewritten stored latencies); re-measured they miss, and verification goes on to the most
-    accurate real candidate that meets the budget."""
+def session_on_a_copy(finished_run: Path, tmp_path: Path, budget_ratio: float):
+    """A session on a copy of the finished run (so a test may rewrite its store) with a new ratio budget."""
     import shutil
 
     from edgeslim.config import SearchConfig
-    from edgeslim.outputs import select_and_verify
     from edgeslim.search import SearchSession
 
     run = tmp_path / "run"
     shutil.copytree(finished_run, run)
     config = SearchConfig.load(run / "run.json")
-    config.out_dir, config.budget_ms, config.budget_ratio = str(run), None, 0.95
-    session = SearchSession(config)
+    config.out_dir, config.budget_ms, config.budget_ratio = str(run), None, budget_ratio
+    return SearchSession(config)
+
+
+def test_verification_looks_past_candidates_the_search_measured_too_optimistically(finished_run, tmp_path):
+    """Three slow candidates looked in budget and most accurate during the search (simulated: copies of a slow
+    gate probe with rewritten stored latencies); re-measured they miss, and verification goes on to the most
+    accurate real candidate that meets the budget."""
+    from edgeslim.outputs import select_and_verify
+
+    session = session_on_a_copy(finished_run, tmp_path, budget_ratio=0.95)
     session.measure_baseline()
     base_ms = session.latency_of(session.baseline)
     measured = [r for r in session.store.all() if r.key != session.baseline.key and session.latency_of(r)]
@@ -351,17 +357,9 @@ def test_when_the_most_accurate_candidates_miss_at_the_budgets_edge_verification
     """Six slow candidates looked most accurate and just inside the budget during the search (simulated: copies
     of a slow gate probe, stored at 95% of the budget); the first three miss when re-measured, and the second
     pass skips the other three at the edge for the most accurate candidate with FALLBACK_HEADROOM to spare."""
-    import shutil
-
-    from edgeslim.config import SearchConfig
     from edgeslim.outputs import select_and_verify
-    from edgeslim.search import SearchSession
 
-    run = tmp_path / "run"
-    shutil.copytree(finished_run, run)
-    config = SearchConfig.load(run / "run.json")
-    config.out_dir, config.budget_ms, config.budget_ratio = str(run), None, 0.95
-    session = SearchSession(config)
+    session = session_on_a_copy(finished_run, tmp_path, budget_ratio=0.95)
     session.measure_baseline()
     at_the_edge = 0.95 * session.budget.latency_ms
     measured = [r for r in session.store.all() if r.key != session.baseline.key and session.latency_of(r)]
@@ -380,17 +378,9 @@ def test_verification_against_a_baseline_that_ran_slower_than_in_the_search_take
     there (its stored time is halved too, so a busy machine cannot put it above the INT8 ones); verification
     re-times the baseline, and the INT8 candidates (about 0.35x of the real baseline) are verified against it,
     and one replaces the answer."""
-    import shutil
-
-    from edgeslim.config import SearchConfig
     from edgeslim.outputs import select_and_verify
-    from edgeslim.search import SearchSession
 
-    run = tmp_path / "run"
-    shutil.copytree(finished_run, run)
-    config = SearchConfig.load(run / "run.json")
-    config.out_dir, config.budget_ms, config.budget_ratio = str(run), None, 0.8
-    session = SearchSession(config)
+    session = session_on_a_copy(finished_run, tmp_path, budget_ratio=0.8)
     real = session.measure_baseline()
     measured = [r for r in session.store.all()
                 if r.key != real.key and r.status == "measured" and session.latency_of(r)]
