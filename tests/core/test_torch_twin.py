@@ -73,3 +73,22 @@ def test_a_graph_that_cannot_be_converted_says_why(tmp_path):
     attach_torch_twin(source)
     assert any("are not offered for this graph: onnx2torch cannot convert it" in n for n in source.notes), \
         source.notes
+
+
+def test_an_opset_18_reduction_the_twin_cannot_express_is_named_in_the_note(tmp_path):
+    """ReduceMean-18 with noop_with_empty_axes and no axes is an identity the converter does not build: the run
+    falls back to the ONNX-stage techniques and names the node form, rather than failing or pruning wrongly."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weight = numpy_helper.from_array(np.ones((8, 8), np.float32), "w")
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
+                               helper.make_node("ReduceMean", ["h"], ["y"], name="r", noop_with_empty_axes=1)], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [weight])
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8),
+              str(tmp_path / "r.onnx"))
+    source = load_onnx_source(tmp_path / "r.onnx", tmp_path / "s", {}, None)
+    attach_torch_twin(source)
+    assert any("ReduceMean with noop_with_empty_axes and no axes" in n for n in source.notes), source.notes
