@@ -56,20 +56,26 @@ def test_a_search_on_it_prunes_channels(default_export, tmp_path, fast_profile):
     assert any("sparsity" in d for r in records for d in r["plan"]["layers"].values())
 
 
-def test_a_graph_that_cannot_be_converted_says_why(tmp_path):
+def matmul_then(node, opset: int, path):
+    """A two-node model, x[1,8] -> MatMul -> h -> ``node`` -> y[1,8], saved at ``path``."""
     import numpy as np
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    # Shrink has no onnx2torch converter: the model gets the ONNX-stage techniques and a note saying so
     weight = numpy_helper.from_array(np.ones((8, 8), np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
-                               helper.make_node("Shrink", ["h"], ["y"], name="s")], "g",
+    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"), node], "g",
                               [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
                               [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [weight])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8),
-              str(tmp_path / "e.onnx"))
-    source = load_onnx_source(tmp_path / "e.onnx", tmp_path / "s", {}, None)
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)], ir_version=8), str(path))
+    return path
+
+
+def test_a_graph_that_cannot_be_converted_says_why(tmp_path):
+    from onnx import helper
+
+    # Shrink has no onnx2torch converter: the model gets the ONNX-stage techniques and a note saying so
+    model = matmul_then(helper.make_node("Shrink", ["h"], ["y"], name="s"), opset=17, path=tmp_path / "e.onnx")
+    source = load_onnx_source(model, tmp_path / "s", {}, None)
     attach_torch_twin(source)
     assert any("are not offered for this graph: onnx2torch cannot convert it" in n for n in source.notes), \
         source.notes
@@ -78,17 +84,10 @@ def test_a_graph_that_cannot_be_converted_says_why(tmp_path):
 def test_an_opset_18_reduction_the_twin_cannot_express_is_named_in_the_note(tmp_path):
     """ReduceMean-18 with noop_with_empty_axes and no axes is an identity the converter does not build: the run
     falls back to the ONNX-stage techniques and names the node form, rather than failing or pruning wrongly."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import helper
 
-    weight = numpy_helper.from_array(np.ones((8, 8), np.float32), "w")
-    graph = helper.make_graph([helper.make_node("MatMul", ["x", "w"], ["h"], name="mm"),
-                               helper.make_node("ReduceMean", ["h"], ["y"], name="r", noop_with_empty_axes=1)], "g",
-                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8])],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 8])], [weight])
-    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)], ir_version=8),
-              str(tmp_path / "r.onnx"))
-    source = load_onnx_source(tmp_path / "r.onnx", tmp_path / "s", {}, None)
+    model = matmul_then(helper.make_node("ReduceMean", ["h"], ["y"], name="r", noop_with_empty_axes=1), opset=18,
+                        path=tmp_path / "r.onnx")
+    source = load_onnx_source(model, tmp_path / "s", {}, None)
     attach_torch_twin(source)
     assert any("ReduceMean with noop_with_empty_axes and no axes" in n for n in source.notes), source.notes
