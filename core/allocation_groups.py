@@ -108,3 +108,43 @@ def lighter_than(groups: list[Group], anchor: Plan, offered: list[OfferedKnob]) 
 def off_level(offered: list[OfferedKnob], layer: str | None, name: str) -> Any:
     """The level of ``layer``'s knob ``name`` that means "not applied" (its first), None if not offered."""
     return next((o.knob.levels[0] for o in offered if o.knob.layer == layer and o.knob.name == name), None)
+
+
+#: an unscored move's cost is this quantile of what the same knob at the same level cost on the layers scored:
+#: above the middle, so the program prefers the moves it knows, without ruling the others out
+IMPUTED_QUANTILE = 0.75
+
+
+def impute_unscored(drops: dict[tuple, float], offered: list[OfferedKnob]) -> int:
+    """Give each per-layer move the sensitivity phase did not score (its time share ran out) a cost from the
+    same knob and level on the layers it did score (:data:`IMPUTED_QUANTILE`), in place; returns how many. A
+    cost is a per-layer quantile of costs that rise with the level, so an imputed deeper level never costs
+    less. Without it such a move costs 1e6: a program that needs it to meet the budget predicts a loss no
+    round is measured at (a MobileNetV2-style model: predicted 2000000.7, so no integer-program round ran)."""
+    scored: dict[tuple[str, Any], list[float]] = {}
+    for (layer, name, level), drop in drops.items():
+        if layer is not None:
+            scored.setdefault((name, level), []).append(drop)
+    imputed = 0
+    for o in offered:
+        for level in o.knob.levels[1:]:
+            key, seen = (o.knob.layer, o.knob.name, level), sorted(scored.get((o.knob.name, level), []))
+            if o.knob.layer is None or key in drops or not seen:
+                continue
+            drops[key] = seen[round(IMPUTED_QUANTILE * (len(seen) - 1))]
+            imputed += 1
+    return imputed
+
+
+def plan_loss(plan: Plan, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float]) -> float:
+    """The accuracy loss the integer program would predict for ``plan``: the one-shot losses of its moves beyond
+    ``base``, summed (infinite when one was not scored). Compared with a measured loss it says how far the
+    prediction overstates what recovery gets back (removing blocks one-shot costs far more than it does after
+    distillation)."""
+    cost = 0.0
+    for layer, knobs in [(None, plan.get("model", {})), *plan.get("layers", {}).items()]:
+        before = base.get("model", {}) if layer is None else base.get("layers", {}).get(layer, {})
+        for name, level in knobs.items():
+            if before.get(name) != level and level != off_level(offered, layer, name):
+                cost += drops.get((layer, name, level), math.inf)
+    return cost

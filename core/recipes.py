@@ -224,21 +224,42 @@ def uniform_recipes(search: SearchAPI, base: Plan, dropped: set[str]) -> list[Re
 SENSITIVITY_TIME_SHARE = 0.5
 
 
+def scoring_order(offered: list[OfferedKnob]) -> list[OfferedKnob]:
+    """``offered`` in the order the sensitivity phase scores it, so that any prefix (what a spent time share
+    leaves) covers every knob family across the whole depth of the network: the families taken in turn, and
+    within each the layers in bisection order (first, middle, quarters, ...). Offered order is one family after
+    another, layer by layer: cut at half its time on a MobileNetV2-style model, it had scored channel pruning on
+    the first 43 of 44 layers and neither INT8 nor block removal anywhere, and the integer program, which must
+    treat an unscored move as a last resort, never measured a round."""
+    families: dict[str, list[OfferedKnob]] = {}
+    for o in offered:
+        families.setdefault(o.knob.name, []).append(o)
+
+    def bisection(n: int) -> list[int]:
+        bits = max(1, (n - 1).bit_length())
+        return sorted(range(n), key=lambda i: int(format(i, f"0{bits}b")[::-1], 2))
+
+    queues = [[knobs[i] for i in bisection(len(knobs))] for knobs in families.values()]
+    return [queue[i] for i in range(max(map(len, queues), default=0)) for queue in queues if i < len(queue)]
+
+
 def sensitivities(search: SearchAPI, base: Plan, offered: list[OfferedKnob], one_shot: bool = False
                   ) -> list[tuple[OfferedKnob, Any, float]]:
     """(knob, level, metric drop) of every single move (one layer, one knob, one level) scored on the host, in
-    knob order; a deeper level never costs less than a shallower one of the same knob. Under ``--time-budget``
-    it stops offering moves once it has used :data:`SENSITIVITY_TIME_SHARE` of the time left at its start."""
+    :func:`scoring_order`; a deeper level never costs less than a shallower one of the same knob. Under
+    ``--time-budget`` it stops once it has used :data:`SENSITIVITY_TIME_SHARE` of the time left at its start,
+    and says how many knobs it left unscored."""
     found = []
     left = search.time_left()
     keep = None if left is None else left * (1.0 - SENSITIVITY_TIME_SHARE)
-    for o in offered:
+    ordered = scoring_order(offered)
+    for done, o in enumerate(ordered):
         knob, floor = o.knob, 0.0
         if keep is not None and (search.time_left() or 0.0) <= keep:
             search.note(f"--time-budget: the sensitivity phase used its share ({SENSITIVITY_TIME_SHARE:.0%} of the "
-                        f"{left:.0f} s left when it started); moves from {knob.layer or 'model'} {knob.name} on "
-                        "are not offered" if left else
-                        "--time-budget spent before the sensitivity phase: no per-layer move is offered")
+                        f"{left:.0f} s left when it started) after {done} of {len(ordered)} knobs (every family, "
+                        "spread over the layers); the rest are not scored" if left else
+                        "--time-budget spent before the sensitivity phase: no per-layer move is scored")
             break
         for level in knob.levels[1:]:
             record = search.score(set_knob(base, knob.layer, knob.name, level, knob.levels[0]), one_shot=one_shot,

@@ -30,10 +30,11 @@
 from __future__ import annotations
 
 import itertools
+import math
 from collections.abc import Callable
 from typing import Any
 
-from edgeslim import hookimpl
+from edgeslim import allocation_groups, hookimpl
 from edgeslim.allocation import Group, solve
 from edgeslim.allocation_groups import build_groups, lighter_than, off_level
 from edgeslim.plan import Plan, set_knob
@@ -58,7 +59,10 @@ VERIFY_MARGIN = 0.10
 #: round is held to it too (on OpenVINO one predicted to lose 1.24 measured 9.7% accuracy), but against the best
 #: candidate that already runs under its own target: it is what verification falls back on when the best one,
 #: at the budget's edge, misses (lossless INT8, 0.49x in the search, 0.64x in verification, on a 0.5x budget; held
-#: to INT8's zero loss, the margin round was skipped and the fallback was a 4-point-worse recipe). Anchored rounds
+#: to INT8's zero loss, the margin round was skipped and the fallback was a 4-point-worse recipe). The yardstick is
+#: the best candidate's measured loss or, when larger, the loss the same sum of one-shot losses predicts for it:
+#: every block removed, lossless after distillation, is a large loss one-shot, and held to its zero the rounds
+#: of a MobileNetV2-style model were never measured. Anchored rounds
 #: are not held to it: they only lighten a measured plan, so they predict less loss than it by construction
 HOPELESS_MULTIPLE = 2.0
 HOPELESS_SLACK = 0.01
@@ -83,6 +87,7 @@ class KnapsackAllocation(Strategy):
         self.tried: set[str] = set()  # the solutions measured (repr of their plans)
         self.anchored: list[CandidateRecord] = []  # the anchored rounds' measured solutions
         self.correction = (0.0, 1.0)  # (slack, factor) after the last round: the margin round starts from it
+        self.predicting: tuple = ()  # (base, offered, drops) once scored: a measured plan's predicted loss
 
     def run(self, search: SearchAPI) -> None:
         dropped: set[str] = set()
@@ -97,6 +102,7 @@ class KnapsackAllocation(Strategy):
         has_table = search.use_latency_table(base, [o.knob for o in offered if o.knob.layer is not None])
         recipe_ms = self._recipes(search, base, dropped)
         drops = self._sensitivity(search, base, offered)
+        self.predicting = (base, offered, drops)
         self._rounds(search, base, offered, drops, has_table, recipe_ms)
         self._anchored_rounds(search, base, offered, drops, has_table, recipe_ms)
         self._margin_round(search, base, offered, drops, has_table, recipe_ms)
@@ -107,8 +113,14 @@ class KnapsackAllocation(Strategy):
     def _sensitivity(search: SearchAPI, base: Plan, offered: list[OfferedKnob]) -> dict[tuple, float]:
         """{(layer, knob, level): metric drop} of every single move, one-shot; a deeper level never costs less."""
         search.phase("per-layer sensitivity (one-shot, scored on the host)")
-        return {(o.knob.layer, o.knob.name, level): drop
-                for o, level, drop in sensitivities(search, base, offered, one_shot=True)}
+        drops = {(o.knob.layer, o.knob.name, level): drop
+                 for o, level, drop in sensitivities(search, base, offered, one_shot=True)}
+        scored = len(drops)
+        if imputed := allocation_groups.impute_unscored(drops, offered):
+            search.note(f"knapsack: {imputed} moves the sensitivity phase did not score cost the "
+                        f"{allocation_groups.IMPUTED_QUANTILE:.0%} quantile of what the same knob and level cost on "
+                        f"the layers it scored ({scored} moves scored)")
+        return drops
 
     def _recipes(self, search: SearchAPI, base: Plan, dropped: set[str]) -> dict[str, float]:
         """Find, per recipe family, the least compressed recipe whose latency meets the budget (the deeper ones
@@ -241,12 +253,15 @@ class KnapsackAllocation(Strategy):
         best = self._best_in_budget(search, within_ms)
         if best is None:
             return False
-        limit = HOPELESS_MULTIPLE * max(0.0, search.metric_drop(best)) + HOPELESS_SLACK
-        if predicted_cost <= limit:
+        # the same yardstick for both: what the prediction says of the best candidate, when it says more than
+        # its measurement (all blocks removed, lossless after distillation, is a large loss one-shot)
+        own = allocation_groups.plan_loss(best.plan, *self.predicting) if self.predicting else math.inf
+        yardstick = max(0.0, search.metric_drop(best), own if math.isfinite(own) else 0.0)
+        if predicted_cost <= HOPELESS_MULTIPLE * yardstick + HOPELESS_SLACK:
             return False
         search.note(f"knapsack: {what} not measured: its predicted accuracy loss {predicted_cost:.4f} is more than "
-                    f"{HOPELESS_MULTIPLE:g}x (+{HOPELESS_SLACK}) the {max(0.0, search.metric_drop(best)):.4f} of the "
-                    f"best in-budget candidate measured ({best.purpose})")
+                    f"{HOPELESS_MULTIPLE:g}x (+{HOPELESS_SLACK}) the {yardstick:.4f} of the best in-budget candidate "
+                    f"measured ({best.purpose}; its measured loss or, if larger, its predicted one)")
         return True
 
     def _anchored_rounds(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],

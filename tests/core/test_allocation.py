@@ -47,3 +47,61 @@ def test_a_block_and_a_layer_inside_it_are_never_both_changed():
     allocation = solve(nested, -1.5, exclusive=[("b", "b.conv")])
     assert {name: o.decisions for name, o in allocation.choice.items() if o.decisions} == {
         "b": {"remove": True}, "c": {"s": 0.5}}
+
+
+def offered_knobs() -> list:
+    """A MobileNetV2-like offer: channels and INT8 on 8 layers (in that order, family after family), removal of
+    2 blocks."""
+    from edgeslim.strategy import OfferedKnob
+    from edgeslim.technique import Knob
+
+    layers = [f"features.{i}" for i in range(8)]
+    return ([OfferedKnob("pruning", Knob("pruning", "sparsity", layer, (0.0, 0.5, 0.75))) for layer in layers]
+            + [OfferedKnob("quantization", Knob("quantization", "bits", layer, (32, 8))) for layer in layers]
+            + [OfferedKnob("layer_pruning", Knob("layer_pruning", "remove", b, (False, True)))
+               for b in ("features.3", "features.6")])
+
+
+def test_a_cut_short_sensitivity_phase_has_scored_every_family_across_the_depth():
+    """The first 6 knobs scored (a spent time share) are 2 of each family, and channels and INT8 each on the
+    first layer and one in the second half: offered order would have given channels on features.0-5 only."""
+    from edgeslim.recipes import scoring_order
+
+    first = [(o.knob.name, int(o.knob.layer.split(".")[1])) for o in scoring_order(offered_knobs())[:6]]
+    families = sorted({name for name, _ in first})
+    deepest = {name: max(i for n, i in first if n == name) for name in ("sparsity", "bits")}
+    assert (families, len(first), min(deepest.values()) >= 4) == (["bits", "remove", "sparsity"], 6, True)
+
+
+def test_every_offered_knob_is_scored_once_when_time_allows():
+    from edgeslim.recipes import scoring_order
+
+    offered = offered_knobs()
+    assert sorted(map(id, scoring_order(offered))) == sorted(map(id, offered))
+
+
+def test_an_unscored_move_costs_an_upper_quantile_of_the_same_move_elsewhere_and_never_less_when_deeper():
+    from edgeslim.allocation_groups import impute_unscored
+
+    drops = {(f"features.{i}", "sparsity", 0.5): 0.01 * i for i in range(5)}
+    drops |= {(f"features.{i}", "sparsity", 0.75): 0.02 * i + 0.05 for i in range(5)}
+    imputed = impute_unscored(drops, offered_knobs())
+    half, most = drops[("features.7", "sparsity", 0.5)], drops[("features.7", "sparsity", 0.75)]
+    # 3 layers x 2 levels imputed; nothing for INT8 or removal, which no layer scored
+    assert (imputed, half, most, ("features.7", "bits", 8) in drops) == (6, 0.03, 0.11, False)
+
+
+def test_a_plans_predicted_loss_sums_its_moves_beyond_the_base_and_is_infinite_with_an_unscored_one():
+    import math
+
+    from edgeslim.allocation_groups import plan_loss
+
+    offered = offered_knobs()
+    drops = {("features.1", "sparsity", 0.5): 0.02, ("features.3", "remove", True): 0.3,
+             ("features.2", "bits", 8): 0.001}
+    base = {"layers": {"features.2": {"bits": 8}}, "model": {"int8_scheme": "u8s8"}}
+    plan = {"layers": {"features.1": {"sparsity": 0.5}, "features.2": {"bits": 8}, "features.3": {"remove": True},
+                       "features.4": {"sparsity": 0.0}}, "model": {"int8_scheme": "u8s8"}}
+    unscored = {**plan, "layers": {**plan["layers"], "features.5": {"sparsity": 0.75}}}
+    assert (round(plan_loss(plan, base, offered, drops), 6), plan_loss(unscored, base, offered, drops)) == (
+        0.32, math.inf)

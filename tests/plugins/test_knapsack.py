@@ -228,3 +228,36 @@ def test_an_in_budget_candidate_with_time_to_spare_gets_its_moves_rechosen_light
     first = anchored[0].plan
     assert (len(anchored) >= 1, all(depth(first, layer) <= depth(anchor.plan, layer) for layer in levels),
             any(depth(first, layer) < depth(anchor.plan, layer) for layer in levels)) == (True, True, True)
+
+
+def test_a_round_is_held_to_what_the_prediction_says_of_the_best_candidate_not_only_to_its_measured_loss(
+        tmp_path, resnet_onnx, fast_profile):
+    """The best in-budget candidate has every layer at its deepest channel cut and is as accurate as the original
+    after recovery (simulated: its record carries the baseline's score), while one-shot its cuts cost a lot (as
+    every block removed did on a MobileNetV2-style model, lossless after distillation). A round predicted to lose
+    1.5x that one-shot loss is worth measuring (held to the measured zero it was not); one predicted to lose more
+    than HOPELESS_MULTIPLE x it is not."""
+    from edgeslim.allocation_groups import plan_loss
+    from edgeslim.config import SearchConfig
+    from edgeslim.plugins.knapsack import HOPELESS_MULTIPLE, HOPELESS_SLACK, KnapsackAllocation
+    from edgeslim.recipes import uniform
+    from edgeslim.records import CandidateRecord
+    from edgeslim.search import SearchSession
+    from edgeslim.strategy_view import SessionView
+
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ratio=0.9,
+                                         out_dir=str(tmp_path / "run"), trials=10))
+    session.measure_baseline()
+    view, base = SessionView(session), {"layers": {}, "model": {}}
+    offered = [o for o in view.knobs() if o.reduces_latency and o.knob.name == "sparsity"]
+    strategy = KnapsackAllocation()
+    drops = strategy._sensitivity(view, base, offered)
+    strategy.predicting = (base, offered, drops)
+    deepest = uniform(base, [o.knob for o in offered], max(len(o.knob.levels) for o in offered) - 1)
+    fast = 0.5 * view.budget_ms
+    strategy.measured = [CandidateRecord.new("deepest", deepest, "recipe: uniform deepest", "measured",
+                                             metric=view.baseline.metric,
+                                             latency={"status": "ok", "p50_ms": fast, "p90_ms": fast})]
+    own = plan_loss(deepest, base, offered, drops)
+    assert (own > HOPELESS_SLACK, strategy._hopeless(view, 1.5 * own, "round 1"),
+            strategy._hopeless(view, HOPELESS_MULTIPLE * own + 2 * HOPELESS_SLACK, "round 2")) == (True, False, True)
