@@ -125,13 +125,14 @@ def impute_unscored(drops: dict[tuple, float], offered: list[OfferedKnob]) -> in
     for (layer, name, level), drop in drops.items():
         if layer is not None:
             scored.setdefault((name, level), []).append(drop)
+    quantile = {move: sorted(costs)[round(IMPUTED_QUANTILE * (len(costs) - 1))] for move, costs in scored.items()}
     imputed = 0
     for o in offered:
         for level in o.knob.levels[1:]:
-            key, seen = (o.knob.layer, o.knob.name, level), sorted(scored.get((o.knob.name, level), []))
-            if o.knob.layer is None or key in drops or not seen:
+            key = (o.knob.layer, o.knob.name, level)
+            if o.knob.layer is None or key in drops or (o.knob.name, level) not in quantile:
                 continue
-            drops[key] = seen[round(IMPUTED_QUANTILE * (len(seen) - 1))]
+            drops[key] = quantile[(o.knob.name, level)]
             imputed += 1
     return imputed
 
