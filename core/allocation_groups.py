@@ -137,15 +137,64 @@ def impute_unscored(drops: dict[tuple, float], offered: list[OfferedKnob]) -> in
     return imputed
 
 
+def loss_by_move(plan: Plan, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float]
+                 ) -> dict[tuple[str, Any], float]:
+    """The one-shot losses of ``plan``'s moves beyond ``base``, summed per (knob, level): infinite for a pair
+    with a move that was not scored."""
+    losses: dict[tuple[str, Any], float] = {}
+    for layer, knobs in [(None, plan.get("model", {})), *plan.get("layers", {}).items()]:
+        before = base.get("model", {}) if layer is None else base.get("layers", {}).get(layer, {})
+        for name, level in knobs.items():
+            if before.get(name) != level and level != off_level(offered, layer, name):
+                losses[(name, level)] = losses.get((name, level), 0.0) + drops.get((layer, name, level), math.inf)
+    return losses
+
+
 def plan_loss(plan: Plan, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float]) -> float:
     """The accuracy loss the integer program would predict for ``plan``: the one-shot losses of its moves beyond
     ``base``, summed (infinite when one was not scored). Compared with a measured loss it says how far the
     prediction overstates what recovery gets back (removing blocks one-shot costs far more than it does after
     distillation)."""
-    cost = 0.0
-    for layer, knobs in [(None, plan.get("model", {})), *plan.get("layers", {}).items()]:
-        before = base.get("model", {}) if layer is None else base.get("layers", {}).get(layer, {})
-        for name, level in knobs.items():
-            if before.get(name) != level and level != off_level(offered, layer, name):
-                cost += drops.get((layer, name, level), math.inf)
-    return cost
+    return sum(loss_by_move(plan, base, offered, drops).values())
+
+
+#: a recipe predicted to lose less than this (summed one-shot losses of one knob level) says too little to
+#: calibrate that level by: a ratio of two numbers within the scoring noise
+CALIBRATION_MIN_PREDICTED = 0.01
+#: a measured recipe that lost nothing (or gained: distillation from an under-trained teacher) counts as losing
+#: this much, so its knob level's moves stay in their one-shot order among themselves rather than all free
+CALIBRATION_FLOOR = 0.002
+
+
+def calibrate_to_recipes(drops: dict[tuple, float], offered: list[OfferedKnob], base: Plan,
+                         recipes: list[tuple[Plan, float]]) -> tuple[dict[tuple, float], dict[tuple[str, Any], float]]:
+    """One-shot costs scaled, per knob level, by what the uniform recipes of that level lost when measured (with
+    the run's recovery) over what their one-shot costs summed to: the ratio says how much of a one-shot loss
+    recovery gets back, which differs by technique. Removing every block of a MobileNetV2-style model summed to
+    a 0.78 one-shot loss and measured lossless after distillation, while its channels' one-shot losses held:
+    uncalibrated, the program steered clear of the move that won. A recipe of two knob levels calibrates the one
+    the other recipes have not, after the other's (calibrated) share is taken off. A level no recipe measured
+    keeps its one-shot costs, and per layer a deeper level never costs less than a shallower one. Factors are
+    at most 1 (recovery does not lose what one-shot scoring did not). Returns the scaled costs and
+    {(knob, level): factor}."""
+    predicted = [(loss_by_move(plan, base, offered, drops), measured) for plan, measured in recipes
+                 if math.isfinite(measured)]
+    factors: dict[tuple[str, Any], float] = {}
+    for _ in range(2):  # single-level recipes first, then those whose other level the first pass calibrated
+        found: dict[tuple[str, Any], list[float]] = {}
+        for losses, measured in predicted:
+            unknown = [m for m, loss in losses.items() if m not in factors and loss >= CALIBRATION_MIN_PREDICTED]
+            if len(unknown) != 1 or not math.isfinite(losses[unknown[0]]):
+                continue
+            rest = sum(factors.get(m, 1.0) * loss for m, loss in losses.items() if m != unknown[0])
+            found.setdefault(unknown[0], []).append(
+                min(1.0, max(measured - rest, CALIBRATION_FLOOR) / losses[unknown[0]]))
+        factors |= {move: max(ratios) for move, ratios in found.items()}  # two recipes: the more cautious
+    scaled = {key: cost * factors.get((key[1], key[2]), 1.0) for key, cost in drops.items()}
+    for o in offered:  # a deeper level never costs less than a shallower one on the same layer
+        floor = 0.0
+        for level in o.knob.levels[1:]:
+            key = (o.knob.layer, o.knob.name, level)
+            if key in scaled:
+                scaled[key] = floor = max(scaled[key], floor)
+    return scaled, factors

@@ -9,7 +9,8 @@
    is never less accurate than a recipe that meets it. Under ``--time-budget`` the families' stops are measured
    best one-shot score first, within half the time left (``RECIPE_TIME_SHARE``); the notes name any skipped.
 4. One-shot sensitivity: every single move (one layer, one knob, one level) built *without training*
-   (least-squares reconstruction only) and scored on the host: a cheap ranking, not the answer's accuracy.
+   (least-squares reconstruction only) and scored on the host: a cheap ranking, not the answer's accuracy;
+   each knob level's costs then scaled by its measured recipes' loss over their one-shot sum.
    Under ``--time-budget`` it uses at most half the time left (``edgeslim.recipes.SENSITIVITY_TIME_SHARE``).
 5. Rounds: a multiple-choice knapsack over the layers (``edgeslim.allocation``, HALP / HAWQ-V3 style: least
    predicted accuracy loss whose predicted latency fits) is solved, its solution measured with the short
@@ -51,19 +52,14 @@ RECIPE_TIME_SHARE = 0.5
 #: FashionResNet (0.3-0.6 ms) the interleaved verification found the search's best candidates 0-10% over a budget
 #: their one measurement had met by 1-9% (ratios 0.552 and 0.500 against 0.5, 0.326 and 0.330 against 0.3)
 VERIFY_MARGIN = 0.10
-#: a round is not measured when its predicted (one-shot) accuracy loss exceeds this multiple of the best in-budget
-#: candidate's measured loss, plus ``HOPELESS_SLACK``: one-shot losses ran close to the measured ones on
-#: FashionResNet (0.034 predicted vs 0.026 measured, 0.84 vs 0.80), the headroom is for what recovery buys back.
-#: Without it a table that over-predicts a knob's saving drove four rounds ever deeper (predicted loss 0.03, 0.15,
-#: 0.32, 0.84) while the measured latency stayed put, and the measured solutions lost 3 to 80 points. The margin
-#: round is held to it too (on OpenVINO one predicted to lose 1.24 measured 9.7% accuracy), but against the best
-#: candidate that already runs under its own target: it is what verification falls back on when the best one,
-#: at the budget's edge, misses (lossless INT8, 0.49x in the search, 0.64x in verification, on a 0.5x budget; held
-#: to INT8's zero loss, the margin round was skipped and the fallback was a 4-point-worse recipe). The yardstick is
-#: the best candidate's measured loss or, when larger, the loss the same sum of one-shot losses predicts for it:
-#: every block removed, lossless after distillation, is a large loss one-shot, and held to its zero the rounds
-#: of a MobileNetV2-style model were never measured. Anchored rounds
-#: are not held to it: they only lighten a measured plan, so they predict less loss than it by construction
+#: a round is not measured when its predicted accuracy loss exceeds this multiple of the best in-budget
+#: candidate's loss, plus ``HOPELESS_SLACK``. Without it an over-predicting table drove four rounds ever deeper
+#: (predicted loss 0.03 to 0.84) while the measured latency stayed put; they lost 3 to 80 points. The margin
+#: round is held to the best candidate under its own target: it is what verification falls back on when the best
+#: one, at the budget's edge, misses (held to lossless INT8, it was skipped; the fallback was 4 points worse). The
+#: yardstick is the best candidate's measured loss or, when larger, its predicted one: held to the zero of every
+#: block removed (lossless after distillation), no MobileNetV2 round was measured. Anchored rounds only lighten a
+#: measured plan, so they predict less loss than it by construction and are not held to it
 HOPELESS_MULTIPLE = 2.0
 HOPELESS_SLACK = 0.01
 #: anchored rounds: when the most accurate in-budget candidate runs more than twice :data:`VERIFY_MARGIN` under the
@@ -101,7 +97,7 @@ class KnapsackAllocation(Strategy):
         # worse than is in hand before the (host-only) ranking spends its share of the time
         has_table = search.use_latency_table(base, [o.knob for o in offered if o.knob.layer is not None])
         recipe_ms = self._recipes(search, base, dropped)
-        drops = self._sensitivity(search, base, offered)
+        drops = self._calibrated(search, base, offered, self._sensitivity(search, base, offered))
         self.predicting = (base, offered, drops)
         self._rounds(search, base, offered, drops, has_table, recipe_ms)
         self._anchored_rounds(search, base, offered, drops, has_table, recipe_ms)
@@ -122,18 +118,25 @@ class KnapsackAllocation(Strategy):
                         f"the layers it scored ({scored} moves scored)")
         return drops
 
+    def _calibrated(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float]
+                    ) -> dict[tuple, float]:
+        """The one-shot costs scaled per knob level by what its measured recipes lost (``calibrate_to_recipes``)."""
+        drops, factors = allocation_groups.calibrate_to_recipes(
+            drops, offered, base, [(r.plan, search.metric_drop(r)) for r in self.measured])
+        if factors:
+            search.note("knapsack: one-shot costs scaled by measured over predicted loss of the recipes: " + ", ".join(
+                f"{name}={level} x{factor:.3g}" for (name, level), factor in factors.items()))
+        return drops
+
     def _recipes(self, search: SearchAPI, base: Plan, dropped: set[str]) -> dict[str, float]:
-        """Find, per recipe family, the least compressed recipe whose latency meets the budget (the deeper ones
-        of that family compress more for no latency the budget needs), and measure it as a candidate. The walk
-        times architectures only (``probe_latency``: built without recovery, since latency does not depend on the
-        weights), so only the level it stops at pays for recovery. The table only says where to start: the level
-        it predicts nearest under the budget is timed first, then shallower levels while they still meet it, or
-        deeper ones until one does (none: the fastest timed is measured, the family's best effort). Nothing is
-        ruled out on a prediction alone, so the answer is never less accurate than a recipe that meets the
-        budget (latency falling with compression within a family). Under ``--time-budget`` the stops are
-        measured in the order of their one-shot scores and only within :data:`RECIPE_TIME_SHARE` of the time left
-        (the gated techniques alone, uniform INT8, always first; the guarantee then covers the measured ones; the
-        notes name the rest). Returns {recipe label: timed ms}."""
+        """Per recipe family, measure the least compressed recipe whose latency meets the budget (deeper ones
+        compress more for nothing). The walk times architectures only (``probe_latency``, no recovery), so only
+        its stop pays for recovery. The table only says where to start: the level it predicts nearest under the
+        budget, then shallower levels while they meet it, or deeper ones until one does (none: the fastest).
+        Nothing is ruled out on a prediction, so the answer is never less accurate than a recipe that meets the
+        budget. Under ``--time-budget`` the stops are measured by one-shot score within
+        :data:`RECIPE_TIME_SHARE` of the time left (uniform INT8 first; the notes name those skipped).
+        Returns {recipe label: timed ms}."""
         search.phase("uniform recipes (measured on the target)")
         families: dict[str, list[Recipe]] = {}
         for recipe in uniform_recipes(search, base, dropped):
@@ -243,9 +246,7 @@ class KnapsackAllocation(Strategy):
         with ``within_ms``, among those that ran at most that long."""
         in_budget = [r for r in self.measured if search.meets_budget(r)
                      and (within_ms is None or (search.latency_of(r) or 0.0) <= within_ms)]
-        if not in_budget:
-            return None
-        return min(in_budget, key=lambda r: (search.metric_drop(r), search.latency_of(r) or 0.0))
+        return min(in_budget, key=lambda r: (search.metric_drop(r), search.latency_of(r) or 0.0), default=None)
 
     def _hopeless(self, search: SearchAPI, predicted_cost: float, what: str, within_ms: float | None = None) -> bool:
         """Whether a solution predicted to lose ``predicted_cost`` cannot beat the best in-budget candidate in

@@ -105,3 +105,45 @@ def test_a_plans_predicted_loss_sums_its_moves_beyond_the_base_and_is_infinite_w
     unscored = {**plan, "layers": {**plan["layers"], "features.5": {"sparsity": 0.75}}}
     assert (round(plan_loss(plan, base, offered, drops), 6), plan_loss(unscored, base, offered, drops)) == (
         0.32, math.inf)
+
+
+def one_shot_costs() -> dict[tuple, float]:
+    """Per layer: channels 0.01 at half, 0.03 at three quarters; INT8 0.0005; each block's removal 0.4."""
+    drops = {(f"features.{i}", "sparsity", 0.5): 0.01 for i in range(8)}
+    drops |= {(f"features.{i}", "sparsity", 0.75): 0.03 for i in range(8)}
+    drops |= {(f"features.{i}", "bits", 8): 0.0005 for i in range(8)}
+    return drops | {(b, "remove", True): 0.4 for b in ("features.3", "features.6")}
+
+
+def uniform_plan(**knobs) -> dict:
+    layers = [f"features.{i}" for i in range(8)]
+    plan: dict = {"layers": {}, "model": {}}
+    for name, level in knobs.items():
+        for layer in (("features.3", "features.6") if name == "remove" else layers):
+            plan["layers"].setdefault(layer, {})[name] = level
+    return plan
+
+
+def test_a_knob_levels_one_shot_costs_are_scaled_by_what_its_measured_recipe_lost_over_their_sum():
+    """Blocks: 0.8 predicted, lossless measured (the floor, 0.002, over 0.8). Channels at half with INT8: 0.03
+    measured, less INT8's 0.004 (too small to calibrate by itself), over 0.08 predicted. Uniform INT8 alone
+    predicted 0.004: no factor."""
+    from edgeslim.allocation_groups import calibrate_to_recipes
+
+    recipes = [(uniform_plan(bits=8), 0.003), (uniform_plan(remove=True), -0.01),
+               (uniform_plan(sparsity=0.5, bits=8), 0.03)]
+    scaled, factors = calibrate_to_recipes(one_shot_costs(), offered_knobs(), {"layers": {}, "model": {}}, recipes)
+    picked = [scaled[("features.3", "remove", True)], scaled[("features.1", "sparsity", 0.5)],
+              scaled[("features.1", "sparsity", 0.75)], scaled[("features.1", "bits", 8)]]
+    assert ([round(c, 6) for c in picked], sorted(factors, key=str)) == (
+        [0.001, 0.00325, 0.03, 0.0005], [("remove", True), ("sparsity", 0.5)])
+
+
+def test_a_calibrated_deeper_level_never_costs_less_than_the_uncalibrated_shallower_one():
+    """Three quarters of the channels measured at 0.012 (factor 0.05: 0.0015 a layer); half was not measured
+    and keeps its one-shot 0.01, so three quarters costs at least that."""
+    from edgeslim.allocation_groups import calibrate_to_recipes
+
+    scaled, _ = calibrate_to_recipes(one_shot_costs(), offered_knobs(), {"layers": {}, "model": {}},
+                                     [(uniform_plan(sparsity=0.75), 0.012)])
+    assert round(scaled[("features.5", "sparsity", 0.75)], 6) == 0.01

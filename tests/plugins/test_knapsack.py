@@ -54,6 +54,13 @@ def test_the_integer_programs_solution_is_measured(knapsack_run):
     assert any(r["purpose"].startswith("knapsack: round 1") and r["latency"] for r in records)
 
 
+def test_the_one_shot_costs_are_scaled_by_the_measured_recipes_and_the_notes_say_by_how_much(knapsack_run):
+    proc, _, _ = knapsack_run
+    notes = json.loads(proc.stdout)["notes"]
+    assert any(note.startswith("knapsack: one-shot costs scaled by measured over predicted loss of the recipes: ")
+               and " x" in note for note in notes), notes
+
+
 def test_the_manifest_times_every_phase(knapsack_run):
     proc, _, _ = knapsack_run
     phases = json.loads(proc.stdout)["phases_s"]
