@@ -155,6 +155,7 @@ def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
         add(label, recovering, artifact, "uniform", "onnxruntime", 0, walls[label])
 
     errors: dict[str, list[float]] = {}
+    repeats: dict[str, list[float]] = {}
     for spec in args.search_profiles:
         profile, _, only = spec.partition(":")
         for ratio in [float(b) for b in only.split(",")] if only else budgets:
@@ -175,6 +176,10 @@ def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
             records = [json.loads(line) for line in (search.run_dir / "candidates.jsonl").read_text().splitlines()]
             errors[label] = [r["details"]["prediction_error"] for r in records
                              if (r.get("details") or {}).get("prediction_error") is not None]
+            # the device's own repeatability: an architecture timed by a recipe walk, then measured as a candidate
+            repeats[label] = [r["latency"]["p50_ms"] / r["details"]["architecture_timed_before_ms"] - 1
+                              for r in records if (r.get("details") or {}).get("architecture_timed_before_ms")
+                              and (r.get("latency") or {}).get("p50_ms")]
             info = {"profile": profile, "budget": ratio, "status": manifest["status"],
                     "device_runs_detail": manifest["device_runs"], "phases_s": manifest.get("phases_s"),
                     "plan": manifest["best"]["plan"], "latency_table_error": error_summary(errors[label]),
@@ -200,8 +205,10 @@ def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
     fp32_ms = {runtime: statistics.median(samples) for runtime, samples in fp32.items()}
     verdicts = judge(rows, fp32_ms)
     all_errors = [e for errs in errors.values() for e in errs]
+    all_repeats = [e for errs in repeats.values() for e in errs]
     return {"model": model, "title": TITLES[model], "budgets": budgets, "fp32_ms": fp32_ms, "rows": rows,
             "verdicts": verdicts, "latency_table_error": error_summary(all_errors), "signed_errors": all_errors,
+            "repeatability": error_summary(all_repeats), "signed_repeats": all_repeats,
             "wall_time_s": round(time.time() - started, 1), "rounds": args.rounds, "recovery_epochs": args.epochs,
             "strategy": args.strategy, "trials": args.trials, "time_budget_s": args.time_budget,
             "date": time.strftime("%Y-%m-%d %H:%M")}
@@ -272,6 +279,13 @@ def markdown(result: dict[str, Any]) -> list[str]:
         md += ["", f"Latency table error over {err['n']} measured search candidates: median |error| "
                f"{err['median_abs_pct']:.1f}%, p90 {err['p90_abs_pct']:.1f}%, max {err['max_abs_pct']:.1f}%; "
                f"within ±10%: {sum(abs(e) <= 0.10 for e in result['signed_errors'])} of {err['n']}."]
+    rep = result.get("repeatability") or {}
+    if rep.get("n"):
+        md += ["", f"The device against itself: {rep['n']} architectures timed by a recipe walk and measured again "
+               f"as candidates in the same search differed by a median {rep['median_abs_pct']:.1f}% (p90 "
+               f"{rep['p90_abs_pct']:.1f}%, max {rep['max_abs_pct']:.1f}%); within ±10%: "
+               f"{sum(abs(e) <= 0.10 for e in result['signed_repeats'])} of {rep['n']}. No table can be nearer to a "
+               "single measurement than the measurement is to itself."]
     md += ["", f"{result['rounds']} rotating rounds, one agent process per measurement, 1 thread; FP32 median "
            f"{result['fp32_ms']['onnxruntime']:.3f} ms (ONNX Runtime), {result['fp32_ms']['openvino']:.3f} ms "
            f"(OpenVINO); strategy {result['strategy']}, recovery {result['recovery_epochs']} epoch(s) of distillation "

@@ -270,9 +270,13 @@ def _predictor_summary(session: SearchSession, records: list[CandidateRecord]) -
     if session.predictor is None:
         return None
     errors = [r.details["prediction_error"] for r in records if r.details.get("prediction_error") is not None]
-    return {**session.predictor.describe(), "error": error_summary(errors),
+    repeats = [ms / r.details["architecture_timed_before_ms"] - 1 for r in records
+               if r.details.get("architecture_timed_before_ms") and (ms := session.latency_of(r)) is not None]
+    return {**session.predictor.describe(), "error": error_summary(errors), "repeatability": error_summary(repeats),
             "how": "per-layer table from uniform probes profiled on the target, scaled online by end-to-end "
-                   "measurements; error = prediction made before each measurement / measured - 1"}
+                   "measurements (candidates' and architectures timed alone); error = prediction made before each "
+                   "measurement / measured - 1; repeatability = a candidate's measurement / its architecture's "
+                   "earlier timing - 1 (how far the device is from itself: no prediction gets nearer)"}
 
 
 def _write_atomic(path: Path, text: str) -> None:

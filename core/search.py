@@ -253,6 +253,11 @@ class SearchSession:
         if predicted is not None and measured_ms is not None and self.predictor is not None:
             details.update(predicted_ms=predicted, prediction_error=predicted / measured_ms - 1)
             self.predictor.observe(plan, measured_ms)
+        # the same architecture timed before (a recipe walk's probe): how well the device repeats itself bounds
+        # how close any prediction can get (on this shared machine the two were 0.5x-1.9x apart on busy runs)
+        timed_before = (self.store.get_meta("latency_only_probes") or {}).get(self.builder.key(plan, "probe"))
+        if timed_before and measured_ms is not None:
+            details.update(architecture_timed_before_ms=timed_before)
         record = CandidateRecord.new(key, plan, purpose, status, metric=metric, latency=stats.to_dict(),
                                      artifact=self.rel(artifact), note=note, details=details)
         self.measured_this_run += 1
@@ -271,6 +276,8 @@ class SearchSession:
             try:
                 stats = self.device.measure(self.builder.build(plan, "probe"), counted_as="latency_table")
                 stored[key] = stats.statistic(self.budget.statistic) if stats.usable else None
+                if stored[key] is not None and self.predictor is not None:
+                    self.predictor.observe(plan, stored[key])  # one more point for the table's correction
             except EdgeslimError:
                 stored[key] = None
             self.store.set_meta("latency_only_probes", stored)

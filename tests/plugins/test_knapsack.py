@@ -61,6 +61,24 @@ def test_the_one_shot_costs_are_scaled_by_the_measured_recipes_and_the_notes_say
                and " x" in note for note in notes), notes
 
 
+def test_architectures_timed_by_the_recipe_walks_correct_the_latency_table_too(knapsack_run):
+    """Every measured candidate the table describes is a correction point; so is each architecture a recipe
+    walk timed (built without recovery), so the table has more points than measured candidates."""
+    proc, records, _ = knapsack_run
+    correction = json.loads(proc.stdout)["predictor"]["correction"]
+    predicted = [r for r in records if (r.get("details") or {}).get("prediction_error") is not None]
+    assert correction["candidate_points"] > len(predicted), (correction, len(predicted))
+
+
+def test_a_measured_recipe_records_its_architectures_earlier_timing_and_the_manifest_the_devices_repeatability(
+        knapsack_run):
+    proc, records, _ = knapsack_run
+    recipes = [r for r in records if r["purpose"].startswith("recipe:") and r["latency"]]
+    repeatability = json.loads(proc.stdout)["predictor"]["repeatability"]
+    assert (all(r["details"].get("architecture_timed_before_ms") for r in recipes),
+            repeatability["n"] >= len(recipes) > 0) == (True, True), (recipes, repeatability)
+
+
 def test_the_manifest_times_every_phase(knapsack_run):
     proc, _, _ = knapsack_run
     phases = json.loads(proc.stdout)["phases_s"]
