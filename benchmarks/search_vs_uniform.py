@@ -2,7 +2,7 @@
 
     python benchmarks/search_vs_uniform.py [--models resnet resnet18 mobilenetv2] [--budgets 0.5 0.3 0.2]
         [--search-profiles local-cpu local-cpu-openvino] [--strategy knapsack] [--rounds 5] [--epochs 1]
-        [--trials 30] [--time-budget SECONDS] [--work DIR] [--render-only]
+        [--trials 30] [--time-budget SECONDS] [--work DIR] [--tag TAG] [--render-only]
 
 Models (examples/fashion_mnist): FashionResNet (28 px, ~0.3 ms), the ResNet-18-style and MobileNetV2-style
 networks (64 px, milliseconds). The 0.2x budget is only run on the two larger models. Per model, rows:
@@ -310,13 +310,18 @@ def main() -> None:
     parser.add_argument("--render-only", action="store_true",
                         help="judge and write the tables again from the JSON files present; measure nothing")
     parser.add_argument("--work", help="work folder (default: a new one under benchmarks/results)")
+    parser.add_argument("--tag", help="write search_vs_uniform_MODEL_TAG.{json,md} and leave the combined table and "
+                                      "the full runs' files alone (a re-run of a few budgets)")
     args = parser.parse_args()
     for model in [] if args.render_only else args.models:
         result = run_model(model, args)
         result["command"] = "python benchmarks/search_vs_uniform.py " + " ".join(sys.argv[1:])
-        (RESULTS / f"search_vs_uniform_{model}.json").write_text(json.dumps(result, indent=2))
-        (RESULTS / f"search_vs_uniform_{model}.md").write_text("\n".join(markdown(result)))
+        name = f"search_vs_uniform_{model}" + (f"_{args.tag}" if args.tag else "")
+        (RESULTS / f"{name}.json").write_text(json.dumps(result, indent=2))
+        (RESULTS / f"{name}.md").write_text("\n".join(markdown(result)))
         print("\n".join(markdown(result)), flush=True)
+    if args.tag:
+        return
     combined = ["# Search vs uniform recipes and NNCF, side by side", ""]
     for model in TASKS:
         path = RESULTS / f"search_vs_uniform_{model}.json"
