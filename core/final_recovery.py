@@ -8,17 +8,19 @@ the metric before and after.
 More epochs do not always help (on the ResNet-18-style benchmark model, 3 epochs of distillation scored below
 1), so the recovery is scored on the task's eval data after every epoch, in torch, and its best epoch is kept;
 ``--final-patience N`` stops it after N epochs without a better one (not by default: on that model the eval
-score dipped for three epochs before its best, the fifth; benchmarks/results/final_recovery_epochs.md). With
-one recovery round and the default constant step, its first epoch is the candidate's own recovery (same seed,
-same data order), so the kept torch model is never worse on the eval data than the candidate's; what the target
-then runs (INT8 after it, say) is scored and verified as every candidate is. The manifest's
-``final_recovery.epochs_watched`` has the per-epoch scores.
+score dipped for three epochs before its best, the fifth; benchmarks/results/final_recovery_epochs.md).
+The recovery's ``final_defaults`` apply under the user's ``--recovery-option``s: for distillation, the weights
+scored and kept are their moving average (``average=ema``), which over three epochs scored 0.06-1.55 points
+above the last step's on the benchmark models (benchmarks/results/recovery_average.md). The candidate it
+started from stays in the store, so a final recovery that scores or runs worse never replaces it: what the
+target then runs (INT8 after it, say) is scored and verified as every candidate is. The manifest's
+``final_recovery.epochs_watched`` has the per-epoch scores and ``final_recovery.recovery_options`` the settings.
 """
 
 from __future__ import annotations
 
 import json
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from edgeslim.build import RECOVERY_EPOCHS_FILE, BuildPipeline, RecoveryChoice
 from edgeslim.errors import EdgeslimError
@@ -39,6 +41,13 @@ def final_epochs(session: SearchSession) -> int:
     return FINAL_EPOCHS_FACTOR * session.config.finetune_epochs if configured is None else configured
 
 
+def final_options(session: SearchSession) -> dict[str, Any]:
+    """The recovery's settings for the final recovery: its ``final_defaults`` under what the user set."""
+    method = session.registry.recoveries.get(session.config.recovery)
+    defaults = method.final_defaults if method is not None else {}
+    return {**defaults, **session.config.recovery_options}
+
+
 def final_recovery(session: SearchSession) -> CandidateRecord | None:
     """Rebuild the best in-budget candidate with the longer recovery; None (and a note) when there is none to
     do: no answer yet, no training data, no torch-stage change in its plan, or no longer recovery asked for."""
@@ -52,8 +61,8 @@ def final_recovery(session: SearchSession) -> CandidateRecord | None:
                                      can_train=True)
     if not trained or epochs <= session.config.finetune_epochs:
         return None
-    recovery = RecoveryChoice(session.registry.recoveries, session.config.recovery, session.config.recovery_options,
-                              epochs)
+    options = final_options(session)
+    recovery = RecoveryChoice(session.registry.recoveries, session.config.recovery, options, epochs)
     patience = session.config.final_patience
     selection = None
     if isinstance(session.evaluator, TaskEvaluator):
@@ -61,6 +70,8 @@ def final_recovery(session: SearchSession) -> CandidateRecord | None:
                                    session.evaluator.info.name)
     # the kept epoch depends on the eval data and the patience: both are part of what the build stands for
     final = f"final:{epochs} best epoch on the eval data, patience {patience}" if selection else f"final:{epochs}"
+    if options != session.config.recovery_options:
+        final += f", recovery options {json.dumps(options, sort_keys=True)}"
     builder = BuildPipeline(session.source, session.calibration, session.task.train_data, session.target,
                             session.techniques, recovery, session.run_dir, f"{session.context}\n{final}",
                             f"{session.scoring_context}\n{final}", epoch_selection=selection)
@@ -75,7 +86,7 @@ def final_recovery(session: SearchSession) -> CandidateRecord | None:
         session.notes.append(f"final recovery of {best.key} failed ({exc}); the search's model stands")
         return None
     details = {"final_recovery": {"of": best.key, "epochs": epochs, "search_epochs": session.config.finetune_epochs,
-                                  "metric_before": best.metric}}
+                                  "metric_before": best.metric, "recovery_options": options}}
     watched_file = artifact.parent / RECOVERY_EPOCHS_FILE
     watched = json.loads(watched_file.read_text()) if watched_file.exists() else None
     if watched is not None:

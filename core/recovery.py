@@ -97,6 +97,9 @@ class Recovery(abc.ABC):
     description: ClassVar[str] = ""
     #: False for methods that work from calibration inputs alone (usable on a bare ONNX model)
     needs_training_data: ClassVar[bool] = True
+    #: settings the answer's final, longer recovery uses unless ``--recovery-option`` names them: what helps over
+    #: several epochs need not help over the search's one (distillation's weight average, for instance)
+    final_defaults: ClassVar[dict[str, Any]] = {}
 
     class Settings(BaseModel):
         model_config = ConfigDict(extra="forbid")

@@ -559,6 +559,22 @@ def test_the_answers_final_recovery_keeps_its_best_epoch_and_exports_that_one(tm
             ) == (4, best, True, True)
 
 
+def test_the_final_recovery_distils_with_the_weight_average_unless_the_user_set_it(tmp_path, digits_task_file,
+                                                                                   fast_profile):
+    """Distillation's ``final_defaults`` (average=ema) apply to the answer's final recovery only, under the
+    user's own ``--recovery-option average=...``; a recovery without final defaults gets the user's options."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.final_recovery import final_options
+    from edgeslim.search import SearchSession
+
+    def options(name: str, **config) -> dict:
+        return final_options(SearchSession(SearchConfig(model=str(digits_task_file), profile=str(fast_profile),
+                                                        out_dir=str(tmp_path / name), **config)))
+
+    assert (options("default"), options("user", recovery_options={"average": "none"}),
+            options("finetune", recovery="finetune")) == ({"average": "ema"}, {"average": "none"}, {})
+
+
 def test_a_watched_recovery_stops_after_its_patience_and_restores_the_best_epochs_weights():
     """BestEpoch with patience 2: scores 0.5, 0.7, 0.6, 0.65 ask to stop after the fourth epoch (two without
     beating the second) and put the second epoch's weights back."""

@@ -171,6 +171,35 @@ def test_distillation_recovers_a_pruned_student_without_labels(tmp_path):
     assert recovered > pruned_acc + 0.5 * (teacher_acc - pruned_acc), (teacher_acc, pruned_acc, recovered)
 
 
+def test_with_average_ema_a_distillation_keeps_the_warmed_up_moving_average_of_the_weights_it_trained(tmp_path):
+    """Two epochs, so the average is swapped in for the first epoch's scoring and out again: the training itself
+    must go on exactly as without averaging, and the weights kept must be the warmed-up exponential moving
+    average (decay min(d, (1+n)/(10+n)) after step n) of the weights after every step."""
+    from edgeslim.plugins.distillation import DistillationSettings, distill
+
+    teacher, x, y = digits_teacher()
+    data = (x[:256], y[:256])  # 4 steps an epoch
+    plain, averaged = (pruned_student(teacher, x, tmp_path) for _ in range(2))
+    trajectory: list[dict[str, torch.Tensor]] = []  # the weights each training step starts from
+
+    def record(module, inputs):
+        if module.training:
+            trajectory.append({k: v.detach().clone() for k, v in module.state_dict().items()})
+
+    hook = plain.register_forward_pre_hook(record)
+    distill(plain, teacher, data, 2, DistillationSettings(average="none"))
+    hook.remove()
+    steps = [*trajectory[1:], plain.state_dict()]  # the weights after each step
+    expected = {k: v.clone() for k, v in trajectory[0].items()}
+    for n, state in enumerate(steps, start=1):
+        decay = min(0.9, (1 + n) / (10 + n))
+        for k, v in state.items():
+            expected[k] = decay * expected[k] + (1 - decay) * v
+    distill(averaged, teacher, data, 2, DistillationSettings(average="ema", ema_decay=0.9))
+    gaps = [float((averaged.state_dict()[k] - expected[k]).abs().max()) for k in expected]
+    assert max(gaps) < 1e-5, gaps
+
+
 def test_feature_distillation_matches_intermediate_features(tmp_path):
     """With a feature pair, the student's pooled features move much closer to the teacher's than with logits
     alone; a pair naming no module, or modules of different shapes, is a clear error."""
