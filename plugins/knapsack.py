@@ -39,7 +39,7 @@ from edgeslim import allocation_groups, hookimpl
 from edgeslim.allocation import Group, solve
 from edgeslim.allocation_groups import build_groups, lighter_than, off_level
 from edgeslim.plan import Plan, set_knob
-from edgeslim.recipes import Recipe, best_accuracy_variants, sensitivities, speed_gate, uniform_recipes
+from edgeslim.recipes import Recipe, best_accuracy_variants, measuring_order, sensitivities, speed_gate, uniform_recipes
 from edgeslim.records import CandidateRecord
 from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy, TrialsExhausted
 
@@ -134,8 +134,8 @@ class KnapsackAllocation(Strategy):
         its stop pays for recovery. The table only says where to start: the level it predicts nearest under the
         budget, then shallower levels while they meet it, or deeper ones until one does (none: the fastest).
         Nothing is ruled out on a prediction, so the answer is never less accurate than a recipe that meets the
-        budget. Under ``--time-budget`` the stops are measured by one-shot score within
-        :data:`RECIPE_TIME_SHARE` of the time left (uniform INT8 first; the notes name those skipped).
+        budget. Under ``--time-budget`` the stops are measured in :func:`~edgeslim.recipes.measuring_order` within
+        :data:`RECIPE_TIME_SHARE` of the time left (the notes name those skipped).
         Returns {recipe label: timed ms}."""
         search.phase("uniform recipes (measured on the target)")
         families: dict[str, list[Recipe]] = {}
@@ -158,12 +158,9 @@ class KnapsackAllocation(Strategy):
             stops.append(KnapsackAllocation._walk(search, recipes, meets))
         if left is not None and len(stops) > 1:
             # each measurement pays a recovery (a minute of distillation on a millisecond model): when the clock
-            # may not allow them all, the likeliest winners go first, as one-shot scores (no training) rank them.
-            # The gated techniques alone (uniform INT8) go before all: post-training, seconds to build, what a
-            # user tries first; one-shot noise ranked lossless INT8 third on the ResNet-18-style model, and the
-            # share ran out after two
-            stops.sort(key=lambda r: (not r.post_training, search.metric_drop(
-                search.score(r.plan, purpose="recipe rank", one_shot=True))))
+            # may not allow them all, uniform INT8 first, then the likeliest winner of each knob
+            stops = measuring_order(stops, lambda r: search.metric_drop(
+                search.score(r.plan, purpose="recipe rank", one_shot=True)))
         keep = None if left is None else left * (1.0 - RECIPE_TIME_SHARE)
         for measured, recipe in enumerate(stops):
             if search.time_left() == 0.0:
