@@ -17,6 +17,7 @@ Writes benchmarks/results/latency_table_accuracy.{json,md}.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import random
 import sys
@@ -69,19 +70,23 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path) -> dict[str
              if fast and k.layer is not None and k.name in ("bits", "sparsity")]
     predictor = session.build_predictor(base, knobs)
     assert predictor is not None, "the target gave no per-node profile"
+    # the same table without the float-INT8 boundary price, corrected by the same measurements: what it adds
+    unpriced = dataclasses.replace(predictor, price_boundaries=False, points=[], candidate_points=[])
     layers = [layer.name for layer in session.source.layers]
     prunable = {k.layer for k in knobs if k.name == "sparsity"}
     rng = random.Random(seed)
     points = []
     for i in range(plans):
         plan = random_plan(rng, layers, prunable, base["model"])
-        predicted = predictor.predict(plan)
+        predicted, predicted_unpriced = predictor.predict(plan), unpriced.predict(plan)
         stats = session.device.measure(session.builder.build(plan, "one_shot"))
         if not stats.usable:
             continue
         predictor.observe(plan, stats.p50_ms)
+        unpriced.observe(plan, stats.p50_ms)
         points.append({"plan": plan, "predicted_ms": predicted, "measured_ms": stats.p50_ms,
-                       "error": predicted / stats.p50_ms - 1, "index": i})
+                       "error": predicted / stats.p50_ms - 1, "index": i, "boundaries": predictor.boundaries(plan),
+                       "error_without_boundary_price": predicted_unpriced / stats.p50_ms - 1})
         print(f"{model} {profile} {i}: predicted {predicted:.3f} ms, measured {stats.p50_ms:.3f} ms "
               f"({predicted / stats.p50_ms - 1:+.1%})", flush=True)
     # the device's own repeatability: every plan measured once more, after all of them (minutes apart). No
@@ -96,8 +101,11 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path) -> dict[str
     repeats = [p["repeat_error"] for p in points if "repeat_error" in p]
     against_both = [p["error_vs_both"] for p in points if "error_vs_both" in p]
     late = [p["error"] for p in points if p["index"] >= WARMUP]
+    unpriced_errors = [p["error_without_boundary_price"] for p in points]
     return {"model": model, "profile": profile, "baseline_ms": view.baseline_ms, "gate": base["model"],
             "probes": len(predictor.probes), "all": error_summary(errors), "after_warmup": error_summary(late),
+            "ms_per_int8_boundary": predictor.boundary_ms, "without_boundary_price": error_summary(unpriced_errors),
+            "without_boundary_price_within_10pct": sum(abs(e) <= 0.10 for e in unpriced_errors) / max(1, len(errors)),
             "within_10pct_all": sum(abs(e) <= 0.10 for e in errors) / max(1, len(errors)),
             "within_10pct_after_warmup": sum(abs(e) <= 0.10 for e in late) / max(1, len(late)),
             "repeatability": error_summary(repeats),
@@ -128,14 +136,18 @@ def write(results: list[dict[str, Any]]) -> None:
     (RESULTS / "latency_table_accuracy.json").write_text(json.dumps(out, indent=2))
     md = ["| model | profile | FP32 ms | INT8 encoding | plans | median abs error | p90 | within ±10% (all) | "
           f"within ±10% (after {WARMUP} corrections) | device repeats itself: median, within ±10% | "
-          "error against both measurements' mean: median, within ±10% |", "|---" * 11 + "|"]
+          "error against both measurements' mean: median, within ±10% | ms per float-INT8 boundary | "
+          "without the boundary price: median, within ±10% |", "|---" * 13 + "|"]
     for r in results:
         errors, repeat, both = r["all"], r["repeatability"], r["against_both"]
         md.append(f"| {r['model']} | {r['profile']} | {r['baseline_ms']:.3f} | {r['gate'].get('int8_scheme', '-')} | "
                   f"{errors['n']} | {errors.get('median_abs_pct', 0):.1f}% | {errors.get('p90_abs_pct', 0):.1f}% | "
                   f"{r['within_10pct_all']:.0%} | {r['within_10pct_after_warmup']:.0%} | "
                   f"{repeat.get('median_abs_pct', 0):.1f}%, {r['repeat_within_10pct']:.0%} | "
-                  f"{both.get('median_abs_pct', 0):.1f}%, {r['against_both_within_10pct']:.0%} |")
+                  f"{both.get('median_abs_pct', 0):.1f}%, {r['against_both_within_10pct']:.0%} | "
+                  f"{r.get('ms_per_int8_boundary', 0):.4f} | "
+                  + (f"{r['without_boundary_price'].get('median_abs_pct', 0):.1f}%, "
+                     f"{r['without_boundary_price_within_10pct']:.0%} |" if "without_boundary_price" in r else "- |"))
     md += ["", f"`{out['command']}` ({out['date']}): random per-layer plans (INT8 or not, channel sparsity 0-75% per "
            "layer), each predicted before it was measured, then fed back as a search's candidate is. \"device repeats "
            "itself\": every plan measured once more after all of them, against its first measurement: the floor no "

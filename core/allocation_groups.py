@@ -54,7 +54,9 @@ def _option(search: SearchAPI, base: Plan, layer: str | None, pairs: list[tuple[
         plan = base
         for name, level in pairs:
             plan = set_knob(plan, layer, name, level, None)
-        delta = (search.predict(plan) or base_ms) - base_ms
+        # the layer's own change: a float-INT8 boundary it makes depends on its neighbours' choices, which the
+        # whole solution's prediction accounts for (``_solve`` tightens until that fits)
+        delta = (search.predict_separable(plan) or base_ms) - base_ms
     else:
         delta = sum(shares.get((name, level), 0.0) for name, level in pairs)
     return Option(dict(pairs), cost if math.isfinite(cost) else 1e6, delta)

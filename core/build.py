@@ -23,7 +23,7 @@ import onnx
 from edgeslim.errors import EdgeslimError
 from edgeslim.model import ModelSource, ensure_node_names, export_torch, torch_layer_trace, weighted_nodes
 from edgeslim.plan import Plan, plan_key
-from edgeslim.predictor import graph_summary
+from edgeslim.profile_attribution import graph_summary
 from edgeslim.recovery import BestEpoch, EpochSelection, Recovery, RecoveryData, choose_recovery
 from edgeslim.store import SharedEvaluations
 from edgeslim.target import Target

@@ -1,8 +1,9 @@
 """Measuring the latency table: uniform probes built, timed and profiled per node on the device.
 
-The table itself (attribution, ratios, online correction) lives in :mod:`edgeslim.predictor`; this module
-decides which probes to build, measures them once per run (stored, so a resumed run does not measure them
-again) and hands the per-layer times to :class:`~edgeslim.predictor.LatencyPredictor`.
+The table itself (ratios, online correction) lives in :mod:`edgeslim.predictor`, the attribution of a profile
+to layers in :mod:`edgeslim.profile_attribution`; this module decides which probes to build, measures them once
+per run (stored, so a resumed run does not measure them again) and hands the per-layer times to
+:class:`~edgeslim.predictor.LatencyPredictor`.
 """
 
 from __future__ import annotations
@@ -15,7 +16,14 @@ from edgeslim.build import BuildPipeline
 from edgeslim.device import Device
 from edgeslim.errors import EdgeslimError
 from edgeslim.plan import Plan
-from edgeslim.predictor import PAIRED_KNOB, LatencyPredictor, Probe, attribute_profile, combo_name, layer_producers
+from edgeslim.predictor import (
+    BOUNDARY_PROBE,
+    PAIRED_KNOB,
+    LatencyPredictor,
+    Probe,
+    combo_name,
+)
+from edgeslim.profile_attribution import attribute_profile, layer_producers
 from edgeslim.progress import Reporter
 from edgeslim.store import Store
 from edgeslim.technique import Knob
@@ -30,7 +38,8 @@ class WantedProbe:
 
 
 def wanted_probes(base: Plan, knobs: list[Knob]) -> list[WantedProbe]:
-    """The baseline (``base``), then one probe per per-layer knob level with that level on every layer."""
+    """The baseline (``base``), then one probe per per-layer knob level with that level on every layer, each
+    channel-cut level with INT8 too, and INT8 on every other layer (:data:`~edgeslim.predictor.BOUNDARY_PROBE`)."""
     by_knob: dict[str, list[str]] = {}
     levels: dict[str, list[Any]] = {}
     for knob in knobs:
@@ -62,6 +71,12 @@ def wanted_probes(base: Plan, knobs: list[Knob]) -> list[WantedProbe]:
                         layers.setdefault(layer, {})[name] = level
                     wanted.append(WantedProbe(combo_name(name, PAIRED_KNOB), [level, int8_level],
                                               {"layers": layers, "model": dict(base["model"])}, both))
+        every_other = by_knob[PAIRED_KNOB][1::2]
+        if every_other:
+            level = levels[PAIRED_KNOB][0]
+            wanted.append(WantedProbe(BOUNDARY_PROBE, level, {"layers": {layer: {PAIRED_KNOB: level} for layer in
+                                                                         every_other}, "model": dict(base["model"])},
+                                      every_other))
     return wanted
 
 

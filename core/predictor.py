@@ -6,12 +6,15 @@ multiples of 8) and INT8 can lose to FP32 on another. Every number in the table 
 * **Probes.** The uncompressed model and, for every knob level the search may use, the model with that level
   on every layer that offers it (a "uniform probe"), each timed end to end by the agent and profiled per
   node in a run of its own (ONNX Runtime's profiler, OpenVINO's performance counters, trtexec's profile).
-* **Table.** Profiled nodes are attributed to the plan's layers through the candidate's graph (fused kernels
-  carry a tensor name or a ``_token_N`` suffix; activations, batch norms and Q/DQ pairs fused into a layer's
-  kernel are walked back to it). Entry ``(layer, knob, level)`` = that layer's time in the level's probe
-  divided by its time in the baseline: a layer's time under several knobs is the product of its ratios.
-  Time outside the plan's layers ("rest": pooling, adds, re-layouts, input quantization) moves with the share
-  of layers a level touches.
+* **Table.** Profiled nodes are attributed to the plan's layers through the candidate's graph
+  (:mod:`edgeslim.profile_attribution`: fused kernels carry a tensor name or a ``_token_N`` suffix;
+  activations, batch norms and Q/DQ pairs fused into a layer's kernel are walked back to it). Entry
+  ``(layer, knob, level)`` = that layer's time in the level's probe divided by its time in the baseline: a
+  layer's time under several knobs is the product of its ratios. Time outside the plan's layers ("rest":
+  pooling, adds, re-layouts, input quantization) moves with the share of layers a level touches.
+* **Float-INT8 boundaries.** Where a float layer feeds an INT8 one, or the reverse, a mixed plan quantizes or
+  dequantizes, which no uniform probe does. One more probe, INT8 on every other layer, prices them: what it
+  ran over the table's sum for it, per boundary it has (:data:`BOUNDARY_PROBE`).
 * **Online correction.** Summed kernel times are not end-to-end times (session overhead, thread hand-offs,
   profiler cost). Until the search has measured a few candidates, the probes' end-to-end times fit
   ``measured = a * table_sum + b``; from then on the candidates alone set ``measured = a * table_sum`` (the
@@ -25,21 +28,23 @@ from being measured. The error of the prediction made *before* each measurement 
 from __future__ import annotations
 
 import math
-import re
 import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
 from edgeslim.plan import Plan
 
-#: ops a runtime folds into the kernel before them: a profile entry named after one belongs to that kernel
-FUSED_INTO_PREVIOUS = {"Relu", "Clip", "LeakyRelu", "Sigmoid", "HardSigmoid", "HardSwish", "Mul", "Add",
-                       "BatchNormalization", "QuantizeLinear", "DequantizeLinear", "Cast", "Reshape", "Flatten"}
 #: how much a prediction may exceed the budget and still be "near" it, i.e. worth measuring
 NEAR_BUDGET = 0.15
 #: the knob whose levels are probed once more together with every channel-cut level (INT8 does not compose
 #: multiplicatively with a channel cut: the narrowed INT8 layer has its own kernels and Q/DQ)
 PAIRED_KNOB = "bits"
+
+
+#: the probe with INT8 on every other layer that offers it. A mixed plan quantizes and dequantizes where a float
+#: layer feeds an INT8 one or the reverse, which no uniform probe does: unpriced, a MobileNetV2-style plan with
+#: INT8 on 42 of 52 layers was predicted 0.443 ms and ran 0.804 ms
+BOUNDARY_PROBE = "bits@alternate"
 
 
 def combo_name(knob: str, paired: str) -> str:
@@ -56,91 +61,6 @@ CANDIDATES_TO_REFIT = 3
 #: below this end-to-end time a model's per-node profile is mostly the profiler's and the runtime's own overhead
 #: (FashionResNet at 0.3 ms: median error 28%): the table still ranks, but no candidate is skipped on its word
 MIN_TRUSTED_MS = 0.5
-
-
-@dataclass
-class GraphNode:
-    op: str
-    inputs: list[str]
-    outputs: list[str]
-
-
-def graph_summary(model: Any) -> dict[str, dict[str, Any]]:
-    """{node name: op, inputs, outputs} of an ONNX model: what attribution needs, kept beside each artifact."""
-    return {node.name: {"op": node.op_type, "inputs": list(node.input), "outputs": list(node.output)}
-            for node in model.graph.node}
-
-
-def attribute_profile(profile: list[dict[str, Any]], layer_nodes: dict[str, str], graph: dict[str, dict[str, Any]],
-                      layers: set[str]) -> tuple[dict[str, float], float]:
-    """Split a per-node profile into ({plan layer: ms}, rest ms)."""
-    nodes = {name: GraphNode(d["op"], d["inputs"], d["outputs"]) for name, d in graph.items()}
-    producer = {tensor: name for name, node in nodes.items() for tensor in node.outputs}
-    layer_of_node = {node: plan_layer(layer, layers) for layer, node in layer_nodes.items()}
-    per_layer: dict[str, float] = {}
-    rest = 0.0
-    for entry in profile:
-        layer = _resolve(entry["name"], nodes, producer, layer_of_node)
-        if layer is None:
-            rest += float(entry["average_ms"])
-        else:
-            per_layer[layer] = per_layer.get(layer, 0.0) + float(entry["average_ms"])
-    return per_layer, rest
-
-
-def plan_layer(name: str, layers: set[str]) -> str:
-    """A factorized layer's parts ("fc.0", "fc.1") follow the plan entry of "fc"."""
-    probe = name
-    while probe and probe not in layers:
-        probe = probe.rpartition(".")[0]
-    return probe or name
-
-
-def _resolve(name: str, nodes: dict[str, GraphNode], producer: dict[str, str],
-             layer_of_node: dict[str, str]) -> str | None:
-    name = re.sub(r"_token_\d+$", "", name)
-    name = re.sub(r"_nchwc$", "", name)
-    # OpenVINO names a kernel after its ONNX node plus what it split off or fused: ".../Conv/WithoutBiases",
-    # ".../Gemm/WithoutBiases/DequantizationMultiply": drop trailing segments until a node or tensor is named
-    while name not in nodes and name not in producer and "/" in name.strip("/"):
-        name = name.rpartition("/")[0]
-    node = name if name in nodes else producer.get(name)
-    for _ in range(6):
-        if node is None:
-            return None
-        if node in layer_of_node:
-            return layer_of_node[node]
-        if node.endswith("_quant") and node.removesuffix("_quant") in layer_of_node:
-            # ONNX Runtime's QOperator quantizer renames a layer's node X to X_quant (QLinearConv, QGemm)
-            return layer_of_node[node.removesuffix("_quant")]
-        current = nodes[node]
-        if current.op not in FUSED_INTO_PREVIOUS or not current.inputs:
-            return None
-        node = producer.get(current.inputs[0])
-    return None
-
-
-def layer_producers(layer_nodes: dict[str, str], graph: dict[str, dict[str, Any]], layers: set[str]
-                    ) -> dict[str, str]:
-    """{layer: the layer producing its input}, through activations, batch norms, Q/DQ and pooling."""
-    nodes = {name: GraphNode(d["op"], d["inputs"], d["outputs"]) for name, d in graph.items()}
-    producer = {tensor: name for name, node in nodes.items() for tensor in node.outputs}
-    layer_of_node = {node: plan_layer(layer, layers) for layer, node in layer_nodes.items()}
-    passes = FUSED_INTO_PREVIOUS | {"MaxPool", "AveragePool", "GlobalAveragePool", "Transpose"}
-    found = {}
-    for layer, node in layer_nodes.items():
-        inputs = nodes[node].inputs if node in nodes else []
-        current = producer.get(inputs[0]) if inputs else None
-        for _ in range(8):
-            if current is None:
-                break
-            if current in layer_of_node:
-                found[plan_layer(layer, layers)] = layer_of_node[current]
-                break
-            if nodes[current].op not in passes or not nodes[current].inputs:
-                break
-            current = producer.get(nodes[current].inputs[0])
-    return found
 
 
 @dataclass
@@ -176,6 +96,8 @@ class LatencyPredictor:
     candidate_points: list[tuple[float, float]] = field(default_factory=list)
     scale: float = 1.0
     offset: float = 0.0
+    #: whether float-INT8 boundaries are priced (:data:`BOUNDARY_PROBE`); off only to measure what they add
+    price_boundaries: bool = True
 
     def __post_init__(self) -> None:
         # a probe's per-node profile is a run of its own: on a shared machine one run can be 2x slower than the
@@ -197,7 +119,7 @@ class LatencyPredictor:
         #: (layer, ((knob, level), ...) sorted) -> the layer's own ratio under those knobs together
         self.combo_ratios: dict[tuple[str, tuple[tuple[str, Any], ...]], float] = {}
         for probe in self.probes:
-            if probe.knob is None or is_combo(probe.knob):
+            if probe.knob is None or is_combo(probe.knob) or probe.knob == BOUNDARY_PROBE:
                 continue
             # a knob on a block (removal) touches every layer inside it
             touched = set(probe.layers)
@@ -221,6 +143,15 @@ class LatencyPredictor:
         for probe in self.probes:
             if is_combo(probe.knob):
                 self._add_combo(probe)
+        #: the INT8 levels and the layers that offer INT8; ms per float-INT8 boundary between two of them
+        self.int8_levels = [p.level for p in self.probes if p.knob == PAIRED_KNOB]
+        self.int8_layers = {layer for p in self.probes if p.knob == PAIRED_KNOB for layer in p.layers}
+        self.boundary_ms = 0.0
+        alternate = [p for p in self.probes if p.knob == BOUNDARY_PROBE and self.boundaries(p.plan)]
+        if alternate and self.price_boundaries:
+            # what the alternating probe ran over the table's sum for it, per boundary it has
+            self.boundary_ms = max(0.0, (alternate[0].e2e_ms - self.table_sum(alternate[0].plan))
+                                   / self.boundaries(alternate[0].plan))
         for probe in self.probes:
             self.points.append((self.table_sum(probe.plan), probe.e2e_ms))
         self._refit()
@@ -284,7 +215,19 @@ class LatencyPredictor:
         for knobs in decisions.values():
             for knob, level in knobs.items():
                 total += self.rest_per_layer.get((knob, level), 0.0)
+        total += self.boundary_ms * self.boundaries(plan)
         return max(total, 1e-6)
+
+    def boundaries(self, plan: Plan) -> int:
+        """How many layers that offer INT8 are fed by one that offers it too with the other precision: each
+        such edge is a quantize or dequantize the uniform probes never ran."""
+        decisions = plan.get("layers", {})
+
+        def quantized(layer: str) -> bool:
+            return decisions.get(layer, {}).get(PAIRED_KNOB) in self.int8_levels
+
+        return sum(quantized(layer) != quantized(producer) for layer, producer in self.producers.items()
+                   if layer in self.int8_layers and producer in self.int8_layers)
 
     # --- prediction and correction -----------------------------------------------------------------------------
 
@@ -304,8 +247,10 @@ class LatencyPredictor:
         model = plan.get("model", {})
         return all(model.get(name) == value for name, value in self.base_model.items())
 
-    def predict(self, plan: Plan) -> float:
-        return max(self.scale * self.table_sum(plan) + self.offset, 1e-6)
+    def predict(self, plan: Plan, boundaries: bool = True) -> float:
+        """Corrected end-to-end ms; ``boundaries=False``: without the float-INT8 boundaries' cost."""
+        unpriced = 0.0 if boundaries else self.boundary_ms * self.boundaries(plan)
+        return max(self.scale * (self.table_sum(plan) - unpriced) + self.offset, 1e-6)
 
     def observe(self, plan: Plan, measured_ms: float) -> None:
         """An end-to-end measurement: one more point for the correction, when the table describes the plan."""
@@ -346,6 +291,7 @@ class LatencyPredictor:
         return {
             "probes": len(self.probes), "entries": sum(len(v) for v in self.ratios.values()) + len(self.combo_ratios),
             "layers_profiled": len(self.base.layer_ms), "baseline_rest_ms": self.base.rest_ms,
+            "ms_per_int8_boundary": self.boundary_ms,
             "correction": {"scale": self.scale, "offset_ms": self.offset, "probe_points": len(self.points),
                            "candidate_points": len(self.candidate_points)},
             "near_budget": NEAR_BUDGET, "ranks_only": self.ranks_only,

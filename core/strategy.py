@@ -111,6 +111,11 @@ class SearchAPI(Protocol):
     def predict(self, plan: Plan) -> float | None:
         """The latency table's prediction in ms (None without a table)."""
 
+    def predict_separable(self, plan: Plan) -> float | None:
+        """:meth:`predict` without what the quantize/dequantize steps cost where float and INT8 layers meet: the
+        part that adds up layer by layer, for a model that sums per-layer changes (the integer program's
+        options; :meth:`predict` of the whole solution then checks it)."""
+
     def worth_measuring(self, plan: Plan) -> bool:
         """False when the table predicts ``plan`` well over the budget."""
 

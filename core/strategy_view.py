@@ -84,6 +84,12 @@ class SessionView:
         # None for a plan with other model-wide settings than the probes' (another INT8 encoding): other kernels
         return predictor.predict(plan) if predictor is not None and predictor.same_settings(plan) else None
 
+    def predict_separable(self, plan: Plan) -> float | None:
+        predictor = self._session.predictor
+        if predictor is None or not predictor.same_settings(plan):
+            return None
+        return predictor.predict(plan, boundaries=False)
+
     def worth_measuring(self, plan: Plan) -> bool:
         predictor, budget_ms = self._session.predictor, self._session.budget.latency_ms
         if predictor is None or budget_ms is None:

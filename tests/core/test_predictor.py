@@ -137,13 +137,32 @@ def test_int8_with_a_channel_cut_is_predicted_from_their_combined_probe_not_the_
         Knob("pruning", "sparsity", name, (0.0, 0.5), narrows_consumers=True) for name in "ab"]
     wanted = wanted_probes({"layers": {}, "model": {}}, knobs)
     times = {None: {"a": 0.5, "b": 0.5}, "bits": {"a": 0.25, "b": 0.25}, "sparsity": {"a": 0.25, "b": 0.25},
-             "sparsity+bits": {"a": 0.2, "b": 0.2}}
+             "sparsity+bits": {"a": 0.2, "b": 0.2}, "bits@alternate": {"a": 0.5, "b": 0.25}}
     probes = [Probe(w.plan, w.knob, w.level, w.layers, sum(times[w.knob].values()), times[w.knob], 0.0)
               for w in wanted]
     table = LatencyPredictor(probes, producers={"b": "a"}, consumer_knobs={"sparsity"})
     both = next(w.plan for w in wanted if w.knob == "sparsity+bits")
     assert ([w.knob for w in wanted], table.table_sum(both)) == (
-        [None, "bits", "sparsity", "sparsity+bits"], pytest.approx(0.4))
+        [None, "bits", "sparsity", "sparsity+bits", "bits@alternate"], pytest.approx(0.4))
+
+
+def test_a_mixed_int8_plan_pays_per_float_int8_boundary_what_the_alternating_probe_ran_over_the_table():
+    """A chain a -> b -> c -> d, each layer 1 ms in float and 0.5 ms in INT8. INT8 on b and d has three
+    boundaries (a quantize or dequantize each) and ran 3.6 ms against the table's 3.0: 0.2 ms per boundary.
+    INT8 on a and b has one (b feeds c), so 0.5 + 0.5 + 1 + 1 + 0.2 ms; 3.0 ms for a model that sums per-layer
+    changes (the integer program's options)."""
+    from edgeslim.latency_table import wanted_probes
+    from edgeslim.technique import Knob
+
+    int8_knobs = [Knob("quantization", "bits", name, (32, 8)) for name in "abcd"]
+    wanted = wanted_probes({"layers": {}, "model": {}}, int8_knobs)
+    e2e = {None: 4.0, "bits": 2.0, "bits@alternate": 3.6}
+    probes = [Probe(w.plan, w.knob, w.level, w.layers, e2e[w.knob],
+                    {layer: 0.5 if layer in w.layers else 1.0 for layer in "abcd"}, 0.0) for w in wanted]
+    table = LatencyPredictor(probes, producers={"b": "a", "c": "b", "d": "c"})
+    first_two = {"layers": {"a": {"bits": 8}, "b": {"bits": 8}}, "model": {}}
+    assert ([w.layers for w in wanted], table.predict(first_two), table.predict(first_two, boundaries=False)) == (
+        [[], list("abcd"), ["b", "d"]], pytest.approx(3.2), pytest.approx(3.0))
 
 
 def test_agents_on_one_device_never_time_at_once(tmp_path, resnet_onnx):
@@ -266,8 +285,8 @@ def test_a_qoperator_int8_layers_time_is_attributed_to_its_layer(tmp_path, resne
     from edgeslim.host import load_registry
     from edgeslim.measure import LocalRunner, measure
     from edgeslim.model import load_onnx_source
-    from edgeslim.predictor import attribute_profile, graph_summary
     from edgeslim.profile import MeasurementSettings
+    from edgeslim.profile_attribution import attribute_profile, graph_summary
     from edgeslim.technique import BuildContext
     from tests.conftest import random_feed
 

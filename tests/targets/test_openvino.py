@@ -155,7 +155,7 @@ def test_openvinos_per_node_profile_is_attributed_to_every_layer(tmp_path, resne
     import onnx
 
     from edgeslim.model import load_onnx_source
-    from edgeslim.predictor import attribute_profile, graph_summary
+    from edgeslim.profile_attribution import attribute_profile, graph_summary
 
     source = load_onnx_source(resnet_onnx, tmp_path / "s", {}, None)
     layers = {layer.name for layer in source.layers}
