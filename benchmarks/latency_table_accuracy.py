@@ -70,8 +70,10 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path) -> dict[str
              if fast and k.layer is not None and k.name in ("bits", "sparsity")]
     predictor = session.build_predictor(base, knobs)
     assert predictor is not None, "the target gave no per-node profile"
-    # the same table without the float-INT8 boundary price, corrected by the same measurements: what it adds
-    unpriced = dataclasses.replace(predictor, price_boundaries=False, points=[], candidate_points=[])
+    # the same table without the float-INT8 boundary price, corrected by the same measurements (the speed gate's
+    # uniform INT8 candidates, already fed to the table, included: they have no boundaries): what the price adds
+    unpriced = dataclasses.replace(predictor, price_boundaries=False, points=[],
+                                   candidate_points=list(predictor.candidate_points))
     layers = [layer.name for layer in session.source.layers]
     prunable = {k.layer for k in knobs if k.name == "sparsity"}
     rng = random.Random(seed)
