@@ -147,11 +147,11 @@ class LatencyPredictor:
         self.int8_levels = [p.level for p in self.probes if p.knob == PAIRED_KNOB]
         self.int8_layers = {layer for p in self.probes if p.knob == PAIRED_KNOB for layer in p.layers}
         self.boundary_ms = 0.0
-        alternate = [p for p in self.probes if p.knob == BOUNDARY_PROBE and self.boundaries(p.plan)]
-        if alternate and self.price_boundaries:
+        alternate = next((p for p in self.probes if p.knob == BOUNDARY_PROBE), None)
+        crossings = self.boundaries(alternate.plan) if alternate is not None else 0
+        if crossings and self.price_boundaries:
             # what the alternating probe ran over the table's sum for it, per boundary it has
-            self.boundary_ms = max(0.0, (alternate[0].e2e_ms - self.table_sum(alternate[0].plan))
-                                   / self.boundaries(alternate[0].plan))
+            self.boundary_ms = max(0.0, (alternate.e2e_ms - self.table_sum(alternate.plan)) / crossings)
         for probe in self.probes:
             self.points.append((self.table_sum(probe.plan), probe.e2e_ms))
         self._refit()
@@ -193,8 +193,9 @@ class LatencyPredictor:
                 return y0 + (y1 - y0) * (x - x0) / (x1 - x0)
         return numeric[-1][1]
 
-    def table_sum(self, plan: Plan) -> float:
-        """Sum of the table's per-layer times for a plan, plus the rest: the uncorrected prediction."""
+    def table_sum(self, plan: Plan, boundaries: bool = True) -> float:
+        """Sum of the table's per-layer times for a plan, plus the rest and (``boundaries``) its float-INT8
+        boundaries: the uncorrected prediction."""
         decisions = plan.get("layers", {})
         total = self.base.rest_ms
         for layer, ms in self.base.layer_ms.items():
@@ -215,7 +216,8 @@ class LatencyPredictor:
         for knobs in decisions.values():
             for knob, level in knobs.items():
                 total += self.rest_per_layer.get((knob, level), 0.0)
-        total += self.boundary_ms * self.boundaries(plan)
+        if boundaries and self.boundary_ms:
+            total += self.boundary_ms * self.boundaries(plan)
         return max(total, 1e-6)
 
     def boundaries(self, plan: Plan) -> int:
@@ -249,8 +251,7 @@ class LatencyPredictor:
 
     def predict(self, plan: Plan, boundaries: bool = True) -> float:
         """Corrected end-to-end ms; ``boundaries=False``: without the float-INT8 boundaries' cost."""
-        unpriced = 0.0 if boundaries else self.boundary_ms * self.boundaries(plan)
-        return max(self.scale * (self.table_sum(plan) - unpriced) + self.offset, 1e-6)
+        return max(self.scale * self.table_sum(plan, boundaries) + self.offset, 1e-6)
 
     def observe(self, plan: Plan, measured_ms: float) -> None:
         """An end-to-end measurement: one more point for the correction, when the table describes the plan."""
