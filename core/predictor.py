@@ -88,6 +88,11 @@ class LatencyPredictor:
     #: {layer: the layer whose output it consumes} and the knobs that narrow a consumer's input
     producers: dict[str, str] = field(default_factory=dict)
     consumer_knobs: set[str] = field(default_factory=set)
+    #: {layer: the layer whose knob sets its output channels} (a residual stream's convolutions shrink together:
+    #: a narrowing knob sits on the group's first layer) and {layer: the knob layer whose group narrows its
+    #: input}; the latter defaults to ``producers`` mapped through the former
+    channel_owner: dict[str, str] = field(default_factory=dict)
+    channel_producers: dict[str, str] = field(default_factory=dict)
     #: {model-wide knob: its off level} (e.g. the attention stage's input size): a plan with one on runs outside
     #: the table
     model_knobs: dict[str, Any] = field(default_factory=dict)
@@ -109,6 +114,8 @@ class LatencyPredictor:
         if not base:
             raise ValueError("a latency table needs the baseline's profile")
         self.base = base[0]
+        if not self.channel_producers:
+            self.channel_producers = {layer: self.channel_owner.get(p, p) for layer, p in self.producers.items()}
         #: too small a model for per-node timings to mean much: rank with the table, measure everything
         self.ranks_only = self.base.e2e_ms < MIN_TRUSTED_MS
         # (layer, knob) -> {level: ratio}; the off level has ratio 1 by definition. "own": the layer's own
@@ -122,14 +129,13 @@ class LatencyPredictor:
             if probe.knob is None or is_combo(probe.knob) or probe.knob == BOUNDARY_PROBE:
                 continue
             # a knob on a block (removal) touches every layer inside it
-            touched = set(probe.layers)
-            touched |= {layer for layer in self.base.layer_ms if touched.intersection(_enclosing(layer))}
+            touched = self._touched(probe)
             for layer, before in self.base.layer_ms.items():
                 if not before:
                     continue
                 # absent from the probe's profile: removed (layer pruning) or folded away
                 ratio = probe.layer_ms.get(layer, 0.0) / before
-                fed_by_touched = probe.knob in self.consumer_knobs and self.producers.get(layer) in touched
+                fed_by_touched = probe.knob in self.consumer_knobs and self.channel_producers.get(layer) in touched
                 if layer in touched and fed_by_touched:
                     # narrowed on both sides: split evenly between the layer's own cut and its producer's
                     self.ratios.setdefault((layer, probe.knob), {})[probe.level] = math.sqrt(ratio)
@@ -160,17 +166,35 @@ class LatencyPredictor:
         """A combined probe's per-layer ratios, less the input narrowing the single probes already account for
         (its layers' producers carry the same cut)."""
         pairs = tuple(sorted(zip(probe.knob.split("+"), _levels(probe.level), strict=True)))
-        touched = set(probe.layers)
+        touched = self._touched(probe)
         for layer in touched:
             before = self.base.layer_ms.get(layer)
             if not before:
                 continue
             ratio = probe.layer_ms.get(layer, 0.0) / before
-            if self.producers.get(layer) in touched:
+            if self.channel_producers.get(layer) in touched:
                 for knob, level in pairs:
                     if knob in self.consumer_knobs:
                         ratio /= max(self.ratio(layer, knob, level, self.input_ratios), 1e-6)
             self.combo_ratios[(layer, pairs)] = ratio
+
+    def _touched(self, probe: Probe) -> set[str]:
+        """The layers a probe's knob reaches: its layers, the layers sharing their channels, and the layers inside
+        a block it sets (removal)."""
+        touched = set(probe.layers)
+        touched |= {layer for layer, owner in self.channel_owner.items() if owner in touched}
+        return touched | {layer for layer in self.base.layer_ms if touched.intersection(_enclosing(layer))}
+
+    def effective(self, decisions: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+        """The plan's decisions with each channel group's cut on its knob layer: the deepest cut any member names
+        (pruning a member cuts the whole group; a deeper cut on another member cuts it further)."""
+        out: dict[str, dict[str, Any]] = {}
+        for layer, knobs in decisions.items():
+            for knob, level in knobs.items():
+                owner = self.channel_owner.get(layer, layer) if knob in self.consumer_knobs else layer
+                where = out.setdefault(owner, {})
+                where[knob] = level if knob not in where else _deeper(where[knob], level)
+        return out
 
     # --- the table ------------------------------------------------------------------------------------------
 
@@ -196,10 +220,12 @@ class LatencyPredictor:
     def table_sum(self, plan: Plan, boundaries: bool = True) -> float:
         """Sum of the table's per-layer times for a plan, plus the rest and (``boundaries``) its float-INT8
         boundaries: the uncorrected prediction."""
-        decisions = plan.get("layers", {})
+        decisions = self.effective(plan.get("layers", {}))
         total = self.base.rest_ms
         for layer, ms in self.base.layer_ms.items():
             own = dict(decisions.get(layer, {}))
+            group = decisions.get(self.channel_owner.get(layer, layer), {})
+            own.update({knob: group[knob] for knob in self.consumer_knobs & group.keys()})
             for block in _enclosing(layer):  # a block's knobs (removal) apply to every layer inside it
                 own.update(decisions.get(block, {}))
             combined = self.combo_ratios.get((layer, tuple(sorted(own.items()))))
@@ -209,7 +235,7 @@ class LatencyPredictor:
             else:
                 for knob, level in own.items():
                     factor *= self.ratio(layer, knob, level)
-            producer = decisions.get(self.producers.get(layer, ""), {})
+            producer = decisions.get(self.channel_producers.get(layer, ""), {})
             for knob in self.consumer_knobs & producer.keys():
                 factor *= self.ratio(layer, knob, producer[knob], self.input_ratios)
             total += ms * factor
@@ -313,6 +339,12 @@ def _enclosing(layer: str) -> list[str]:
     """The blocks a layer sits in, by name: "layer2.1.conv1" -> ["layer2.1", "layer2"]."""
     parts = layer.split(".")
     return [".".join(parts[:i]) for i in range(len(parts) - 1, 0, -1)]
+
+
+def _deeper(a: Any, b: Any) -> Any:
+    """The level that compresses more (numeric levels; otherwise the later one named)."""
+    numeric = isinstance(a, (int, float)) and isinstance(b, (int, float))
+    return max(a, b) if numeric else b
 
 
 def _levels(level: Any) -> list[Any]:

@@ -29,6 +29,13 @@ class Knob:
     #: the knob also shrinks the input of the layers this one feeds (removed output channels): the latency
     #: table then splits a uniform probe's effect on each layer into its own part and its producer's part
     narrows_consumers: bool = False
+    #: other layers whose output channels this knob sets too: Torch-Pruning's coupled group (a residual stream's
+    #: convolutions all add into one tensor; a depthwise layer keeps its producer's channels). A plan names the
+    #: group by ``layer``; the latency table times every member with it
+    shares_channels_with: tuple[str, ...] = ()
+    #: the layers whose input channels this knob narrows, where the technique knows them exactly (a residual
+    #: stream feeds layers through an Add, which the graph walk does not follow)
+    narrows: tuple[str, ...] = ()
 
 
 @dataclass

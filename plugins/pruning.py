@@ -29,6 +29,7 @@ from onnx import numpy_helper
 from edgeslim import hookimpl
 from edgeslim.model import ModelSource
 from edgeslim.plan import Plan, layer_decisions
+from edgeslim.plugins.channel_groups import channel_groups
 from edgeslim.settings import module_available
 from edgeslim.technique import BuildContext, Knob, Technique
 
@@ -86,10 +87,22 @@ class ChannelPruning(Technique):
         return bool(layer_decisions(plan, "sparsity"))
 
     def knobs(self, source: ModelSource) -> list[Knob]:
+        """One knob per group of layers whose channels shrink together (:mod:`edgeslim.plugins.channel_groups`),
+        on the group's first prunable layer; a layer whose group cannot be traced gets a knob of its own."""
         if source.torch_model is None:
             return []
-        return [Knob(self.name, "sparsity", layer.name, SPARSITY_LEVELS, narrows_consumers=True)
-                for layer in source.layers if layer.prunable and (layer.out_channels or 0) >= 4]
+        prunable = [layer.name for layer in source.layers if layer.prunable and (layer.out_channels or 0) >= 4]
+        groups = channel_groups(source, prunable)
+        knobs = []
+        for name in prunable:
+            group = groups.get(name)
+            if group is None:
+                knobs.append(Knob(self.name, "sparsity", name, SPARSITY_LEVELS, narrows_consumers=True))
+            elif name == next(member for member in group.members if member in prunable):
+                knobs.append(Knob(self.name, "sparsity", name, SPARSITY_LEVELS, narrows_consumers=True,
+                                  shares_channels_with=tuple(m for m in group.members if m != name),
+                                  narrows=group.consumers))
+        return knobs
 
     def apply_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:
         import torch

@@ -74,6 +74,21 @@ def test_table_splits_channel_cuts_between_a_layer_and_its_consumer():
     assert error_summary([0.1, -0.2, 0.05])["median_abs_pct"] == pytest.approx(10.0)
 
 
+@pytest.mark.parametrize("named", ["a", "c"])
+def test_a_channel_groups_cut_is_predicted_on_every_member_and_on_the_layers_its_stream_feeds(named: str):
+    """A residual stream: "a" (its knob) and "c" add into one tensor, so one cut shrinks both, and "d", fed by the
+    Add, gets a narrower input. The table must time all of them, whichever member the plan names (before, only
+    the named layer and its graph consumer moved: random ResNet-18-style plans missed by a median 16%)."""
+    base = Probe({"layers": {}, "model": {}}, None, None, [], 1.6, {"a": 0.4, "b": 0.4, "c": 0.4, "d": 0.4}, 0.0)
+    half = Probe({"layers": {"a": {"sparsity": 0.5}, "b": {"sparsity": 0.5}}, "model": {}}, "sparsity", 0.5,
+                 ["a", "b"], 0.6, {"a": 0.2, "b": 0.1, "c": 0.1, "d": 0.2}, 0.0)
+    table = LatencyPredictor([base, half], producers={"b": "a", "c": "b"}, consumer_knobs={"sparsity"},
+                             channel_owner={"a": "a", "c": "a", "b": "b"},
+                             channel_producers={"b": "a", "c": "b", "d": "a"})
+    # a: own half (0.2); b: input halved (0.2); c: own half through the group (0.2); d: input halved (0.2)
+    assert table.table_sum({"layers": {named: {"sparsity": 0.5}}, "model": {}}) == pytest.approx(0.8)
+
+
 def test_a_plan_with_another_int8_encoding_does_not_bend_the_correction():
     """The speed gate measures every INT8 encoding; the table was probed with one. A slow encoding's point
     (15 ms against a table sum of 1 ms) must not move the predictions of the plans the table describes."""

@@ -13,6 +13,19 @@ from edgeslim.technique import BuildContext
 from tests.models import make_resnet
 
 
+def test_layers_whose_channels_shrink_together_are_one_knob_naming_its_partners_and_the_inputs_it_narrows(tmp_path):
+    """The stem and the residual block's second convolution add into one tensor: one knob, on the stem, which
+    names its partner and the layers that tensor feeds (the block's first convolution and the downsampling)."""
+    model = make_resnet()
+    example = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
+    source = torch_source(model, example, tmp_path / "src", "images")
+    knobs = {k.layer: (k.shares_channels_with, k.narrows) for k in load_registry().techniques["pruning"].knobs(source)}
+    assert knobs == {"stem.0": (("layer1.conv2",), ("layer1.conv1", "down.0")),
+                     "layer1.conv1": ((), ("layer1.conv2",)),
+                     "down.0": (("layer2.conv2",), ("layer2.conv1", "head.2")),
+                     "layer2.conv1": ((), ("layer2.conv2",))}
+
+
 def test_channels_are_physically_removed_including_residual_partners(tmp_path):
     model = make_resnet()
     example = np.random.default_rng(0).standard_normal((1, 3, 32, 32)).astype(np.float32)
