@@ -22,6 +22,10 @@ class Budget:
         self._profile_name = profile_name
         #: the budget in ms once :meth:`resolve` has seen the baseline
         self.latency_ms: float | None = None
+        #: the share of the budget the search itself aims within: below 1 once verification re-measured every
+        #: in-budget candidate over the budget and the search went on (:mod:`edgeslim.verified_search`). The
+        #: verdict on the answer is always the budget itself
+        self.search_share = 1.0
 
     @property
     def ratio(self) -> float | None:
@@ -49,12 +53,18 @@ class Budget:
         """The record's measured latency in the budget's statistic (p50 or p90), or None if not measured."""
         return record.latency_ms(self.statistic)
 
+    @property
+    def search_limit_ms(self) -> float | None:
+        """What a candidate must measure in the search: the budget, times :attr:`search_share`."""
+        return None if self.latency_ms is None else self.latency_ms * self.search_share
+
     def meets(self, record: CandidateRecord) -> bool:
-        """Measured within the latency budget, faster than the baseline, and within every size/memory limit."""
+        """Measured within the search's limit (the budget, unless verification tightened it), faster than the
+        baseline, and within every size/memory limit."""
         if record.status == "not_faster":
             return False
-        latency = self.latency_of(record)
-        if latency is None or self.latency_ms is None or latency > self.latency_ms:
+        latency, limit = self.latency_of(record), self.search_limit_ms
+        if latency is None or limit is None or latency > limit:
             return False
         return not self.over_other_limits(record)
 
@@ -76,6 +86,7 @@ class Budget:
 
     def describe(self) -> dict[str, float | str | None]:
         return {"latency_ms": self.latency_ms, "ratio": self.ratio, "statistic": self.statistic,
+                "search_limit_ms": self.search_limit_ms,
                 "size_kb": self.limits.size_kb, "stored_kb": self.limits.stored_kb, "memory_mb": self.limits.memory_mb}
 
 

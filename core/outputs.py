@@ -152,6 +152,7 @@ def _verify_in_order(session: SearchSession, records: list[CandidateRecord], ref
             session.notes.append(f"verification of {record.key} failed: {exc}")
             continue
         record.verification = verification
+        session.store.put(record)  # a rejected verdict is what a search again tightens its limit by
         if verification["passed"]:
             return record, verification
         references.append(verification["reference_p50_ms"])

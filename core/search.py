@@ -21,12 +21,11 @@ from edgeslim.config import SearchConfig
 from edgeslim.device import Device, runner_for_profile, target_for_profile
 from edgeslim.errors import EdgeslimError
 from edgeslim.evaluate import RANKING_SAMPLES, FidelityEvaluator, TaskEvaluator
-from edgeslim.final_recovery import final_recovery
 from edgeslim.host import Registry, get_plugin_manager, load_registry
 from edgeslim.inputs import calibration_feeds, resolve_model_ref
 from edgeslim.latency_table import measure_latency_table
 from edgeslim.measure import Runner
-from edgeslim.outputs import select_and_verify, write_outputs
+from edgeslim.outputs import write_outputs
 from edgeslim.plan import Plan, canonical, empty_plan, plan_key
 from edgeslim.predictor import NEAR_BUDGET, LatencyPredictor
 from edgeslim.profile import Profile, load_profile
@@ -35,8 +34,8 @@ from edgeslim.records import CandidateRecord, Manifest
 from edgeslim.recovery import resolved_options
 from edgeslim.store import SharedEvaluations, Store
 from edgeslim.strategy import TrialsExhausted
-from edgeslim.strategy_view import SessionView
 from edgeslim.technique import Knob
+from edgeslim.verified_search import search_until_verified
 
 __all__ = ["Reporter", "SearchConfig", "SearchSession"]
 
@@ -309,7 +308,7 @@ class SearchSession:
         record = CandidateRecord.new(
             key, plan, purpose, "predicted_over_budget", metric=existing.metric if existing else None,
             artifact=existing.artifact if existing else None, details={"predicted_ms": predicted},
-            note=f"predicted {predicted:.3f} ms > budget {self.budget.latency_ms:.3f} ms (+{NEAR_BUDGET:.0%}): "
+            note=f"predicted {predicted:.3f} ms > budget {self.budget.search_limit_ms:.3f} ms (+{NEAR_BUDGET:.0%}): "
                  "not measured")
         self.store.put(record)
         return record
@@ -382,17 +381,6 @@ class SearchSession:
         ok, why = strategy_cls.available()
         if not ok:
             raise EdgeslimError(f"--strategy {name}: {why}")
-        self.clock.phase(f"searching ({name})")
-        try:
-            strategy_cls().run(SessionView(self))
-        except TrialsExhausted:
-            if self.time_left() != 0.0:
-                self.notes.append(f"stopped after --trials {self.config.trials} measured candidates")
-        if self.time_left() == 0.0:
-            self.notes.append(f"--time-budget {self.config.time_budget_s:g} s spent: the search stopped measuring")
-        self.clock.phase("final recovery of the answer")
-        final_recovery(self)
-        self.clock.phase("verifying the best candidates (interleaved, one process per model)")
-        best, verification = select_and_verify(self)
+        best, verification = search_until_verified(self, strategy_cls, name)
         self.clock.stop()
         return write_outputs(self, best, verification, time.time() - started)

@@ -84,7 +84,8 @@ class SearchAPI(Protocol):
 
     @property
     def budget_ms(self) -> float:
-        """The latency budget in ms (a ratio budget resolved against the measured baseline)."""
+        """The latency budget in ms (a ratio budget resolved against the measured baseline); tighter when the
+        run searches again because verification re-measured every in-budget candidate over the budget."""
 
     @property
     def higher_is_better(self) -> bool:

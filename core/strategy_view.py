@@ -32,7 +32,7 @@ class SessionView:
 
     @property
     def budget_ms(self) -> float:
-        ms = self._session.budget.latency_ms
+        ms = self._session.budget.search_limit_ms
         assert ms is not None  # resolved when the baseline was measured
         return ms
 
@@ -91,7 +91,7 @@ class SessionView:
         return predictor.predict(plan, boundaries=False)
 
     def worth_measuring(self, plan: Plan) -> bool:
-        predictor, budget_ms = self._session.predictor, self._session.budget.latency_ms
+        predictor, budget_ms = self._session.predictor, self._session.budget.search_limit_ms
         if predictor is None or budget_ms is None:
             return True
         return predictor.near_budget(plan, budget_ms)

@@ -1,0 +1,80 @@
+"""When verification re-measures every in-budget candidate over the budget, the search goes on within a tighter
+limit instead of ending without an answer (the demo did, at 0.47x in the search and 0.52x verified)."""
+
+from __future__ import annotations
+
+import pytest
+
+import edgeslim
+from edgeslim import outputs
+from edgeslim.config import SearchConfig
+from edgeslim.host import load_registry, reset_plugin_manager
+from edgeslim.plan import empty_plan, set_knob
+from edgeslim.records import CandidateRecord
+from edgeslim.search import SearchSession
+from edgeslim.strategy import SearchAPI, Strategy
+from edgeslim.verified_search import MARGIN, tightened_share
+
+pytest.importorskip("torch_pruning", reason="the strategy cuts channels: pip install 'edgeslim[torch]'")
+
+
+class LightestThatMeets(Strategy):
+    """Uniform channel cuts, lightest first, until one meets ``budget_ms``: what the built-ins do at the edge."""
+
+    name = "lightest-that-meets"
+    description = "test strategy: the lightest uniform channel cut that meets the budget"
+
+    def run(self, search: SearchAPI) -> None:
+        knobs = [o.knob for o in search.knobs() if o.knob.name == "sparsity"]
+        for level in knobs[0].levels[1:]:
+            plan = empty_plan()
+            for knob in knobs:
+                plan = set_knob(plan, knob.layer, knob.name, level, knob.levels[0])
+            if search.meets_budget(search.measure(plan, purpose=f"uniform sparsity={level}")):
+                return
+
+
+@pytest.fixture
+def registry_with_strategy():
+    reset_plugin_manager()
+    plugin = type("Plugin", (), {"edgeslim_register_strategies": staticmethod(
+        edgeslim.hookimpl(lambda register: register(LightestThatMeets)))})
+    yield load_registry((plugin,))
+    reset_plugin_manager()
+
+
+def test_when_verification_rejects_every_candidate_the_search_goes_on_and_the_answer_is_a_deeper_cut(
+        registry_with_strategy, tmp_path, resnet_onnx, fast_profile, monkeypatch):
+    """Every verdict of the first search is turned into a miss (10% over the budget): a device that disagrees with
+    itself by that much cannot be had on demand. Everything else is real: the strategy runs again, the 25% cut it
+    measured no longer meets the tightened limit, and the answer is a deeper cut that passes a real verification."""
+    real_verify = outputs.verify
+
+    def first_search_misses(session, record):
+        verdict = real_verify(session, record)
+        if session.budget.search_share == 1.0:
+            verdict = {**verdict, "passed": False, "ratio": session.budget.ratio * 1.1, "judged_on": "made to miss"}
+        return verdict
+
+    monkeypatch.setattr(outputs, "verify", first_search_misses)
+    config = SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), out_dir=str(tmp_path / "run"),
+                          budget_ratio=0.95, trials=6, strategy="lightest-that-meets")
+    manifest = SearchSession(config, registry=registry_with_strategy).run()
+    levels = {layer["sparsity"] for layer in manifest["best"]["plan"]["layers"].values()}
+    assert min(levels) >= 0.5
+
+
+def test_the_tightened_share_clears_the_worst_disagreement_between_search_and_verification(tmp_path, resnet_onnx,
+                                                                                             fast_profile):
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ratio=0.5,
+                                         out_dir=str(tmp_path / "run")))
+    session.measure_baseline()
+    base_ms = session.latency_of(session.baseline)
+    for key, searched, verified in (("a", 0.47, 0.52), ("b", 0.48, 0.51)):
+        record = CandidateRecord.new(key, {"layers": {key: {"bits": 8}}, "model": {}}, "test", "measured",
+                                     latency={"status": "ok", "p50_ms": searched * base_ms,
+                                              "p90_ms": searched * base_ms})
+        record.verification = {"passed": False, "ratio": verified}
+        session.store.put(record)
+    # a ran 0.52 / 0.47 = 1.106x its search time, the worse of the two
+    assert tightened_share(session) == pytest.approx(0.47 / 0.52 * MARGIN)
