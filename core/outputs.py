@@ -152,9 +152,11 @@ def _verify_in_order(session: SearchSession, records: list[CandidateRecord], ref
             session.notes.append(f"verification of {record.key} failed: {exc}")
             continue
         record.verification = verification
-        session.store.put(record)  # a rejected verdict is what a search again tightens its limit by
         if verification["passed"]:
             return record, verification
+        # kept with the candidate: what a search again tightens its limit by (edgeslim.verified_search)
+        record.details["verification_missed"] = verification
+        session.store.put(record)
         references.append(verification["reference_p50_ms"])
         session.notes.append(f"candidate {record.key} met the budget in the search but not when re-measured "
                              f"({verification['judged_on']} is false); not reported")

@@ -72,8 +72,8 @@ def tightened_share(session: SearchSession) -> float | None:
     budget, base_ms = session.budget, session.latency_of(session.baseline)
     factors = []
     for record in session.store.all():
-        verdict, searched = record.verification, session.latency_of(record)
-        if not verdict or verdict.get("passed") or not searched or not base_ms:
+        verdict, searched = record.details.get("verification_missed"), session.latency_of(record)
+        if not verdict or not searched or not base_ms:
             continue
         if budget.ratio is not None:
             factors.append(float(verdict["ratio"]) / (searched / base_ms))

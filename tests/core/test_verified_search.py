@@ -74,7 +74,7 @@ def test_the_tightened_share_clears_the_worst_disagreement_between_search_and_ve
         record = CandidateRecord.new(key, {"layers": {key: {"bits": 8}}, "model": {}}, "test", "measured",
                                      latency={"status": "ok", "p50_ms": searched * base_ms,
                                               "p90_ms": searched * base_ms})
-        record.verification = {"passed": False, "ratio": verified}
+        record.details["verification_missed"] = {"passed": False, "ratio": verified}
         session.store.put(record)
     # a ran 0.52 / 0.47 = 1.106x its search time, the worse of the two
     assert tightened_share(session) == pytest.approx(0.47 / 0.52 * MARGIN)
