@@ -105,7 +105,7 @@ def measure_latency_table(base: Plan, knobs: list[Knob], layers: set[str], build
     base_dir = builder.build(base, "probe").parent
     producers = layer_producers(json.loads((base_dir / "layer_nodes.json").read_text()),
                                 json.loads((base_dir / "graph.json").read_text()), layers)
-    owner, channel_producers = channel_map(knobs, producers)
+    owner, channel_producers = channel_map(knobs)
     predictor = LatencyPredictor(probes, base_model=dict(base["model"]), producers=producers,
                                  consumer_knobs={k.name for k in knobs if k.narrows_consumers},
                                  model_knobs=model_knobs or {}, channel_owner=owner,
@@ -117,15 +117,13 @@ def measure_latency_table(base: Plan, knobs: list[Knob], layers: set[str], build
     return predictor
 
 
-def channel_map(knobs: list[Knob], producers: dict[str, str]) -> tuple[dict[str, str], dict[str, str]]:
-    """{layer: the knob layer setting its output channels} and {layer: the knob layer narrowing its input}: what
-    the narrowing knobs say (their groups and consumers), else the graph's producer mapped to its group."""
+def channel_map(knobs: list[Knob]) -> tuple[dict[str, str], dict[str, str]]:
+    """What the narrowing knobs say: {layer: the knob layer setting its output channels} (their groups) and
+    {layer: the knob layer narrowing its input} (their consumers). The predictor maps every other layer's graph
+    producer to its group."""
     narrowing = [k for k in knobs if k.narrows_consumers and k.layer]
     owner = {member: k.layer for k in narrowing for member in (k.layer, *k.shares_channels_with)}
-    channel_producers = {layer: owner.get(producer, producer) for layer, producer in producers.items()}
-    for knob in narrowing:
-        channel_producers.update({consumer: knob.layer for consumer in knob.narrows})
-    return owner, channel_producers
+    return owner, {consumer: k.layer for k in narrowing for consumer in k.narrows}
 
 
 def _measure_probe(want: WantedProbe, layers: set[str], builder: BuildPipeline, device: Device, statistic: str,

@@ -90,7 +90,8 @@ class LatencyPredictor:
     consumer_knobs: set[str] = field(default_factory=set)
     #: {layer: the layer whose knob sets its output channels} (a residual stream's convolutions shrink together:
     #: a narrowing knob sits on the group's first layer) and {layer: the knob layer whose group narrows its
-    #: input}; the latter defaults to ``producers`` mapped through the former
+    #: input} where the technique said so; every other layer's is its producer's group (``producers`` mapped
+    #: through ``channel_owner``)
     channel_owner: dict[str, str] = field(default_factory=dict)
     channel_producers: dict[str, str] = field(default_factory=dict)
     #: {model-wide knob: its off level} (e.g. the attention stage's input size): a plan with one on runs outside
@@ -114,8 +115,8 @@ class LatencyPredictor:
         if not base:
             raise ValueError("a latency table needs the baseline's profile")
         self.base = base[0]
-        if not self.channel_producers:
-            self.channel_producers = {layer: self.channel_owner.get(p, p) for layer, p in self.producers.items()}
+        self.channel_producers = {**{layer: self.channel_owner.get(p, p) for layer, p in self.producers.items()},
+                                  **self.channel_producers}
         #: too small a model for per-node timings to mean much: rank with the table, measure everything
         self.ranks_only = self.base.e2e_ms < MIN_TRUSTED_MS
         # (layer, knob) -> {level: ratio}; the off level has ratio 1 by definition. "own": the layer's own

@@ -10,7 +10,9 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 if os.environ.get("PYTEST_XDIST_WORKER"):
     # `-n 2` on two cores: each worker (and every edgeslim process it starts) gets one OpenMP/BLAS thread. With
@@ -105,6 +107,19 @@ def digits_task_file(tmp_path) -> Path:
     path = tmp_path / "digits_task.py"
     path.write_text(textwrap.dedent(DIGITS_TASK).replace("EPOCHS", "10"))
     return path
+
+
+def strategy_registry(strategy: type) -> Iterator[Any]:
+    """For a fixture to ``yield from``: the registry with a test strategy registered as a third-party plugin
+    registers it, the plugin manager reset before and after."""
+    import edgeslim
+    from edgeslim.host import load_registry, reset_plugin_manager
+
+    reset_plugin_manager()
+    plugin = type("Plugin", (), {"edgeslim_register_strategies": staticmethod(
+        edgeslim.hookimpl(lambda register: register(strategy)))})
+    yield load_registry((plugin,))
+    reset_plugin_manager()
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess:

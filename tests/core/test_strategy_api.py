@@ -6,13 +6,12 @@ import json
 
 import pytest
 
-import edgeslim
 from edgeslim.config import SearchConfig
-from edgeslim.host import load_registry, reset_plugin_manager
 from edgeslim.plan import empty_plan, set_knob
 from edgeslim.search import SearchSession
 from edgeslim.strategy import SearchAPI, Strategy
 from edgeslim.strategy_view import SessionView
+from tests.conftest import strategy_registry
 
 
 class EveryKnobAtOnce(Strategy):
@@ -38,11 +37,7 @@ class EveryKnobAtOnce(Strategy):
 
 @pytest.fixture
 def registry_with_strategy():
-    reset_plugin_manager()
-    plugin = type("Plugin", (), {"edgeslim_register_strategies": staticmethod(
-        edgeslim.hookimpl(lambda register: register(EveryKnobAtOnce)))})
-    yield load_registry((plugin,))
-    reset_plugin_manager()
+    yield from strategy_registry(EveryKnobAtOnce)
 
 
 def test_the_view_offers_nothing_beyond_the_declared_interface():

@@ -5,15 +5,14 @@ from __future__ import annotations
 
 import pytest
 
-import edgeslim
 from edgeslim import outputs
 from edgeslim.config import SearchConfig
-from edgeslim.host import load_registry, reset_plugin_manager
 from edgeslim.plan import empty_plan, set_knob
 from edgeslim.records import CandidateRecord
 from edgeslim.search import SearchSession
 from edgeslim.strategy import SearchAPI, Strategy
 from edgeslim.verified_search import MARGIN, tightened_share
+from tests.conftest import strategy_registry
 
 pytest.importorskip("torch_pruning", reason="the strategy cuts channels: pip install 'edgeslim[torch]'")
 
@@ -36,11 +35,7 @@ class LightestThatMeets(Strategy):
 
 @pytest.fixture
 def registry_with_strategy():
-    reset_plugin_manager()
-    plugin = type("Plugin", (), {"edgeslim_register_strategies": staticmethod(
-        edgeslim.hookimpl(lambda register: register(LightestThatMeets)))})
-    yield load_registry((plugin,))
-    reset_plugin_manager()
+    yield from strategy_registry(LightestThatMeets)
 
 
 def test_when_verification_rejects_every_candidate_the_search_goes_on_and_the_answer_is_a_deeper_cut(
