@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import statistics
+from typing import Any
+
 from edgeslim.errors import EdgeslimError
 from edgeslim.profile import BudgetSettings
 from edgeslim.records import CandidateRecord
@@ -26,6 +29,9 @@ class Budget:
         #: in-budget candidate over the budget and the search went on (:mod:`edgeslim.verified_search`). The
         #: verdict on the answer is always the budget itself
         self.search_share = 1.0
+        #: every timing of the baseline in the budget's statistic; a ratio budget is of their median
+        #: (:mod:`edgeslim.baseline_timing`)
+        self.baseline_timings_ms: list[float] = []
 
     @property
     def ratio(self) -> float | None:
@@ -35,6 +41,16 @@ class Budget:
         if self._cli_ratio is not None:
             return self._cli_ratio
         return None if self.limits.latency_ms is not None else self.limits.ratio
+
+    @property
+    def baseline_ms(self) -> float | None:
+        """The median of the baseline's timings: what a ratio budget and the speed-up gate are relative to."""
+        return statistics.median(self.baseline_timings_ms) if self.baseline_timings_ms else None
+
+    def add_baseline_timing(self, baseline_ms: float) -> float:
+        """One more timing of the baseline; the budget is resolved again against the median of them all."""
+        self.baseline_timings_ms.append(baseline_ms)
+        return self.resolve(statistics.median(self.baseline_timings_ms))
 
     def resolve(self, baseline_ms: float) -> float:
         if self._cli_ms is not None:
@@ -84,9 +100,10 @@ class Budget:
             over.append(f"peak memory {rss:.0f} MB > memory_mb {limits.memory_mb}")
         return over
 
-    def describe(self) -> dict[str, float | str | None]:
+    def describe(self) -> dict[str, Any]:
         return {"latency_ms": self.latency_ms, "ratio": self.ratio, "statistic": self.statistic,
-                "search_limit_ms": self.search_limit_ms,
+                "search_limit_ms": self.search_limit_ms, "baseline_ms": self.baseline_ms,
+                "baseline_timings_ms": self.baseline_timings_ms,
                 "size_kb": self.limits.size_kb, "stored_kb": self.limits.stored_kb, "memory_mb": self.limits.memory_mb}
 
 

@@ -90,7 +90,7 @@ def select_and_verify(session: SearchSession) -> tuple[CandidateRecord | None, d
     baseline = session.baseline
     contenders = verification_candidates(session.store.all(), baseline.key, session.budget)
     contenders.sort(key=lambda r: (session.metric_drop(r), session.latency_of(r)))
-    base_ms = session.latency_of(baseline) or 1.0
+    base_ms = session.budget.baseline_ms or 1.0
     references: list[float] = []  # the baseline as each failed verification re-measured it
     answer, verification = _verify_in_order(session, contenders[:VERIFY_TOP], references)
     if answer is None and references:
@@ -116,7 +116,7 @@ def _more_accurate_against_the_remeasured_baseline(session: SearchSession, answe
     tighter in the search than on the device: verify the more accurate candidates that would meet it against
     the re-measured baseline, most accurate first; the first that passes replaces the answer. Each is judged,
     as every answer is, on its own interleaved ratio."""
-    base_ms = session.latency_of(session.baseline) or 0.0
+    base_ms = session.budget.baseline_ms or 0.0
     reference_ms = float(verification["reference_p50_ms"])
     budget_ms = session.budget.latency_ms
     if base_ms <= 0.0 or budget_ms is None or reference_ms <= base_ms * (1.0 + REFERENCE_SLACK):
@@ -252,7 +252,7 @@ def write_outputs(session: SearchSession, answer: CandidateRecord | None, verifi
 def _gate_probes(session: SearchSession, records: list[CandidateRecord]) -> list[dict[str, Any]]:
     """Every speed-gate probe (e.g. each INT8 encoding, uniformly): what it asked, what ran, what it measured
     (and, for the close contenders timed again side by side, the median of those rounds)."""
-    base_ms = session.latency_of(session.baseline)
+    base_ms = session.budget.baseline_ms
     retimed = session.store.get_meta("retimed") or {}
     probes = []
     for r in records:

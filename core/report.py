@@ -43,7 +43,7 @@ def _device_runs_text(manifest: dict[str, Any]) -> str:
     if not runs:  # manifests written before the latency table existed
         return ""
     text = (f"device runs: {runs['total']} ({runs['candidates']} candidates, {runs['latency_table']} latency-table "
-            f"probes, {runs['verification']} verification)")
+            f"probes, {runs['verification']} verification, {runs.get('baseline', 0)} baseline re-timings)")
     err = (manifest.get("predictor") or {}).get("error") or {}
     if err.get("n"):
         text += (f"; latency table off by a median {err['median_abs_pct']:.1f}% (max {err['max_abs_pct']:.1f}%) "

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from edgeslim.baseline_timing import BaselineTimer
 from edgeslim.budget import Budget, metric_drop
 from edgeslim.build import BuildPipeline, RecoveryChoice
 from edgeslim.config import SearchConfig
@@ -66,6 +67,7 @@ class SearchSession:
         self.clock = PhaseClock(self.reporter)
         self.predictor: LatencyPredictor | None = None
         self._baseline: CandidateRecord | None = None
+        self._baseline_timer: BaselineTimer | None = None
         self._baseline_ranking_metric: float | None = None  # the baseline on the one-shot scores' samples
         self.budget = Budget(self.profile.budget, config.budget_ms, config.budget_ratio, self.profile.name)
 
@@ -234,6 +236,8 @@ class SearchSession:
         is_baseline = plan == empty_plan()
         # the prediction is made before the measurement, so its recorded error is the one a ranking suffers
         # (only for plans the table describes: another INT8 encoding's kernels are not in it)
+        if self._baseline_timer is not None and not is_baseline:
+            self._baseline_timer.time_again_if_due()
         predicted = self.predictor.predict(plan) if self.predictor is not None and self.predictor.covers(plan) else None
         stats = self.device.measure(artifact)
         if metric is None:
@@ -241,7 +245,7 @@ class SearchSession:
         status, note = ("measured" if stats.usable else f"measure_{stats.status}"), stats.error or ""
         measured_ms = stats.statistic(self.budget.statistic) if stats.usable else None
         if measured_ms is not None and not is_baseline and self._baseline is not None:
-            base_ms = self.latency_of(self._baseline)
+            base_ms = self.budget.baseline_ms
             if base_ms is not None and measured_ms >= base_ms:
                 # the speed-up gate: a compressed model that is not faster is never a result
                 status = "not_faster"
@@ -366,7 +370,8 @@ class SearchSession:
             raise EdgeslimError(f"the uncompressed model could not be measured on {self.profile.name}: "
                                 f"{lat.get('status')}: {lat.get('error') or baseline.note}")
         self._baseline = baseline
-        self.budget.resolve(baseline_ms)
+        self._baseline_timer = BaselineTimer(self, self.run_dir / str(baseline.artifact))
+        self._baseline_timer.start(baseline_ms)
         return baseline
 
     def run(self, strategy_name: str | None = None) -> Manifest:

@@ -80,7 +80,8 @@ class SearchAPI(Protocol):
 
     @property
     def baseline_ms(self) -> float:
-        """The baseline's latency in the budget's statistic."""
+        """The baseline's latency in the budget's statistic: the median of its timings, taken before the search and
+        again as it goes (:mod:`edgeslim.baseline_timing`), so it can move a little while a strategy runs."""
 
     @property
     def budget_ms(self) -> float:

@@ -69,7 +69,7 @@ def tightened_share(session: SearchSession) -> float | None:
     divided by the largest factor by which a rejected candidate's verified time exceeded its search time (as a
     ratio to the baseline for a ratio budget), times :data:`MARGIN`. None when nothing was rejected or the
     factor says the search measured them no worse than verification did."""
-    budget, base_ms = session.budget, session.latency_of(session.baseline)
+    budget, base_ms = session.budget, session.budget.baseline_ms
     factors = []
     for record in session.store.all():
         verdict, searched = record.details.get("verification_missed"), session.latency_of(record)

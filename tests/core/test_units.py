@@ -97,6 +97,13 @@ def test_a_ratio_budget_resolves_against_the_baseline():
     assert budget.resolve(2.0) == 1.0
 
 
+def test_a_ratio_budget_follows_the_median_of_the_baselines_timings_not_a_busy_one():
+    budget = Budget(BudgetSettings(ratio=0.2))
+    for ms in (0.911, 0.822, 0.826, 0.819):  # the first timed in a busy spell
+        budget.add_baseline_timing(ms)
+    assert budget.latency_ms == pytest.approx(0.2 * 0.824)
+
+
 def test_the_command_lines_ms_overrides_the_profiles_ratio():
     budget = Budget(BudgetSettings(ratio=0.5), budget_ms=3.0)
     assert (budget.resolve(2.0), budget.ratio) == (3.0, None)
