@@ -70,7 +70,6 @@ class SearchSession:
         self._baseline_timer: BaselineTimer | None = None
         self._baseline_ranking_metric: float | None = None  # the baseline on the one-shot scores' samples
         self.budget = Budget(self.profile.budget, config.budget_ms, config.budget_ratio, self.profile.name)
-
         created = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.clock.phase("loading model")

@@ -1,5 +1,5 @@
 """A ratio budget is of the median of the baseline's timings, taken before the search and again as it goes (a
-MobileNetV2-style search once timed its baseline in a busy spell, 11% slow, and every candidate that met its
+MobileNetV2-style search once timed its baseline 5-11% slower than verification did, and every candidate that met its
 0.2x budget missed in verification)."""
 
 from __future__ import annotations

@@ -64,7 +64,7 @@ def test_the_tightened_share_clears_the_worst_disagreement_between_search_and_ve
     session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ratio=0.5,
                                          out_dir=str(tmp_path / "run")))
     session.measure_baseline()
-    base_ms = session.latency_of(session.baseline)
+    base_ms = session.budget.baseline_ms  # what the search's ratios are of
     for key, searched, verified in (("a", 0.47, 0.52), ("b", 0.48, 0.51)):
         record = CandidateRecord.new(key, {"layers": {key: {"bits": 8}}, "model": {}}, "test", "measured",
                                      latency={"status": "ok", "p50_ms": searched * base_ms,
