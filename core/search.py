@@ -233,10 +233,10 @@ class SearchSession:
         """Measure a built artifact on the device, score it (unless ``metric`` is known), store and announce
         the record. The one place a measured candidate's record is made."""
         is_baseline = plan == empty_plan()
-        # the prediction is made before the measurement, so its recorded error is the one a ranking suffers
-        # (only for plans the table describes: another INT8 encoding's kernels are not in it)
         if self._baseline_timer is not None and not is_baseline:
             self._baseline_timer.time_again_if_due()
+        # the prediction is made before the measurement, so its recorded error is the one a ranking suffers
+        # (only for plans the table describes: another INT8 encoding's kernels are not in it)
         predicted = self.predictor.predict(plan) if self.predictor is not None and self.predictor.covers(plan) else None
         stats = self.device.measure(artifact)
         if metric is None:
