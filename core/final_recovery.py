@@ -48,12 +48,14 @@ def final_options(session: SearchSession) -> dict[str, Any]:
     return {**defaults, **session.config.recovery_options}
 
 
-def final_recovery(session: SearchSession) -> CandidateRecord | None:
-    """Rebuild the best in-budget candidate with the longer recovery; None (and a note) when there is none to
-    do: no answer yet, no training data, no torch-stage change in its plan, or no longer recovery asked for."""
+def final_recovery(session: SearchSession, of: CandidateRecord | None = None) -> CandidateRecord | None:
+    """Rebuild ``of`` (by default the best in-budget candidate) with the longer recovery; None (and a note)
+    when there is none to do: no answer yet, no training data, no torch-stage change in its plan, or no longer
+    recovery asked for. A plan recovered before is not trained again: its stored record is returned."""
     epochs = final_epochs(session)
-    contenders = [r for r in session.store.all() if r.key != session.baseline.key and session.meets_budget(r)
-                  and not r.details.get("final_recovery")]
+    contenders = [of] if of is not None else [
+        r for r in session.store.all() if r.key != session.baseline.key and session.meets_budget(r)
+        and not r.details.get("final_recovery")]
     if not contenders or session.task is None or session.task.train_data is None:
         return None
     best = min(contenders, key=session.metric_drop)

@@ -92,7 +92,7 @@ def select_and_verify(session: SearchSession) -> tuple[CandidateRecord | None, d
     contenders.sort(key=lambda r: (session.metric_drop(r), session.latency_of(r)))
     base_ms = session.budget.baseline_ms or 1.0
     references: list[float] = []  # the baseline as each failed verification re-measured it
-    answer, verification = _verify_in_order(session, contenders[:VERIFY_TOP], references)
+    answer, verification = verify_in_order(session, contenders[:VERIFY_TOP], references)
     if answer is None and references:
         # the search judged against its own baseline measurement; when that ran at a busier moment than the
         # re-measurements, every search-time ratio was too good. Judge the rest against the re-measured
@@ -103,7 +103,7 @@ def select_and_verify(session: SearchSession) -> tuple[CandidateRecord | None, d
         tried = {r.key for r in contenders[:VERIFY_TOP]}
         rest = [r for r in contenders
                 if r.key not in tried and (session.latency_of(r) or base_ms) / reference_ms <= limit]
-        answer, verification = _verify_in_order(session, rest[:VERIFY_TOP], references)
+        answer, verification = verify_in_order(session, rest[:VERIFY_TOP], references)
     if answer is not None and verification is not None and session.budget.ratio is not None:
         answer, verification = _more_accurate_against_the_remeasured_baseline(session, answer, verification)
     return answer, verification
@@ -135,7 +135,7 @@ def _more_accurate_against_the_remeasured_baseline(session: SearchSession, answe
         f"verification timed the baseline at {reference_ms:.3f} ms, {scale:.2f}x the search's {base_ms:.3f} ms: "
         f"{len(more_accurate)} more accurate candidate(s) the search counted over the budget would meet it against "
         f"that; the most accurate {min(len(more_accurate), VERIFY_TOP)} are verified too")
-    found, found_verification = _verify_in_order(session, more_accurate[:VERIFY_TOP], [])
+    found, found_verification = verify_in_order(session, more_accurate[:VERIFY_TOP], [])
     if found is None or found_verification is None:
         return answer, verification
     found_verification["instead_of"] = {"key": answer.key, "metric": answer.metric,
@@ -143,8 +143,10 @@ def _more_accurate_against_the_remeasured_baseline(session: SearchSession, answe
     return found, found_verification
 
 
-def _verify_in_order(session: SearchSession, records: list[CandidateRecord], references: list[float]
-                     ) -> tuple[CandidateRecord | None, dict[str, Any] | None]:
+def verify_in_order(session: SearchSession, records: list[CandidateRecord], references: list[float]
+                    ) -> tuple[CandidateRecord | None, dict[str, Any] | None]:
+    """Verify ``records`` in turn; the first that passes and its verification, or (None, None). Each miss is
+    kept with its candidate and its re-measured baseline appended to ``references``."""
     for record in records:
         try:
             verification = verify(session, record)
