@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -327,21 +329,45 @@ def demo(out_dir: str | None, trials: int, as_json: bool) -> None:
     run_search(config, as_json)
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``kill``, ``docker stop``, systemd), unwound like Ctrl-C."""
+
+
+def _unwind_on_sigterm(signum: int, frame: object) -> None:
+    # Python's default for SIGTERM exits at once: no ``finally`` runs, so agent job folders stay in the temp
+    # directory and a running agent is orphaned. Unwinding removes both; the store keeps every measurement.
+    raise Terminated
+
+
+def _stopped(terminated: bool) -> NoReturn:
+    err_console.print(f"edgeslim: {'terminated' if terminated else 'interrupted'}; a search resumes with --resume DIR")
+    sys.exit(143 if terminated else 130)  # the shell's codes for SIGTERM and SIGINT
+
+
 def main(argv: list[str] | None = None) -> None:
+    if threading.current_thread() is not threading.main_thread():  # signal handlers belong to the main thread
+        _run_cli(argv)
+        return
+    previous = signal.signal(signal.SIGTERM, _unwind_on_sigterm)
+    try:
+        _run_cli(argv)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _run_cli(argv: list[str] | None) -> None:
     try:
         cli.main(args=argv, prog_name="edgeslim", standalone_mode=False)
     except EdgeslimError as exc:
         err_console.print(f"[bold red]edgeslim: error:[/bold red] {escape(str(exc))}", highlight=False, soft_wrap=True)
         sys.exit(exc.exit_code)
-    except click.exceptions.Abort:
-        err_console.print("edgeslim: interrupted")
-        sys.exit(130)
+    except click.exceptions.Abort as exc:  # click turns Ctrl-C (and so SIGTERM) into Abort
+        _stopped(isinstance(exc.__cause__, Terminated))
     except click.ClickException as exc:
         exc.show()
         sys.exit(1)
-    except KeyboardInterrupt:
-        err_console.print("edgeslim: interrupted; resume with --resume DIR")
-        sys.exit(130)
+    except KeyboardInterrupt as exc:
+        _stopped(isinstance(exc, Terminated))
     except Exception as exc:
         if os.environ.get("EDGESLIM_DEBUG"):
             raise
