@@ -93,8 +93,14 @@ def main() -> None:
         # apt-get download / pip download need the package registries: offline, there is nothing to check
         print(f"cannot fetch the aarch64 packages ({' '.join(exc.cmd[:3])}...: {(exc.stderr or '').strip()[-300:]})")
         raise SystemExit(OFFLINE_EXIT) from None
-    sysroot = args.root / "sysroot"
+    # the models and outputs (17 MB) live in a folder removed afterwards: every CI run goes through here
+    with tempfile.TemporaryDirectory(prefix="edgeslim-a64-") as work:
+        status = check(python, site, args.root / "sysroot", Path(work), args.results)
+    sys.exit(status)
 
+
+def check(python: Path, site: Path, sysroot: Path, work: Path, results: Path) -> int:
+    """Build, run on both machines, compare; write the results; 0 when everything is within tolerance."""
     import onnxruntime as ort
     import torch
 
@@ -104,7 +110,6 @@ def main() -> None:
     from edgeslim.technique import BuildContext
     from tests.models import make_resnet
 
-    work = Path(tempfile.mkdtemp(prefix="edgeslim-a64-"))
     fp32 = work / "fp32.onnx"
     torch.onnx.export(make_resnet(0, 32), (torch.randn(1, 3, 32, 32),), str(fp32), input_names=["images"],
                       opset_version=17, dynamo=False)
@@ -161,7 +166,7 @@ def main() -> None:
               "agent_on_aarch64": {"status": agent_result.get("status"), "machine": agent_result.get("machine"),
                                    "runtime_version": agent_result.get("runtime_version"), "n": agent_result.get("n")},
               "emulated_wall_s": emulated_s, "all_within": all(r["within"] for r in rows)}
-    out = args.results
+    out = results
     out.mkdir(parents=True, exist_ok=True)
     (out / "aarch64_check.json").write_text(json.dumps(result, indent=2))
     md = [f"aarch64 onnxruntime {arm_info['onnxruntime']} (qemu-user) vs x86_64 onnxruntime {ort.__version__}, "
@@ -177,7 +182,7 @@ def main() -> None:
            "not reported as latency)."]
     (out / "aarch64_check.md").write_text("\n".join(md) + "\n")
     print("\n".join(md))
-    sys.exit(0 if result["all_within"] and agent_result.get("status") in ("ok", "noisy") else 1)
+    return 0 if result["all_within"] and agent_result.get("status") in ("ok", "noisy") else 1
 
 
 if __name__ == "__main__":
