@@ -34,18 +34,30 @@ MARGIN = 0.98
 def search_until_verified(session: SearchSession, strategy_cls: type[Strategy], name: str
                           ) -> tuple[CandidateRecord | None, dict[str, Any] | None]:
     """Run the strategy, recover and verify the answer; while no candidate passes verification and trials and
-    time are left, tighten the search's limit and run the strategy again (at most :data:`SEARCHES_AGAIN`)."""
+    time are left, tighten the search's limit and run the strategy again (at most :data:`SEARCHES_AGAIN`). The
+    strategy also runs again when no candidate meets the budget because the baseline's re-timings tightened it
+    during the search."""
     session.clock.phase(f"searching ({name})")
+    limit_ms = session.budget.latency_ms
     best, verification = _search_once(session, strategy_cls)
     for _ in range(SEARCHES_AGAIN):
-        share = tightened_share(session)
-        if best is not None or share is None or session.trials_left() <= 0:
+        if best is not None or session.trials_left() <= 0:
             break
-        session.notes.append(f"verification re-measured every in-budget candidate over the budget: the search went "
-                             f"on, aiming within {share:.3f} of the budget "
-                             f"({(session.budget.latency_ms or 0.0) * share:.3f} ms)")
-        session.budget.search_share = share
-        session.clock.phase(f"searching again ({name}) within {share:.3f} of the budget")
+        share = tightened_share(session)
+        moved_from, limit_ms = limit_ms, session.budget.latency_ms
+        if share is not None:
+            session.notes.append(f"verification re-measured every in-budget candidate over the budget: the search "
+                                 f"went on, aiming within {share:.3f} of the budget "
+                                 f"({(session.budget.latency_ms or 0.0) * share:.3f} ms)")
+            session.budget.search_share = share
+        elif moved_from is not None and limit_ms is not None and limit_ms < moved_from:
+            # the baseline's re-timings moved a ratio budget below candidates that had met it when measured
+            # (the demo's INT8 met 0.736 ms, then the baseline's median made the budget 0.727 ms): search on
+            session.notes.append(f"the baseline's re-timings tightened the budget from {moved_from:.3f} to "
+                                 f"{limit_ms:.3f} ms after candidates had met it: the search went on within it")
+        else:
+            break
+        session.clock.phase(f"searching again ({name}) within {session.budget.search_share:.3f} of the budget")
         best, verification = _search_once(session, strategy_cls)
     return best, verification
 
