@@ -19,6 +19,14 @@ from tests.conftest import strategy_registry
 pytest.importorskip("torch_pruning", reason="the strategy cuts channels: pip install 'edgeslim[torch]'")
 
 
+def uniform_cut(knobs: list, level: float) -> dict:
+    """Every sparsity knob at ``level``."""
+    plan = empty_plan()
+    for knob in knobs:
+        plan = set_knob(plan, knob.layer, knob.name, level, knob.levels[0])
+    return plan
+
+
 class LightestThatMeets(Strategy):
     """Uniform channel cuts, lightest first, until one meets ``budget_ms``: what the built-ins do at the edge."""
 
@@ -28,9 +36,7 @@ class LightestThatMeets(Strategy):
     def run(self, search: SearchAPI) -> None:
         knobs = [o.knob for o in search.knobs() if o.knob.name == "sparsity"]
         for level in knobs[0].levels[1:]:
-            plan = empty_plan()
-            for knob in knobs:
-                plan = set_knob(plan, knob.layer, knob.name, level, knob.levels[0])
+            plan = uniform_cut(knobs, level)
             if search.meets_budget(search.measure(plan, purpose=f"uniform sparsity={level}")):
                 return
 
@@ -86,9 +92,7 @@ class TwoUniformCuts(Strategy):
     def run(self, search: SearchAPI) -> None:
         knobs = [o.knob for o in search.knobs() if o.knob.name == "sparsity"]
         for level in (0.25, 0.75):
-            plan = empty_plan()
-            for knob in knobs:
-                plan = set_knob(plan, knob.layer, knob.name, level, knob.levels[0])
+            plan = uniform_cut(knobs, level)
             search.measure(plan, purpose=f"uniform sparsity={level}")
 
 
@@ -135,9 +139,7 @@ class LightestThenOneLighter(Strategy):
     def run(self, search: SearchAPI) -> None:
         knobs = [o.knob for o in search.knobs() if o.knob.name == "sparsity"]
         for level in knobs[0].levels[1:]:
-            plan = empty_plan()
-            for knob in knobs:
-                plan = set_knob(plan, knob.layer, knob.name, level, knob.levels[0])
+            plan = uniform_cut(knobs, level)
             if search.meets_budget(search.measure(plan, purpose=f"uniform sparsity={level}")):
                 lighter = set_knob(empty_plan(), knobs[0].layer, knobs[0].name, knobs[0].levels[1], knobs[0].levels[0])
                 search.measure(lighter, purpose="one layer cut")
