@@ -113,15 +113,16 @@ def nncf_ptq(session: SearchSession, out_dir: Path) -> Path:
     return xml
 
 
-def time_budget_for(model: str, specs: list[str]) -> float | None:
-    """The search time budget for ``model`` from ``--time-budget``'s SECONDS / MODEL=SECONDS entries, the
-    model's own entry first: one run can give the 0.3 ms FashionResNet less time than the millisecond models."""
-    budgets = dict(spec.partition("=")[::2] if "=" in spec else ("", spec) for spec in specs)
-    unknown = set(budgets) - set(TASKS) - {""}
+def time_budgets(specs: list[str]) -> dict[str, float | None]:
+    """Each model's search time budget from ``--time-budget``'s SECONDS / MODEL=SECONDS entries, the model's own
+    entry first: one run can give the 0.3 ms FashionResNet less time than the millisecond models. Read once,
+    before anything is built, so a misspelt model stops the run at once."""
+    entries = dict(spec.partition("=")[::2] if "=" in spec else ("", spec) for spec in specs)
+    unknown = set(entries) - set(TASKS) - {""}
     if unknown:
         raise SystemExit(f"--time-budget: unknown model(s) {sorted(unknown)}; models are {sorted(TASKS)}")
-    chosen = budgets.get(model, budgets.get(""))
-    return float(chosen) if chosen else None
+    chosen = {model: entries.get(model, entries.get("")) for model in TASKS}
+    return {model: float(seconds) if seconds else None for model, seconds in chosen.items()}
 
 
 def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -176,7 +177,7 @@ def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
             label = f"edgeslim search on {profile} (budget {ratio}x)"
             config = SearchConfig(model=str(task_path(model)), profile=profile, budget_ratio=ratio,
                                   out_dir=str(out_dir), finetune_epochs=args.epochs, trials=args.trials,
-                                  strategy=args.strategy, time_budget_s=time_budget_for(model, args.time_budget))
+                                  strategy=args.strategy, time_budget_s=args.time_budget[model])
             if (out_dir / "manifest.json").exists():  # a finished search of an interrupted benchmark: reused
                 search = SearchSession(config)
                 manifest = json.loads((out_dir / "manifest.json").read_text())
@@ -222,7 +223,7 @@ def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
             "verdicts": verdicts, "latency_table_error": error_summary(all_errors), "signed_errors": all_errors,
             "repeatability": error_summary(all_repeats), "signed_repeats": all_repeats,
             "wall_time_s": round(time.time() - started, 1), "rounds": args.rounds, "recovery_epochs": args.epochs,
-            "strategy": args.strategy, "trials": args.trials, "time_budget_s": time_budget_for(model, args.time_budget),
+            "strategy": args.strategy, "trials": args.trials, "time_budget_s": args.time_budget[model],
             "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
@@ -352,6 +353,7 @@ def main() -> None:
     parser.add_argument("--tag", help="write search_vs_uniform_MODEL_TAG.{json,md} and leave the combined table and "
                                       "the full runs' files alone (a re-run of a few budgets)")
     args = parser.parse_args()
+    args.time_budget = time_budgets(args.time_budget)
     for model in [] if args.render_only else args.models:
         result = run_model(model, args)
         result["command"] = "python benchmarks/search_vs_uniform.py " + " ".join(sys.argv[1:])

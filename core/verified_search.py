@@ -90,7 +90,7 @@ def _recover_the_fallback(session: SearchSession, best: CandidateRecord | None, 
     session.clock.phase("final recovery of the answer")
     recovered = final_recovery(session, of=best)
     # a recovery verification already rejected is not re-measured until it passes: one verdict per candidate
-    if (recovered is None or recovered.key == best.key or recovered.details.get("verification_missed")
+    if (recovered is None or recovered.details.get("verification_missed")
             or session.metric_drop(recovered) >= session.metric_drop(best)):
         return best, verification
     session.clock.phase("verifying the best candidates (interleaved, one process per model)")

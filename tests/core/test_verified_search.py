@@ -38,7 +38,11 @@ class LightestThatMeets(Strategy):
         for level in knobs[0].levels[1:]:
             plan = uniform_cut(knobs, level)
             if search.meets_budget(search.measure(plan, purpose=f"uniform sparsity={level}")):
+                self.after_the_one_that_met(search, knobs)
                 return
+
+    def after_the_one_that_met(self, search: SearchAPI, knobs: list) -> None:
+        """Nothing more: the lightest cut that meets the budget is the answer."""
 
 
 @pytest.fixture
@@ -129,21 +133,16 @@ def test_the_candidate_verification_falls_back_to_gets_the_final_recovery_too(
     assert len(recovered_plans) == 2 and len(set(recovered_plans)) == 2
 
 
-class LightestThenOneLighter(Strategy):
+class LightestThenOneLighter(LightestThatMeets):
     """The lightest uniform cut that meets the budget, then one lighter plan (one layer cut) as a last try, as
     the greedy strategy's refinements do: a candidate measured after the one that met."""
 
     name = "lightest-then-one-lighter"
     description = "test strategy: the lightest uniform cut that meets the budget, then a lighter plan"
 
-    def run(self, search: SearchAPI) -> None:
-        knobs = [o.knob for o in search.knobs() if o.knob.name == "sparsity"]
-        for level in knobs[0].levels[1:]:
-            plan = uniform_cut(knobs, level)
-            if search.meets_budget(search.measure(plan, purpose=f"uniform sparsity={level}")):
-                lighter = set_knob(empty_plan(), knobs[0].layer, knobs[0].name, knobs[0].levels[1], knobs[0].levels[0])
-                search.measure(lighter, purpose="one layer cut")
-                return
+    def after_the_one_that_met(self, search: SearchAPI, knobs: list) -> None:
+        lighter = set_knob(empty_plan(), knobs[0].layer, knobs[0].name, knobs[0].levels[1], knobs[0].levels[0])
+        search.measure(lighter, purpose="one layer cut")
 
 
 @pytest.fixture
