@@ -17,8 +17,13 @@ class Budget:
     model's measured latency, so it is known only once the baseline has been measured (:meth:`resolve`)."""
 
     def __init__(self, limits: BudgetSettings, budget_ms: float | None = None, budget_ratio: float | None = None,
-                 profile_name: str = "") -> None:
+                 profile_name: str = "", max_metric_drop: float | None = None) -> None:
         self.limits = limits
+        #: the most of the metric a model may lose (``--max-metric-drop``, else the profile's); judged once the
+        #: baseline's metric is known (:attr:`baseline_metric`)
+        self.max_metric_drop = limits.max_metric_drop if max_metric_drop is None else max_metric_drop
+        self.baseline_metric: float | None = None
+        self.higher_is_better = True
         self.statistic = limits.statistic
         self._cli_ms = budget_ms
         self._cli_ratio = budget_ratio
@@ -74,20 +79,33 @@ class Budget:
         """What a candidate must measure in the search: the budget, times :attr:`search_share`."""
         return None if self.latency_ms is None else self.latency_ms * self.search_share
 
-    def meets(self, record: CandidateRecord) -> bool:
+    def meets(self, record: CandidateRecord, metric: bool = True) -> bool:
         """Measured within the search's limit (the budget, unless verification tightened it), faster than the
-        baseline, and within every size/memory limit."""
+        baseline, and within every size/memory limit and (unless ``metric`` is False: a candidate whose longer
+        final recovery may still bring it within) the metric limit."""
         if record.status == "not_faster":
             return False
         latency, limit = self.latency_of(record), self.search_limit_ms
         if latency is None or limit is None or latency > limit:
             return False
-        return not self.over_other_limits(record)
+        return not self.over_other_limits(record, metric=metric)
 
-    def over_other_limits(self, record: CandidateRecord) -> list[str]:
-        """The profile's size and memory budgets this (measured) record exceeds, each said in words."""
+    def over_metric_limit(self, record: CandidateRecord) -> str | None:
+        """How the record loses more of the metric than ``max_metric_drop`` allows, in words (None: it does not)."""
+        if self.max_metric_drop is None or self.baseline_metric is None:
+            return None
+        drop = metric_drop(record, self.baseline_metric, self.higher_is_better)
+        return f"metric drop {drop:.4f} > max_metric_drop {self.max_metric_drop:g}" \
+            if drop > self.max_metric_drop + 1e-12 else None
+
+    def over_other_limits(self, record: CandidateRecord, metric: bool = True) -> list[str]:
+        """The profile's size, memory and (with ``metric``) metric budgets this (measured) record exceeds, each
+        said in words."""
         limits, details = self.limits, record.details
         over = []
+        over_metric = self.over_metric_limit(record) if metric else None
+        if over_metric:
+            over.append(over_metric)
         size_kb = (details.get("artifact_bytes") or 0) / 1e3
         if limits.size_kb is not None and size_kb > limits.size_kb:
             over.append(f"artifact {size_kb:.1f} kB > size_kb {limits.size_kb}")
@@ -104,7 +122,8 @@ class Budget:
         return {"latency_ms": self.latency_ms, "ratio": self.ratio, "statistic": self.statistic,
                 "search_limit_ms": self.search_limit_ms, "baseline_ms": self.baseline_ms,
                 "baseline_timings_ms": self.baseline_timings_ms,
-                "size_kb": self.limits.size_kb, "stored_kb": self.limits.stored_kb, "memory_mb": self.limits.memory_mb}
+                "size_kb": self.limits.size_kb, "stored_kb": self.limits.stored_kb, "memory_mb": self.limits.memory_mb,
+                "max_metric_drop": self.max_metric_drop}
 
 
 def metric_drop(record: CandidateRecord, baseline_metric: float, higher_is_better: bool) -> float:

@@ -189,6 +189,9 @@ def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) 
               help="at most this many measured candidates")
 @click.option("--time-budget", "time_budget_s", type=click.FloatRange(min=1), default=None,
               help="wall-clock seconds for the search; measuring stops when they are spent")
+@click.option("--max-metric-drop", type=click.FloatRange(min=0), default=None,
+              help="the most of the metric the answer may lose, in its units (0.02: two points of accuracy); a "
+                   "faster model that loses more does not meet the budget  [default: the profile's, else no limit]")
 @click.option("--final-epochs", type=click.IntRange(min=0), default=None,
               help="recovery epochs for the answer before verification  [default: 3 x --finetune-epochs]")
 @click.option("--final-patience", type=click.IntRange(min=1), default=None,
@@ -206,8 +209,8 @@ def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) 
 def search(model: str | None, profile_refs: tuple[str, ...], budget_ms: float | None, budget_ratio: float | None,
            calib: str | None, input_shapes: tuple[str, ...], strategy: str, storage: str | None,
            trial_grace_s: float, no_predictor: bool, trials: int, time_budget_s: float | None,
-           final_epochs: int | None, final_patience: int | None, finetune_epochs: int, sensitivity_epochs: int | None,
-           out_dir: str | None,
+           max_metric_drop: float | None, final_epochs: int | None, final_patience: int | None,
+           finetune_epochs: int, sensitivity_epochs: int | None, out_dir: str | None,
            resume_dir: str | None, as_json: bool, recovery: str, recovery_option: tuple[str, ...],
            distill_features: tuple[str, ...]) -> None:
     """Search for the most accurate compressed MODEL (.onnx or TASK.py) that meets the budget."""
@@ -239,7 +242,7 @@ def search(model: str | None, profile_refs: tuple[str, ...], budget_ms: float | 
                           finetune_epochs=finetune_epochs, sensitivity_epochs=sensitivity_epochs, recovery=recovery,
                           recovery_options=_recovery(recovery, recovery_option, distill_features),
                           trial_grace_s=trial_grace_s, predictor=not no_predictor, time_budget_s=time_budget_s,
-                          final_epochs=final_epochs, final_patience=final_patience)
+                          max_metric_drop=max_metric_drop, final_epochs=final_epochs, final_patience=final_patience)
     if (Path(config.out_dir) / "manifest.json").exists():
         raise EdgeslimError(f"--out {config.out_dir} already holds a finished run; choose another directory "
                             "(or --resume it)")

@@ -52,14 +52,15 @@ def finish(manifest: dict[str, Any], out_dir: str, as_json: bool) -> None:
     else:
         print_report(Path(out_dir), out_console)
     if manifest["status"] != "ok":
-        fastest = manifest.get("fastest")
+        fastest, limit = manifest.get("fastest"), manifest["budget"].get("max_metric_drop")
+        budget = f"the budget of {manifest['budget']['latency_ms']:.3f} ms" + (
+            "" if limit is None else f" within --max-metric-drop {limit:g} (the notes say what it ruled out)")
         if fastest:
             raise BudgetNotMet(
-                f"no candidate met the budget of {manifest['budget']['latency_ms']:.3f} ms; the fastest was "
-                f"{fastest['key']} at {fastest['latency']['p50_ms']:.3f} ms p50 ({fastest['artifact']}), "
-                f"see {out_dir}/manifest.json")
-        raise BudgetNotMet(f"no candidate met the budget of {manifest['budget']['latency_ms']:.3f} ms, and none "
-                           f"measured faster than the original model; see {out_dir}/report.md")
+                f"no candidate met {budget}; the fastest was {fastest['key']} at {fastest['latency']['p50_ms']:.3f} "
+                f"ms p50 ({fastest['artifact']}), see {out_dir}/manifest.json")
+        raise BudgetNotMet(f"no candidate met {budget}, and none measured faster than the original model; see "
+                           f"{out_dir}/report.md")
 
 
 def run_search(config: Any, as_json: bool) -> None:

@@ -43,6 +43,8 @@ class SearchConfig(BaseModel):
     predictor: bool = True
     #: wall-clock seconds for the strategy (``--time-budget``); measuring stops when they are spent
     time_budget_s: float | None = Field(default=None, gt=0)
+    #: ``--max-metric-drop``: overrides the profile's ``budget.max_metric_drop``
+    max_metric_drop: float | None = Field(default=None, ge=0)
     #: recovery epochs for the chosen answer before verification (``--final-epochs``); None: 3 x finetune_epochs
     final_epochs: int | None = Field(default=None, ge=0)
     #: the final recovery is scored on the eval data after every epoch and its best epoch kept; it stops after

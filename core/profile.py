@@ -29,6 +29,9 @@ class BudgetSettings(Strict):
                                     "packed file (Deep Compression, sparse zip), unpacked at install time")
     memory_mb: float | None = Field(default=None, gt=0, description="peak resident memory of the process running "
                                     "the model on the device, MB (runtime and interpreter included)")
+    max_metric_drop: float | None = Field(default=None, ge=0, description="the most of the task's metric a model may "
+                                          "lose against the uncompressed one, in the metric's units (0.02: two points "
+                                          "of accuracy); a faster model that loses more does not meet the budget")
 
     @property
     def limits_size(self) -> bool:

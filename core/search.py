@@ -48,6 +48,9 @@ class SearchSession:
     """One search (or one ``apply``) of one model on one device: owns the run directory, the store, the build
     pipeline and the device. Constructing it loads the model and opens (or resumes) the store."""
 
+    #: candidates measured on the device by this process (a resumed run counts from zero)
+    measured_this_run = 0
+
     def __init__(self, config: SearchConfig, reporter: Reporter | None = None, registry: Registry | None = None,
                  runner: Runner | None = None, profile: Profile | None = None,
                  shared: SharedEvaluations | None = None) -> None:
@@ -63,13 +66,13 @@ class SearchSession:
             runner = runner_for_profile(self.profile)
             self.notes.extend(getattr(runner, "warnings", []))
         self.techniques = {name: t for name, t in self.registry.techniques.items() if t.available()[0]}
-        self.measured_this_run = 0
         self.clock = PhaseClock(self.reporter)
         self.predictor: LatencyPredictor | None = None
         self._baseline: CandidateRecord | None = None
         self._baseline_timer: BaselineTimer | None = None
         self._baseline_ranking_metric: float | None = None  # the baseline on the one-shot scores' samples
-        self.budget = Budget(self.profile.budget, config.budget_ms, config.budget_ratio, self.profile.name)
+        self.budget = Budget(self.profile.budget, config.budget_ms, config.budget_ratio, self.profile.name,
+                             config.max_metric_drop)
         created = not self.run_dir.exists()
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.clock.phase("loading model")
@@ -369,6 +372,8 @@ class SearchSession:
             raise EdgeslimError(f"the uncompressed model could not be measured on {self.profile.name}: "
                                 f"{lat.get('status')}: {lat.get('error') or baseline.note}")
         self._baseline = baseline
+        self.budget.baseline_metric = baseline.metric
+        self.budget.higher_is_better = self.evaluator.info.higher_is_better
         self._baseline_timer = BaselineTimer(self, self.run_dir / str(baseline.artifact))
         self._baseline_timer.start(baseline_ms)
         return baseline

@@ -86,6 +86,14 @@ def test_symbolic_detector_style_model_with_calib(tmp_path, symbolic_onnx, fast_
     assert "--calib" in manifest["metric"]["description"]
 
 
+def test_a_search_whose_every_candidate_loses_more_than_the_metric_limit_exits_3_saying_so(
+        tmp_path, resnet_onnx, fast_profile):
+    # every compressed model changes the outputs a little: with no loss allowed, none is an answer
+    proc = run_cli("search", resnet_onnx, "--profile", fast_profile, "--budget-ratio", "0.95", "--trials", "2",
+                   "--no-predictor", "--max-metric-drop", "0", "--out", tmp_path / "run")
+    assert proc.returncode == 3 and "within --max-metric-drop 0" in proc.stderr, proc.stderr
+
+
 def test_impossible_budget_exits_3_naming_the_fastest(tmp_path, resnet_onnx, fast_profile):
     out = tmp_path / "run"
     proc = run_cli("search", resnet_onnx, "--profile", fast_profile, "--budget-ms", "0.0001", "--trials", "4",

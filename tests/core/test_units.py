@@ -122,6 +122,42 @@ def test_a_packed_form_within_the_stored_budget_meets_it():
     assert budget.meets(record(artifact_bytes=5000, deep_compression_bytes=900))
 
 
+def metric_limited_budget(max_metric_drop: float, baseline_metric: float = 0.9,
+                          higher_is_better: bool = True) -> Budget:
+    budget = Budget(BudgetSettings(ratio=0.5, max_metric_drop=max_metric_drop))
+    budget.resolve(10.0)
+    budget.baseline_metric, budget.higher_is_better = baseline_metric, higher_is_better
+    return budget
+
+
+def test_a_record_that_loses_more_than_the_metric_limit_does_not_meet_the_budget():
+    assert metric_limited_budget(0.02).over_other_limits(record(metric=0.85)) == [
+        "metric drop 0.0500 > max_metric_drop 0.02"]
+
+
+def test_a_record_within_the_metric_limit_meets_the_budget():
+    assert metric_limited_budget(0.02).meets(record(metric=0.885))
+
+
+def test_the_metric_limit_follows_a_lower_is_better_metric():
+    # an error metric: 0.12 against the baseline's 0.10 is a loss of 0.02, within 0.03
+    assert metric_limited_budget(0.03, baseline_metric=0.10, higher_is_better=False).meets(record(metric=0.12))
+
+
+def test_a_candidate_over_the_metric_limit_still_meets_the_latency_for_its_final_recovery():
+    assert metric_limited_budget(0.02).meets(record(metric=0.5), metric=False)
+
+
+def test_the_command_lines_metric_limit_overrides_the_profiles():
+    budget = Budget(BudgetSettings(ratio=0.5, max_metric_drop=0.5), max_metric_drop=0.01)
+    assert budget.describe()["max_metric_drop"] == 0.01
+
+
+def test_a_negative_metric_limit_in_a_profile_is_refused():
+    with pytest.raises(ValueError, match="max_metric_drop"):
+        BudgetSettings(ratio=0.5, max_metric_drop=-0.1)
+
+
 def test_a_not_faster_record_never_meets_the_budget():
     budget = Budget(BudgetSettings(latency_ms=5.0))
     budget.resolve(10.0)
