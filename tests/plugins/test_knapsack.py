@@ -41,7 +41,7 @@ def test_uniform_recipes_are_candidates(knapsack_run):
 
 def test_a_recipe_familys_walk_times_architectures_and_measures_only_where_it_stops(knapsack_run):
     """Latency does not depend on the weights: the walk down each family times builds without recovery, and
-    only the level it stops at (here, with an impossible budget, the deepest) is recovered and measured."""
+    only the level it stops at (here, with an impossible budget, the fastest timed) is recovered and measured."""
     _, records, out = knapsack_run
     with sqlite3.connect(out / "store.sqlite") as db:
         timed = json.loads(db.execute("SELECT value FROM meta WHERE name='latency_only_probes'").fetchone()[0])
@@ -309,3 +309,35 @@ def test_a_round_is_held_to_what_the_prediction_says_of_the_best_candidate_not_o
     own = plan_loss(deepest, base, offered, drops)
     assert (own > HOPELESS_SLACK, strategy._hopeless(view, 1.5 * own, "round 1"),
             strategy._hopeless(view, HOPELESS_MULTIPLE * own + 2 * HOPELESS_SLACK, "round 2")) == (True, False, True)
+
+
+class _BudgetOnly:
+    """Only what a recipe walk asks of the search when the table predicts nothing."""
+
+    budget_ms = 0.162
+
+    def predict(self, plan):
+        return None
+
+    def time_left(self):
+        return None
+
+
+def test_when_no_level_meets_the_budget_the_walk_stops_at_the_fastest_timed_not_the_deepest():
+    from edgeslim.plan import empty_plan
+    from edgeslim.plugins.knapsack import KnapsackAllocation
+    from edgeslim.recipes import Recipe
+
+    # FashionResNet + INT8 under ONNX Runtime on an AMX CPU: the deeper the channel cut, the slower (2026-12-05)
+    probe_ms = {"uniform sparsity=0.25 + quantization": 0.177, "uniform sparsity=0.5 + quantization": 0.189,
+                "uniform sparsity=0.75 + quantization": 0.201}
+    recipes = [Recipe(label, empty_plan(), "sparsity + quantization", knob="sparsity", level=level)
+               for level, label in enumerate(probe_ms, start=1)]
+    timed: dict[str, float] = {}
+
+    def meets(recipe):
+        timed[recipe.label] = probe_ms[recipe.label]
+        return timed[recipe.label] <= _BudgetOnly.budget_ms
+
+    stop = KnapsackAllocation._walk(_BudgetOnly(), recipes, meets, timed)
+    assert stop.label == "uniform sparsity=0.25 + quantization"
