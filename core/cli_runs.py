@@ -55,6 +55,9 @@ def finish(manifest: dict[str, Any], out_dir: str, as_json: bool) -> None:
         fastest, limit = manifest.get("fastest"), manifest["budget"].get("max_metric_drop")
         budget = f"the budget of {manifest['budget']['latency_ms']:.3f} ms" + (
             "" if limit is None else f" within --max-metric-drop {limit:g} (the notes say what it ruled out)")
+        floor = manifest.get("runtime_floor_ms")
+        if floor is not None and floor >= manifest["budget"]["latency_ms"]:
+            budget += f" (the runtime alone takes {floor:.3f} ms per inference here, whatever the model)"
         if fastest:
             raise BudgetNotMet(
                 f"no candidate met {budget}; the fastest was {fastest['key']} at {fastest['latency']['p50_ms']:.3f} "

@@ -19,6 +19,7 @@ from edgeslim.measure import Comparison, MeasurementFailed
 from edgeslim.predictor import error_summary
 from edgeslim.records import CandidateRecord, Manifest, ManifestBest
 from edgeslim.report import write_html_report, write_report
+from edgeslim.runtime_floor import FLOOR_META
 
 if TYPE_CHECKING:
     from edgeslim.budget import Budget
@@ -241,7 +242,7 @@ def write_outputs(session: SearchSession, answer: CandidateRecord | None, verifi
                             "min_runs and min_seconds are both reached; noisy runs (cv > max_cv) re-measured",
                      "where": session.device.where, **profile.measurement.model_dump()},
         notes=session.notes, wall_time_s=round(wall_s, 1), phases_s=session.clock.summary(),
-        time_budget_s=config.time_budget_s,
+        time_budget_s=config.time_budget_s, runtime_floor_ms=session.store.get_meta(FLOOR_META) or None,
         versions={"edgeslim": edgeslim.__version__, "python": platform.python_version(), "numpy": np.__version__,
                   **target.versions(), **_optional_versions()},
     )

@@ -133,4 +133,7 @@ class Manifest(TypedDict, total=False):
     #: wall time per phase (loading, baseline, gate, sensitivity, latency table, search, final recovery...)
     phases_s: dict[str, float]
     time_budget_s: float | None
+    #: the runtime's own cost per inference on the device (a model that only hands its input back), in the
+    #: budget's statistic; None when not timed (``edgeslim apply``, or a target that cannot run it)
+    runtime_floor_ms: float | None
     versions: dict[str, str]

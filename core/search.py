@@ -33,6 +33,7 @@ from edgeslim.profile import Profile, load_profile
 from edgeslim.progress import PhaseClock, Reporter
 from edgeslim.records import CandidateRecord, Manifest
 from edgeslim.recovery import resolved_options
+from edgeslim.runtime_floor import floor_notes, runtime_floor_ms
 from edgeslim.store import SharedEvaluations, Store
 from edgeslim.strategy import TrialsExhausted
 from edgeslim.technique import Knob
@@ -382,6 +383,7 @@ class SearchSession:
         started = time.time()
         self.config.save(self.run_dir / "run.json")
         self.measure_baseline()
+        self.notes += floor_notes(self, runtime_floor_ms(self))
         name = strategy_name or self.config.strategy
         strategy_cls = self.registry.strategies.get(name)
         if strategy_cls is None:

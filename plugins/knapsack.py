@@ -183,18 +183,15 @@ class KnapsackAllocation(Strategy):
     @staticmethod
     def _walk(search: SearchAPI, recipes: list[Recipe], meets: Callable[[Recipe], bool],
               timed: dict[str, float] | None = None) -> Recipe:
-        """The family's least compressed level that meets the budget (``meets`` times it, into ``timed`` by
-        label), starting where the table predicts; when none does, the fastest timed: a deeper level is not
-        always faster (FashionResNet under ONNX Runtime on an AMX CPU: 75% channels + INT8 0.20 ms, 25% + INT8
-        0.18 ms; the quantize/dequantize steps cost the same and the convolutions little)."""
+        """The least compressed level that meets the budget (``meets`` times it into ``timed``), from the table's
+        guess; none: the fastest timed (FashionResNet + INT8, ORT, AMX CPU: 75% channels 0.20 ms, 25% 0.18)."""
         predicted = [search.predict(r.plan) for r in recipes]
         index = next((i for i, ms in enumerate(predicted) if ms is not None and ms <= search.budget_ms), 0)
         verdict = meets(recipes[index])
-        chosen, visited = index, [index]
+        chosen = index
         step = -1 if verdict else 1  # met: a shallower level may too; missed: go deeper
         while 0 <= index + step < len(recipes) and search.time_left() != 0.0:
             index += step
-            visited.append(index)
             now = meets(recipes[index])
             if verdict and not now:
                 break  # the previous (deeper) level is the least compressed that meets it
@@ -202,7 +199,7 @@ class KnapsackAllocation(Strategy):
             if now and not verdict:
                 return recipes[chosen]  # the first level that meets it, going deeper
         if not verdict and timed:
-            chosen = min(visited, key=lambda i: timed.get(recipes[i].label, float("inf")))
+            chosen = min(range(len(recipes)), key=lambda i: timed.get(recipes[i].label, float("inf")))
         return recipes[chosen]
 
     def _rounds(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],

@@ -29,6 +29,16 @@ def test_an_impossible_budget_exits_3(knapsack_run):
     assert proc.returncode == 3, proc.stderr
 
 
+def test_a_budget_under_the_runtimes_own_cost_per_inference_is_said_to_be_unmeetable(knapsack_run):
+    proc, _, _ = knapsack_run
+    assert any("No compression can meet it" in note for note in json.loads(proc.stdout)["notes"])
+
+
+def test_the_exit_message_names_the_runtimes_own_cost_per_inference(knapsack_run):
+    proc, _, _ = knapsack_run
+    assert "the runtime alone takes" in proc.stderr, proc.stderr
+
+
 def test_sensitivity_is_scored_one_shot(knapsack_run):
     _, records, _ = knapsack_run
     assert any(r["purpose"].endswith("(one-shot)") and r["metric"] is not None for r in records)

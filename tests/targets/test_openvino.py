@@ -165,3 +165,17 @@ def test_openvinos_per_node_profile_is_attributed_to_every_layer(tmp_path, resne
     per_layer, _ = attribute_profile(stats.layer_profile, dict(source.layer_nodes),
                                      graph_summary(onnx.load(str(source.onnx_path))), layers)
     assert sorted(per_layer) == sorted(layers)
+
+
+def test_openvinos_own_cost_per_inference_is_timed_under_the_original_models(tmp_path, resnet_onnx):
+    """The runtime floor: a model that only hands its input back, built and timed by OpenVINO like a candidate."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.runtime_floor import runtime_floor_ms
+    from edgeslim.search import SearchSession
+
+    profile = tmp_path / "fast-openvino.toml"
+    profile.write_text('name = "fast-openvino"\nextends = "local-cpu-openvino"\n' + FAST_MEASUREMENT)
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(profile), budget_ratio=0.5,
+                                         out_dir=str(tmp_path / "run")))
+    session.measure_baseline()
+    assert 0.0 < (runtime_floor_ms(session) or 0.0) < (session.budget.baseline_ms or 0.0)
