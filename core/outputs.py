@@ -213,7 +213,8 @@ def write_outputs(session: SearchSession, answer: CandidateRecord | None, verifi
     fastest = min(faster, key=lambda r: session.latency_of(r) or 0.0) if faster else None
     most_accurate = min(measured, key=session.metric_drop) if measured else None
     best = _best_section(session, answer, verification, fastest)
-    session.notes += metric_loss_notes(session, answer if best["meets_budget"] else None, measured)
+    if command == "search":  # apply replays one plan: what else was measured says nothing about it
+        session.notes += metric_loss_notes(session, answer if best["meets_budget"] else None, measured)
     config, profile, target = session.config, session.profile, session.target
     manifest = Manifest(
         edgeslim=edgeslim.__version__, status="ok" if best["meets_budget"] else "budget_not_met", command=command,
@@ -271,8 +272,8 @@ def metric_loss_notes(session: SearchSession, answer: CandidateRecord | None,
     if budget.max_metric_drop is not None:
         if answer is not None:
             return []
-        in_time = [r for r in measured if r.status != "not_faster" and (session.latency_of(r) or float("inf"))
-                   <= (budget.latency_ms or 0.0)]
+        in_time = [r for r in measured if r.status != "not_faster" and budget.over_metric_limit(r)
+                   and (session.latency_of(r) or float("inf")) <= (budget.latency_ms or 0.0)]
         if not in_time:
             return []
         closest = min(in_time, key=session.metric_drop)

@@ -94,6 +94,19 @@ def test_a_search_whose_every_candidate_loses_more_than_the_metric_limit_exits_3
     assert proc.returncode == 3 and "within --max-metric-drop 0" in proc.stderr, proc.stderr
 
 
+def test_an_answer_that_lost_over_a_tenth_of_the_metric_is_flagged_in_the_notes(tmp_path, resnet_onnx, fast_profile):
+    from edgeslim.config import SearchConfig
+    from edgeslim.outputs import metric_loss_notes
+    from edgeslim.search import SearchSession
+
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ratio=0.5,
+                                         out_dir=str(tmp_path / "run")))
+    baseline = session.measure_baseline()
+    # the baseline's own measurement with a fifth of its fidelity gone: what a budget at the runtime's floor gives
+    answer = dataclasses.replace(baseline, key="lossy", metric=(baseline.metric or 0.0) - 0.2)
+    assert "--max-metric-drop" in " ".join(metric_loss_notes(session, answer, [answer]))
+
+
 def test_impossible_budget_exits_3_naming_the_fastest(tmp_path, resnet_onnx, fast_profile):
     out = tmp_path / "run"
     proc = run_cli("search", resnet_onnx, "--profile", fast_profile, "--budget-ms", "0.0001", "--trials", "4",
