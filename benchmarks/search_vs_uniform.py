@@ -2,7 +2,8 @@
 
     python benchmarks/search_vs_uniform.py [--models resnet resnet18 mobilenetv2] [--budgets 0.5 0.3 0.2]
         [--search-profiles local-cpu local-cpu-openvino] [--strategy knapsack] [--rounds 5] [--epochs 1]
-        [--trials 30] [--time-budget SECONDS [MODEL=SECONDS ...]] [--work DIR] [--tag TAG] [--render-only]
+        [--trials 30] [--time-budget SECONDS [MODEL=SECONDS ...]] [--final-epochs N] [--work DIR] [--tag TAG]
+        [--render-only]
 
 Models (examples/fashion_mnist): FashionResNet (28 px, ~0.3 ms), the ResNet-18-style and MobileNetV2-style
 networks (64 px, milliseconds). The 0.2x budget is only run on the two larger models. Per model, rows:
@@ -189,7 +190,8 @@ def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
             label = f"edgeslim search on {profile} (budget {ratio}x)"
             config = SearchConfig(model=str(task_path(model)), profile=profile, budget_ratio=ratio,
                                   out_dir=str(out_dir), finetune_epochs=args.epochs, trials=args.trials,
-                                  strategy=args.strategy, time_budget_s=args.time_budget[model])
+                                  strategy=args.strategy, time_budget_s=args.time_budget[model],
+                                  final_epochs=args.final_epochs)
             if (out_dir / "manifest.json").exists():  # a finished search of an interrupted benchmark: reused
                 search = SearchSession(config)
                 manifest = json.loads((out_dir / "manifest.json").read_text())
@@ -238,6 +240,7 @@ def run_model(model: str, args: argparse.Namespace) -> dict[str, Any]:
             "repeatability": error_summary(all_repeats), "signed_repeats": all_repeats,
             "wall_time_s": round(time.time() - started, 1), "rounds": args.rounds, "recovery_epochs": args.epochs,
             "strategy": args.strategy, "trials": args.trials, "time_budget_s": args.time_budget[model],
+            "final_epochs": args.final_epochs,
             "date": time.strftime("%Y-%m-%d %H:%M")}
 
 
@@ -366,6 +369,9 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--epochs", type=int, default=1, help="recovery epochs (search and uniform pruning)")
     parser.add_argument("--trials", type=int, default=30)
+    parser.add_argument("--final-epochs", type=int, default=None,
+                        help="the answer's final recovery epochs (default: the search's, 3 x --epochs); on the 64 px "
+                             "models each epoch is about 2 minutes here, most of a search's time past --time-budget")
     parser.add_argument("--time-budget", nargs="+", default=[],
                         help="each search's --time-budget in seconds: SECONDS for every model, MODEL=SECONDS for "
                              "one (e.g. 600 resnet=300); default: none, --trials bounds it")
