@@ -34,11 +34,20 @@ if TYPE_CHECKING:
 
 #: the final recovery's default length, as a multiple of the search's recovery epochs
 FINAL_EPOCHS_FACTOR = 3
+#: under ``--time-budget S``, the final recovery stops before an epoch that would end past this share of S
+FINAL_TIME_SHARE = 0.5
 
 
 def final_epochs(session: SearchSession) -> int:
     configured = session.config.final_epochs
     return FINAL_EPOCHS_FACTOR * session.config.finetune_epochs if configured is None else configured
+
+
+def final_time_cap(session: SearchSession) -> float | None:
+    """Under ``--time-budget``, the most the final recovery may take (:data:`FINAL_TIME_SHARE` of it, at least
+    one epoch): the ResNet-18-style model's three epochs took 402 s after a 300 s search."""
+    budget = session.config.time_budget_s
+    return None if budget is None else FINAL_TIME_SHARE * budget
 
 
 def final_options(session: SearchSession) -> dict[str, Any]:
@@ -66,13 +75,15 @@ def final_recovery(session: SearchSession, of: CandidateRecord | None = None) ->
         return None
     options = final_options(session)
     recovery = RecoveryChoice(session.registry.recoveries, session.config.recovery, options, epochs)
-    patience = session.config.final_patience
+    patience, cap = session.config.final_patience, final_time_cap(session)
     selection = None
     if isinstance(session.evaluator, TaskEvaluator):
         selection = EpochSelection(torch_metric(session.task), session.evaluator.info.higher_is_better, patience,
-                                   session.evaluator.info.name)
-    # the kept epoch depends on the eval data and the patience: both are part of what the build stands for
+                                   session.evaluator.info.name, time_cap_s=cap)
+    # the kept epoch depends on the eval data, the patience and the time cap: all part of what the build stands for
     final = f"final:{epochs} best epoch on the eval data, patience {patience}" if selection else f"final:{epochs}"
+    if selection and cap is not None:
+        final += f", within {cap:g} s"
     if options != session.config.recovery_options:
         final += f", recovery options {json.dumps(options, sort_keys=True)}"
     builder = BuildPipeline(session.source, session.calibration, session.task.train_data, session.target,
@@ -99,6 +110,8 @@ def final_recovery(session: SearchSession, of: CandidateRecord | None = None) ->
     how = (f"{epochs} epochs" if watched is None else
            f"up to {epochs} epochs, epoch {watched['kept_epoch']} of {watched['epochs_trained']} trained kept "
            f"(in torch: {', '.join(f'{s:.4f}' for s in watched['scores'])})")
+    if watched is not None and watched.get("stopped_by_time_cap"):
+        how += f"; --time-budget gave it {cap:g} s, so it stopped there"
     session.notes.append(f"final recovery: {best.key} retrained for {how}: {session.evaluator.info.name} "
                          f"{best.metric:.4f} -> {record.metric:.4f}")
     return record

@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 import copy
 import json
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -44,12 +45,14 @@ class RecoveryData:
 class EpochSelection:
     """How a long recovery is watched: ``score`` (a torch module -> the task's metric on its eval data) after
     every epoch, the best epoch's weights kept, and training stopped after ``patience`` epochs in a row without
-    a better score (None: never early)."""
+    a better score (None: never early), or before an epoch that would end past ``time_cap_s`` seconds of it
+    (judged on the epochs' average length so far; the first epoch always runs)."""
 
     score: Callable[[Any], float]
     higher_is_better: bool
     patience: int | None
     metric_name: str
+    time_cap_s: float | None = None
 
 
 @dataclass
@@ -62,8 +65,14 @@ class BestEpoch:
     scores: list[float] = field(default_factory=list)
     best_epoch: int = 0
     best_state: dict[str, Any] | None = None
+    started: float = field(default_factory=lambda: time.monotonic())
+    #: the watch stopped the recovery before an epoch that would have run past the selection's time cap
+    stopped_by_time: bool = False
 
     def __call__(self, epoch: int) -> bool:
+        if self.selection.time_cap_s is not None:
+            spent = time.monotonic() - self.started  # the scoring below is part of the next epoch's cost
+            self.stopped_by_time = spent * (epoch + 1) / epoch > self.selection.time_cap_s
         score = float(self.selection.score(self.module))
         self.scores.append(score)
         best = self.scores[self.best_epoch - 1] if self.best_epoch else None
@@ -72,7 +81,8 @@ class BestEpoch:
             self.best_epoch = epoch
             # a copy, not a reference: the optimizer keeps changing the module's tensors in place
             self.best_state = copy.deepcopy(self.module.state_dict())
-        return self.selection.patience is not None and epoch - self.best_epoch >= self.selection.patience
+        patience_spent = self.selection.patience is not None and epoch - self.best_epoch >= self.selection.patience
+        return patience_spent or self.stopped_by_time
 
     def restore(self) -> list[str]:
         """Load the best epoch's weights (when a later one was worse); a note of what was seen and kept."""
@@ -87,7 +97,7 @@ class BestEpoch:
     def summary(self) -> dict[str, Any]:
         return {"metric": self.selection.metric_name, "scores": [round(s, 6) for s in self.scores],
                 "kept_epoch": self.best_epoch, "epochs_trained": len(self.scores),
-                "patience": self.selection.patience}
+                "patience": self.selection.patience, "stopped_by_time_cap": self.stopped_by_time}
 
 
 class Recovery(abc.ABC):

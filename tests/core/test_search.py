@@ -616,3 +616,22 @@ def test_a_watched_recovery_stops_after_its_patience_and_restores_the_best_epoch
         stops.append(watched(epoch))
     watched.restore()
     assert (stops, round(float(module.weight.detach()), 6)) == ([False, False, False, True], 0.2)
+
+
+def test_a_watched_recovery_stops_before_an_epoch_that_would_run_past_its_time_cap(monkeypatch):
+    """Epochs of 20 s under a 50 s cap: the second ends at 40 s, a third would end at 60 s, so the watch asks to
+    stop after the second (the --time-budget share the final recovery gets). The watch's clock is a counter."""
+    torch = pytest.importorskip("torch")
+    from edgeslim import recovery
+    from edgeslim.recovery import BestEpoch, EpochSelection
+
+    clock = {"now": 0.0}
+    monkeypatch.setattr(recovery, "time", type("Clock", (), {"monotonic": staticmethod(lambda: clock["now"])}))
+    selection = EpochSelection(score=lambda m: 0.5, higher_is_better=True, patience=None, metric_name="accuracy",
+                               time_cap_s=50.0)
+    watched = BestEpoch(selection, torch.nn.Linear(1, 1, bias=False))
+    stops = []
+    for epoch in (1, 2, 3):
+        clock["now"] += 20.0  # an epoch of training
+        stops.append(watched(epoch))
+    assert stops == [False, True, True]

@@ -176,3 +176,14 @@ def test_when_the_baselines_retiming_tightens_the_budget_under_every_candidate_t
                           budget_ratio=0.95, trials=8, strategy="lightest-then-one-lighter")
     manifest = SearchSession(config, registry=registry_with_lightest_then_lighter).run()
     assert manifest["status"] == "ok", manifest["notes"]
+
+
+def test_under_a_time_budget_the_answers_final_recovery_stops_at_half_of_it(
+        registry_with_strategy, tmp_path, digits_task_file, fast_profile):
+    """1,000 epochs of the digits model's recovery would take minutes; --time-budget 40 gives the final recovery
+    20 s, and the notes say where it stopped."""
+    config = SearchConfig(model=str(digits_task_file), profile=str(fast_profile), out_dir=str(tmp_path / "run"),
+                          budget_ms=1000.0, trials=2, finetune_epochs=1, final_epochs=1000, time_budget_s=40.0,
+                          strategy="lightest-that-meets")
+    manifest = SearchSession(config, registry=registry_with_strategy).run()
+    assert any("--time-budget gave it 20 s" in note for note in manifest["notes"]), manifest["notes"]
