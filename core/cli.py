@@ -188,7 +188,8 @@ def _recovery(recovery: str, pairs: tuple[str, ...], features: tuple[str, ...]) 
 @click.option("--trials", type=click.IntRange(min=1), default=30, show_default=True,
               help="at most this many measured candidates")
 @click.option("--time-budget", "time_budget_s", type=click.FloatRange(min=1), default=None,
-              help="wall-clock seconds for the search; measuring stops when they are spent")
+              help="wall-clock seconds for the search; measuring stops when they are spent (the answer's final "
+                   "recovery then gets at most half as many more)")
 @click.option("--max-metric-drop", type=click.FloatRange(min=0), default=None,
               help="the most of the metric the answer may lose, in its units (0.02: two points of accuracy); a "
                    "faster model that loses more does not meet the budget  [default: the profile's, else no limit]")
