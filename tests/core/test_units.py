@@ -352,6 +352,22 @@ def test_an_answers_final_recovery_is_verified_even_when_its_one_measurement_mis
     assert [r.key for r in verification_candidates(records, "base", budget)] == ["a", "final"]
 
 
+def test_a_candidate_verification_rejected_is_not_verified_again():
+    """One verdict per candidate: a search that goes on after verification rejected every candidate must not
+    re-verify the one at the budget's edge until a noisy re-measurement passes it."""
+    from edgeslim.outputs import verification_candidates
+
+    def record(key: str, ms: float, **details) -> CandidateRecord:
+        return CandidateRecord.new(key, {"layers": {}, "model": {}}, key, "measured", metric=0.9,
+                                   latency={"status": "ok", "p50_ms": ms, "p90_ms": ms}, details=details)
+
+    budget = Budget(BudgetSettings(latency_ms=0.25))
+    budget.resolve(0.5)
+    records = [record("base", 0.5), record("edge", 0.24, verification_missed={"passed": False}),
+               record("deeper", 0.15)]
+    assert [r.key for r in verification_candidates(records, "base", budget)] == ["deeper"]
+
+
 def test_the_gate_refines_the_probes_the_noise_may_have_put_behind_its_winner():
     """MobileNetV2 at 0.5x (2026-12-03): U8S8 per-channel (lossy) measured 0.884 ms once, U8U8 0.797 ms; in two
     other searches U8S8 was the faster. Within 1.3x of the winner, its per-tensor and 7-bit forms are probed

@@ -54,7 +54,8 @@ def test_when_verification_rejects_every_candidate_the_search_goes_on_and_the_an
         registry_with_strategy, tmp_path, resnet_onnx, fast_profile, monkeypatch):
     """Every verdict of the first search is turned into a miss (10% over the budget): a device that disagrees with
     itself by that much cannot be had on demand. Everything else is real: the strategy runs again, the 25% cut it
-    measured no longer meets the tightened limit, and the answer is a deeper cut that passes a real verification."""
+    measured is not verified again (one verdict per candidate), and the answer is a deeper cut that passes a real
+    verification."""
     real_verify = outputs.verify
 
     def first_search_misses(session, record):
@@ -88,14 +89,16 @@ def test_the_tightened_share_clears_the_worst_disagreement_between_search_and_ve
 
 
 class TwoUniformCuts(Strategy):
-    """Every channel group cut 25%, then 75%: two candidates, the lighter the more accurate."""
+    """Every channel group cut 50%, then 75%: two candidates, the lighter the more accurate. Not 25%: the digits
+    CNN runs 0.027 ms, and a 25% cut measured no faster than that under CI's load (so it was dropped by the
+    speed gate and there was nothing to fall back to); a 50% cut runs about half as long."""
 
     name = "two-uniform-cuts"
     description = "test strategy: two uniform channel cuts"
 
     def run(self, search: SearchAPI) -> None:
         knobs = [o.knob for o in search.knobs() if o.knob.name == "sparsity"]
-        for level in (0.25, 0.75):
+        for level in (0.5, 0.75):
             plan = uniform_cut(knobs, level)
             search.measure(plan, purpose=f"uniform sparsity={level}")
 
@@ -180,10 +183,11 @@ def test_when_the_baselines_retiming_tightens_the_budget_under_every_candidate_t
 
 def test_under_a_time_budget_the_answers_final_recovery_stops_at_half_of_it(
         registry_with_strategy, tmp_path, digits_task_file, fast_profile):
-    """1,000 epochs of the digits model's recovery would take minutes; --time-budget 40 gives the final recovery
-    20 s, and the notes say where it stopped."""
+    """10,000 epochs of the digits model's recovery would take many minutes; --time-budget 90 gives the final
+    recovery 45 s, and the notes say where it stopped. (At --time-budget 40 a loaded machine spent it all on
+    loading the task and timing the baseline: nothing was measured, so nothing was recovered.)"""
     config = SearchConfig(model=str(digits_task_file), profile=str(fast_profile), out_dir=str(tmp_path / "run"),
-                          budget_ms=1000.0, trials=2, finetune_epochs=1, final_epochs=1000, time_budget_s=40.0,
+                          budget_ms=1000.0, trials=2, finetune_epochs=1, final_epochs=10000, time_budget_s=90.0,
                           strategy="lightest-that-meets")
     manifest = SearchSession(config, registry=registry_with_strategy).run()
-    assert any("--time-budget gave it 20 s" in note for note in manifest["notes"]), manifest["notes"]
+    assert any("--time-budget gave it 45 s" in note for note in manifest["notes"]), manifest["notes"]
