@@ -378,7 +378,10 @@ def test_when_the_most_accurate_candidates_miss_at_the_budgets_edge_verification
         finished_run, tmp_path):
     """Six slow candidates looked most accurate and just inside the budget during the search (simulated: copies
     of a slow gate probe, stored at 95% of the budget); the first three miss when re-measured, and the second
-    pass skips the other three at the edge for the most accurate candidate with FALLBACK_HEADROOM to spare."""
+    pass skips the other three at the edge for the most accurate candidate with FALLBACK_HEADROOM to spare.
+    The run's candidates slower than half the baseline are set aside as not faster: a U8U8 probe at 0.87x (under
+    0.95 x 0.9 against a re-timed baseline) can miss 0.95x on a loaded machine, and three such misses left CI's
+    run without an answer; the fast INT8 probes (about 0.36x) are what the fallback must find."""
     from edgeslim.outputs import select_and_verify
 
     session = session_on_a_copy(finished_run, tmp_path, budget_ratio=0.95)
@@ -386,6 +389,9 @@ def test_when_the_most_accurate_candidates_miss_at_the_budgets_edge_verification
     at_the_edge = 0.95 * session.budget.latency_ms
     measured = [r for r in session.store.all() if r.key != session.baseline.key and session.latency_of(r)]
     slowest = max(measured, key=session.latency_of)  # S8S8 QOperator: several times slower than FP32
+    for record in measured:
+        if session.latency_of(record) > 0.5 * session.budget.baseline_ms:
+            session.store.put(dataclasses.replace(record, status="not_faster"))
     for i in range(6):
         session.store.put(dataclasses.replace(slowest, key=f"edge{i}", status="measured", metric=1.0 - i * 1e-6,
                                               latency={**slowest.latency, "p50_ms": at_the_edge}))
