@@ -336,19 +336,21 @@ def test_verification_takes_more_rounds_when_the_budget_lies_inside_the_rounds_s
             straddles_budget(rounds([0.42, 0.45, 0.48]), budget)) == (True, False, False)
 
 
+def timed_record(key: str, ms: float, **details) -> CandidateRecord:
+    """A measured candidate at ``ms`` (p50 and p90), accuracy 0.9."""
+    return CandidateRecord.new(key, {"layers": {}, "model": {}}, key, "measured", metric=0.9,
+                               latency={"status": "ok", "p50_ms": ms, "p90_ms": ms}, details=details)
+
+
 def test_an_answers_final_recovery_is_verified_even_when_its_one_measurement_missed_the_budget():
     """The retrained model has the plan and architecture of a candidate that met the budget: one noisy
     measurement (0.32 ms against 0.18 ms for the same architecture) must not keep it from verification."""
     from edgeslim.outputs import verification_candidates
 
-    def record(key: str, ms: float, **details) -> CandidateRecord:
-        return CandidateRecord.new(key, {"layers": {}, "model": {}}, key, "measured", metric=0.9,
-                                   latency={"status": "ok", "p50_ms": ms, "p90_ms": ms}, details=details)
-
     budget = Budget(BudgetSettings(latency_ms=0.25))
     budget.resolve(0.5)
-    records = [record("base", 0.5), record("a", 0.18), record("final", 0.32, final_recovery={"of": "a"}),
-               record("slow", 0.4)]
+    records = [timed_record("base", 0.5), timed_record("a", 0.18),
+               timed_record("final", 0.32, final_recovery={"of": "a"}), timed_record("slow", 0.4)]
     assert [r.key for r in verification_candidates(records, "base", budget)] == ["a", "final"]
 
 
@@ -357,14 +359,10 @@ def test_a_candidate_verification_rejected_is_not_verified_again():
     re-verify the one at the budget's edge until a noisy re-measurement passes it."""
     from edgeslim.outputs import verification_candidates
 
-    def record(key: str, ms: float, **details) -> CandidateRecord:
-        return CandidateRecord.new(key, {"layers": {}, "model": {}}, key, "measured", metric=0.9,
-                                   latency={"status": "ok", "p50_ms": ms, "p90_ms": ms}, details=details)
-
     budget = Budget(BudgetSettings(latency_ms=0.25))
     budget.resolve(0.5)
-    records = [record("base", 0.5), record("edge", 0.24, verification_missed={"passed": False}),
-               record("deeper", 0.15)]
+    records = [timed_record("base", 0.5), timed_record("edge", 0.24, verification_missed={"passed": False}),
+               timed_record("deeper", 0.15)]
     assert [r.key for r in verification_candidates(records, "base", budget)] == ["deeper"]
 
 
