@@ -392,8 +392,8 @@ def main() -> None:
     if args.tag:
         return
     combined = ["# Search vs uniform recipes and NNCF, side by side", ""]
-    # the models this run measured (or --render-only was given): a run of two models does not re-judge a third
-    # model's older file under newer rules, nor put that file's machine beside this one's
+    # the models this run measured (or --render-only was given with --models): a run of two models does not
+    # re-judge a third model's older file under newer rules, nor put that file's machine beside this one's
     for model in args.models:
         path = RESULTS / f"search_vs_uniform_{model}.json"
         if path.exists():
