@@ -5,6 +5,7 @@ recipes a user would try by hand (uniform INT8, uniform channel pruning at each 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -225,19 +226,35 @@ def uniform_recipes(search: SearchAPI, base: Plan, dropped: set[str]) -> list[Re
     return recipes
 
 
-def measuring_order(stops: list[Recipe], one_shot_drop: Callable[[Recipe], float]) -> list[Recipe]:
+def measuring_order(stops: list[Recipe], one_shot_drop: Callable[[Recipe], float], timed: dict[str, float],
+                    budget_ms: float) -> tuple[list[Recipe], int]:
     """The order in which the families' stops are measured when the clock may not allow them all (each pays a
-    recovery). Post-training ones first (seconds to build, what a user tries first). Then one stop per knob,
-    knobs in order of their best one-shot score, each followed by its INT8 sibling when that is the same
-    architecture (its recovery reused: seconds); then the rest by one-shot score. One-shot scores rank well within
-    a knob and badly across knobs: removing every block of a MobileNetV2-style model scores 7.9% untrained and
-    was the best recipe after distillation, yet ranked last of seven and was not measured before the share ran
-    out, twice (ahead of it, a low-rank recipe that measured 60.5%)."""
-    ranked = sorted((r for r in stops if not r.post_training), key=one_shot_drop)
+    recovery), and how many of its first stops are measured even past the recipes' time share. Post-training ones
+    first (seconds to build, what a user tries first). Then one stop per knob among those whose latency in ``timed``
+    ({label: ms}) meets ``budget_ms``, knobs in order of their best one-shot score, each followed by its INT8
+    sibling when that is the same architecture (its recovery reused: seconds): these are the recipes the answer must
+    match, so they are the ones always measured. Then one stop per knob among the rest (the fastest of a family that
+    never meets the budget: it only calibrates the one-shot costs), then the rest, by one-shot score. One-shot
+    scores rank well within a knob and badly across knobs: removing every block of a MobileNetV2-style model scores
+    7.9% untrained and was the best recipe after distillation, yet ranked last and was not measured before the share
+    ran out, twice; at 300 s a stop 3x over the budget (low rank) was measured in its place and the search answered
+    1.6 points below that recipe."""
+    def meets(recipe: Recipe) -> bool:
+        return timed.get(recipe.label, math.inf) <= budget_ms
+
+    ranked = sorted((r for r in stops if not r.post_training), key=lambda r: (not meets(r), one_shot_drop(r)))
     order = [r for r in stops if r.post_training]
-    for leader in [r for i, r in enumerate(ranked) if all(r.knob != q.knob for q in ranked[:i])]:
-        order += [leader] + [r for r in ranked if r is not leader and r.knob == leader.knob and r.level == leader.level]
-    return order + [r for r in ranked if r not in order]
+
+    def by_knob(candidates: list[Recipe]) -> None:
+        for i, leader in enumerate(candidates):
+            if leader not in order and all(leader.knob != q.knob for q in candidates[:i]):
+                order.extend([leader] + [r for r in ranked if r not in order and r is not leader
+                                         and r.knob == leader.knob and r.level == leader.level])
+
+    by_knob([r for r in ranked if meets(r)])
+    must = len(order)
+    by_knob(ranked)
+    return order + [r for r in ranked if r not in order], must
 
 
 #: of the ``--time-budget`` left when the sensitivity phase starts, the most it may use: scores only rank moves,

@@ -6,8 +6,8 @@
    precision modes, each with INT8): per family, architectures are timed (no recovery) down to the least
    compressed level that meets the budget (the table only picks where to start, it rules nothing out), and
    that level is measured with the run's short recovery: the answer is chosen from everything measured, so it
-   is never less accurate than a recipe that meets it. Under ``--time-budget`` the families' stops are measured
-   best one-shot score first, within half the time left (``RECIPE_TIME_SHARE``); the notes name any skipped.
+   is never less accurate than a recipe that meets it. Under ``--time-budget`` the stops that meet the budget
+   (one per knob) are measured first and always; the rest within half the time left (``RECIPE_TIME_SHARE``).
 4. One-shot sensitivity: every single move (one layer, one knob, one level) built *without training*
    (least-squares reconstruction only) and scored on the host: a cheap ranking, not the answer's accuracy;
    each knob level's costs then scaled by its measured recipes' loss over their one-shot sum.
@@ -46,7 +46,8 @@ from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy, TrialsExhausted
 #: allocation rounds (each one measured candidate) after the recipes
 ROUNDS = 4
 #: under ``--time-budget``, of the time left when the recipes start, the most their walk and measurements may use
-#: (the first family's measurement always runs): the sensitivity phase and the allocation rounds keep the rest
+#: (the stops that meet the budget, one per knob, are measured regardless: the answer must match them); the
+#: sensitivity phase and the allocation rounds keep the rest
 RECIPE_TIME_SHARE = 0.5
 #: a best candidate measured this close under the budget gets a margin round aimed this far under it: on
 #: FashionResNet (0.3-0.6 ms) the interleaved verification found the search's best candidates 0-10% over a budget
@@ -156,21 +157,20 @@ class KnapsackAllocation(Strategy):
             if search.time_left() == 0.0:
                 break
             stops.append(KnapsackAllocation._walk(search, recipes, meets, timed))
-        if left is not None and len(stops) > 1:
-            # each measurement pays a recovery (a minute of distillation on a millisecond model): when the clock
-            # may not allow them all, uniform INT8 first, then the likeliest winner of each knob
-            stops = measuring_order(stops, lambda r: search.metric_drop(
-                search.score(r.plan, purpose="recipe rank", one_shot=True)))
+        must = 1  # stops measured even past the share: the first, or every knob's that meets the budget
+        if left is not None and len(stops) > 1:  # each measurement pays a recovery: order them for the clock
+            stops, must = measuring_order(stops, lambda r: search.metric_drop(search.score(
+                r.plan, purpose="recipe rank", one_shot=True)), timed, search.budget_ms)
         keep = None if left is None else left * (1.0 - RECIPE_TIME_SHARE)
         for measured, recipe in enumerate(stops):
             if search.time_left() == 0.0:
                 search.note(f"--time-budget spent: the uniform recipes stopped after {measured} measured "
                             f"({len(timed)} architectures timed)")
                 break
-            if measured and keep is not None and (search.time_left() or 0.0) <= keep:
+            if measured >= max(must, 1) and keep is not None and (search.time_left() or 0.0) <= keep:
                 search.note(f"--time-budget: the uniform recipes used their share ({RECIPE_TIME_SHARE:.0%} of the "
-                            f"{left:.0f} s left when they started) after {measured} measured of {len(stops)} "
-                            f"families ({len(timed)} architectures timed); not measured: "
+                            f"{left:.0f} s left when they started; {must} meeting the budget measured regardless) "
+                            f"after {measured} measured of {len(stops)} families ({len(timed)} timed); not measured: "
                             + ", ".join(r.label for r in stops[measured:]))
                 break
             if search.trials_left() <= ROUNDS:  # the allocation rounds keep their trials
