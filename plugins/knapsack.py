@@ -157,7 +157,7 @@ class KnapsackAllocation(Strategy):
             if search.time_left() == 0.0:
                 break
             stops.append(KnapsackAllocation._walk(search, recipes, meets, timed))
-        must = 1  # stops measured even past the share: the first, or every knob's that meets the budget
+        must = 0  # the first stops measured even past the share (the very first always is): see measuring_order
         if left is not None and len(stops) > 1:  # each measurement pays a recovery: order them for the clock
             stops, must = measuring_order(stops, lambda r: search.metric_drop(search.score(
                 r.plan, purpose="recipe rank", one_shot=True)), timed, search.budget_ms)
@@ -169,8 +169,8 @@ class KnapsackAllocation(Strategy):
                 break
             if measured >= max(must, 1) and keep is not None and (search.time_left() or 0.0) <= keep:
                 search.note(f"--time-budget: the uniform recipes used their share ({RECIPE_TIME_SHARE:.0%} of the "
-                            f"{left:.0f} s left when they started; {must} meeting the budget measured regardless) "
-                            f"after {measured} measured of {len(stops)} families ({len(timed)} timed); not measured: "
+                            f"{left:.0f} s left at their start; the first {must}, post-training or meeting the budget, "
+                            f"always measured) after {measured} of {len(stops)} ({len(timed)} timed); not measured: "
                             + ", ".join(r.label for r in stops[measured:]))
                 break
             if search.trials_left() <= ROUNDS:  # the allocation rounds keep their trials
