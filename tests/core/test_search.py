@@ -379,9 +379,10 @@ def test_when_the_most_accurate_candidates_miss_at_the_budgets_edge_verification
     """Six slow candidates looked most accurate and just inside the budget during the search (simulated: copies
     of a slow gate probe, stored at 95% of the budget); the first three miss when re-measured, and the second
     pass skips the other three at the edge for the most accurate candidate with FALLBACK_HEADROOM to spare.
-    The run's candidates slower than half the baseline are set aside as not faster: a U8U8 probe at 0.87x (under
-    0.95 x 0.9 against a re-timed baseline) can miss 0.95x on a loaded machine, and three such misses left CI's
-    run without an answer; the fast INT8 probes (about 0.36x) are what the fallback must find."""
+    Only the run's three fastest INT8 probes (about 0.36x here) stay candidates, stored at 0.4x, the rest set
+    aside as not faster: the fixture's own timings are noisy under a parallel suite (a U8U8 probe at 0.87x can
+    miss 0.95x on a loaded machine; probes timed at a busy moment once all crossed the half-baseline line this
+    test used to set aside by, and CI's run had no answer), and the fast probes are what the fallback must find."""
     from edgeslim.outputs import select_and_verify
 
     session = session_on_a_copy(finished_run, tmp_path, budget_ratio=0.95)
@@ -389,8 +390,12 @@ def test_when_the_most_accurate_candidates_miss_at_the_budgets_edge_verification
     at_the_edge = 0.95 * session.budget.latency_ms
     measured = [r for r in session.store.all() if r.key != session.baseline.key and session.latency_of(r)]
     slowest = max(measured, key=session.latency_of)  # S8S8 QOperator: several times slower than FP32
+    fastest = {r.key for r in sorted(measured, key=session.latency_of)[:3]}
     for record in measured:
-        if session.latency_of(record) > 0.5 * session.budget.baseline_ms:
+        if record.key in fastest:
+            session.store.put(dataclasses.replace(record, status="measured", latency={
+                **record.latency, "p50_ms": 0.4 * session.budget.baseline_ms}))
+        else:
             session.store.put(dataclasses.replace(record, status="not_faster"))
     for i in range(6):
         session.store.put(dataclasses.replace(slowest, key=f"edge{i}", status="measured", metric=1.0 - i * 1e-6,
