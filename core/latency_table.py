@@ -39,7 +39,8 @@ class WantedProbe:
 
 def wanted_probes(base: Plan, knobs: list[Knob]) -> list[WantedProbe]:
     """The baseline (``base``), then one probe per per-layer knob level with that level on every layer, each
-    channel-cut level with INT8 too, and INT8 on every other layer (:data:`~edgeslim.predictor.BOUNDARY_PROBE`)."""
+    channel-cut and layer-splitting (low rank) level with INT8 too, and INT8 on every other layer
+    (:data:`~edgeslim.predictor.BOUNDARY_PROBE`)."""
     by_knob: dict[str, list[str]] = {}
     levels: dict[str, list[Any]] = {}
     for knob in knobs:
@@ -53,13 +54,14 @@ def wanted_probes(base: Plan, knobs: list[Knob]) -> list[WantedProbe]:
             plan = {"layers": {layer: {name: level} for layer in knob_layers}, "model": dict(base["model"])}
             wanted.append(WantedProbe(name, level, plan, knob_layers))
     # INT8 does not combine multiplicatively with a channel cut (the narrowed INT8 layer keeps its own quantize/
-    # dequantize work and kernel choice): every channel-cut level is probed once more with INT8 on top (only
-    # those: each pair is one more build and device run per search)
-    narrowing = {knob.name for knob in knobs if knob.narrows_consumers}
+    # dequantize work and kernel choice) nor with a split layer (low rank's two convolutions each quantize): every
+    # level of those is probed once more with INT8 on top (only those: each pair is one more build and device run
+    # per search)
+    paired = {knob.name for knob in knobs if knob.narrows_consumers or knob.splits_layer}
     if PAIRED_KNOB in by_knob:
         int8_layers = set(by_knob[PAIRED_KNOB])
         for name, knob_layers in by_knob.items():
-            if name == PAIRED_KNOB or name not in narrowing:
+            if name == PAIRED_KNOB or name not in paired:
                 continue
             both = [layer for layer in knob_layers if layer in int8_layers]
             if not both:  # e.g. block removal: its knob sits on blocks, not on the INT8 layers

@@ -36,6 +36,10 @@ class Knob:
     #: the layers whose input channels this knob narrows, where the technique knows them exactly (a residual
     #: stream feeds layers through an Add, which the graph walk does not follow)
     narrows: tuple[str, ...] = ()
+    #: the knob replaces the layer's kernel with others (low rank: two thinner convolutions, each quantized on its
+    #: own under INT8), so INT8 on top does not save the product of their ratios: the latency table probes each
+    #: level with INT8 too (ResNet-18-style rank 0.5 + INT8 ran 27-32% slower than the product predicted)
+    splits_layer: bool = False
 
 
 @dataclass

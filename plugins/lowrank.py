@@ -100,7 +100,7 @@ class LowRankFactorization(Technique):
             else:
                 levels = []
             if levels:
-                knobs.append(Knob(self.name, "rank", layer.name, (1.0, *levels)))
+                knobs.append(Knob(self.name, "rank", layer.name, (1.0, *levels), splits_layer=True))
         return knobs
 
     def apply_torch(self, module: Any, plan: Plan, ctx: BuildContext) -> Any:
