@@ -3,16 +3,19 @@ device lock that keeps two agents from timing at once."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from edgeslim.measure import agent_path
 from edgeslim.predictor import LatencyPredictor, Probe, error_summary
+from edgeslim.technique import Knob
 from tests.conftest import FAST_MEASUREMENT, run_cli
 
 
@@ -142,20 +145,26 @@ def test_a_sub_half_millisecond_models_table_only_ranks_and_skips_nothing():
     assert (table.ranks_only, table.near_budget(unchanged, budget_ms=0.15)) == (True, True)
 
 
+def int8_paired_table(second: Knob, times: dict[str | None, dict[str, float]],
+                      rest: dict[str | None, float] | None = None) -> tuple[list[Any], LatencyPredictor]:
+    """Two layers a -> b offering INT8 and ``second`` (on both): the probes the table wants, each timed per layer
+    as ``times`` says (and ``rest`` outside them), and the table built from them."""
+    from edgeslim.latency_table import wanted_probes
+    knobs = [Knob("quantization", "bits", name, (32, 8)) for name in "ab"] + [
+        dataclasses.replace(second, layer=name) for name in "ab"]
+    wanted = wanted_probes({"layers": {}, "model": {}}, knobs)
+    rest = rest or {}
+    probes = [Probe(w.plan, w.knob, w.level, w.layers, sum(times[w.knob].values()) + rest.get(w.knob, 0.0),
+                    times[w.knob], rest.get(w.knob, 0.0)) for w in wanted]
+    return wanted, LatencyPredictor(probes, producers={"b": "a"}, consumer_knobs={"sparsity"})
+
+
 def test_int8_with_a_channel_cut_is_predicted_from_their_combined_probe_not_the_product():
     """Each alone halves a layer; together they save less (the narrowed INT8 kernel keeps its quantize and
     dequantize work): the table predicts the pair from the probe that measured them together."""
-    from edgeslim.latency_table import wanted_probes
-    from edgeslim.technique import Knob
-
-    knobs = [Knob("quantization", "bits", name, (32, 8)) for name in "ab"] + [
-        Knob("pruning", "sparsity", name, (0.0, 0.5), narrows_consumers=True) for name in "ab"]
-    wanted = wanted_probes({"layers": {}, "model": {}}, knobs)
     times = {None: {"a": 0.5, "b": 0.5}, "bits": {"a": 0.25, "b": 0.25}, "sparsity": {"a": 0.25, "b": 0.25},
              "sparsity+bits": {"a": 0.2, "b": 0.2}, "bits@alternate": {"a": 0.5, "b": 0.25}}
-    probes = [Probe(w.plan, w.knob, w.level, w.layers, sum(times[w.knob].values()), times[w.knob], 0.0)
-              for w in wanted]
-    table = LatencyPredictor(probes, producers={"b": "a"}, consumer_knobs={"sparsity"})
+    wanted, table = int8_paired_table(Knob("pruning", "sparsity", "a", (0.0, 0.5), narrows_consumers=True), times)
     both = next(w.plan for w in wanted if w.knob == "sparsity+bits")
     assert ([w.knob for w in wanted], table.table_sum(both)) == (
         [None, "bits", "sparsity", "sparsity+bits", "bits@alternate"], pytest.approx(0.4))
@@ -167,7 +176,6 @@ def test_a_mixed_int8_plan_pays_per_float_int8_boundary_what_the_alternating_pro
     INT8 on a and b has one (b feeds c), so 0.5 + 0.5 + 1 + 1 + 0.2 ms; 3.0 ms for a model that sums per-layer
     changes (the integer program's options)."""
     from edgeslim.latency_table import wanted_probes
-    from edgeslim.technique import Knob
 
     int8_knobs = [Knob("quantization", "bits", name, (32, 8)) for name in "abcd"]
     wanted = wanted_probes({"layers": {}, "model": {}}, int8_knobs)
@@ -322,17 +330,9 @@ def test_int8_with_low_rank_is_predicted_from_their_combined_probe_not_the_produ
     """Low rank splits a layer into two convolutions, each quantized on its own under INT8: the table probes
     rank with INT8 on top (a ResNet-18-style rank 0.5 + INT8 ran 27-32% slower than the product of the two
     ratios) and predicts the pair from that probe: 0.35 ms, not the product's 0.25."""
-    from edgeslim.latency_table import wanted_probes
-    from edgeslim.technique import Knob
-
-    knobs = [Knob("quantization", "bits", name, (32, 8)) for name in "ab"] + [
-        Knob("lowrank", "rank", name, (1.0, 0.5), splits_layer=True) for name in "ab"]
-    wanted = wanted_probes({"layers": {}, "model": {}}, knobs)
     times = {None: {"a": 0.5, "b": 0.5}, "bits": {"a": 0.25, "b": 0.25}, "rank": {"a": 0.25, "b": 0.25},
              "rank+bits": {"a": 0.175, "b": 0.175}, "bits@alternate": {"a": 0.5, "b": 0.25}}
-    probes = [Probe(w.plan, w.knob, w.level, w.layers, sum(times[w.knob].values()), times[w.knob], 0.0)
-              for w in wanted]
-    table = LatencyPredictor(probes, producers={"b": "a"}, consumer_knobs={"sparsity"})
+    wanted, table = int8_paired_table(Knob("lowrank", "rank", "a", (1.0, 0.5), splits_layer=True), times)
     both = {"layers": {name: {"bits": 8, "rank": 0.5} for name in "ab"}, "model": {}}
     assert ([w.knob for w in wanted], table.table_sum(both)) == (
         [None, "bits", "rank", "rank+bits", "bits@alternate"], pytest.approx(0.35))
@@ -342,17 +342,10 @@ def test_the_rest_of_a_combined_probe_is_its_own_not_the_sum_of_the_single_probe
     """Outside the plan's layers a 50% cut adds 0.05 ms per layer and INT8 0.1 ms, but together they add 0.025
     ms per layer (INT8 on a narrowed layer re-lays out less): the pair's plan is predicted at what its probe ran,
     0.55 ms, not 0.8."""
-    from edgeslim.latency_table import wanted_probes
-    from edgeslim.technique import Knob
-
-    knobs = [Knob("quantization", "bits", name, (32, 8)) for name in "ab"] + [
-        Knob("pruning", "sparsity", name, (0.0, 0.5), narrows_consumers=True) for name in "ab"]
-    wanted = wanted_probes({"layers": {}, "model": {}}, knobs)
     times = {None: {"a": 0.5, "b": 0.5}, "bits": {"a": 0.25, "b": 0.25}, "sparsity": {"a": 0.25, "b": 0.25},
              "sparsity+bits": {"a": 0.2, "b": 0.2}, "bits@alternate": {"a": 0.5, "b": 0.25}}
     rest = {None: 0.1, "bits": 0.3, "sparsity": 0.2, "sparsity+bits": 0.15, "bits@alternate": 0.2}
-    probes = [Probe(w.plan, w.knob, w.level, w.layers, sum(times[w.knob].values()) + rest[w.knob], times[w.knob],
-                    rest[w.knob]) for w in wanted]
-    table = LatencyPredictor(probes, producers={"b": "a"}, consumer_knobs={"sparsity"})
+    wanted, table = int8_paired_table(Knob("pruning", "sparsity", "a", (0.0, 0.5), narrows_consumers=True), times,
+                                      rest)
     both = next(w.plan for w in wanted if w.knob == "sparsity+bits")
     assert table.table_sum(both) == pytest.approx(0.55)
