@@ -82,6 +82,9 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path, knob_names:
     # and without the low-rank + INT8 probes (before they were probed, rank and INT8 multiplied)
     unpaired = dataclasses.replace(predictor, probes=[p for p in predictor.probes if p.knob != "rank+bits"],
                                    points=[], candidate_points=list(predictor.candidate_points))
+    # and with a combined probe's rest summed from the single probes' (before 54bf150)
+    summed_rest = dataclasses.replace(predictor, combined_rest=False, points=[],
+                                      candidate_points=list(predictor.candidate_points))
     layers = [layer.name for layer in session.source.layers]
     prunable = {k.layer for k in knobs if k.name == "sparsity"}
     rank_levels = {k.layer: k.levels for k in knobs if k.name == "rank"}
@@ -89,17 +92,18 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path, knob_names:
     points = []
     for i in range(plans):
         plan = random_plan(rng, layers, prunable, base["model"], rank_levels)
-        predicted, predicted_unpriced, predicted_unpaired = (
-            predictor.predict(plan), unpriced.predict(plan), unpaired.predict(plan))
+        predicted, predicted_unpriced, predicted_unpaired, predicted_summed = (
+            predictor.predict(plan), unpriced.predict(plan), unpaired.predict(plan), summed_rest.predict(plan))
         stats = session.device.measure(session.builder.build(plan, "one_shot"))
         if not stats.usable:
             continue
-        for table in (predictor, unpriced, unpaired):
+        for table in (predictor, unpriced, unpaired, summed_rest):
             table.observe(plan, stats.p50_ms)
         points.append({"plan": plan, "predicted_ms": predicted, "measured_ms": stats.p50_ms,
                        "error": predicted / stats.p50_ms - 1, "index": i, "boundaries": predictor.boundaries(plan),
                        "error_without_boundary_price": predicted_unpriced / stats.p50_ms - 1,
-                       "error_without_rank_int8_probe": predicted_unpaired / stats.p50_ms - 1})
+                       "error_without_rank_int8_probe": predicted_unpaired / stats.p50_ms - 1,
+                       "error_with_summed_rest": predicted_summed / stats.p50_ms - 1})
         print(f"{model} {profile} {i}: predicted {predicted:.3f} ms, measured {stats.p50_ms:.3f} ms "
               f"({predicted / stats.p50_ms - 1:+.1%})", flush=True)
     # the device's own repeatability: every plan measured once more, after all of them (minutes apart). No
@@ -116,10 +120,13 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path, knob_names:
     late = [p["error"] for p in points if p["index"] >= WARMUP]
     unpriced_errors = [p["error_without_boundary_price"] for p in points]
     unpaired_errors = [p["error_without_rank_int8_probe"] for p in points]
+    summed_errors = [p["error_with_summed_rest"] for p in points]
     return {"model": model, "profile": profile, "knobs": list(knob_names), "baseline_ms": view.baseline_ms,
             "gate": base["model"],
             "without_rank_int8_probe": error_summary(unpaired_errors),
             "without_rank_int8_probe_within_10pct": sum(abs(e) <= 0.10 for e in unpaired_errors) / max(1, len(errors)),
+            "with_summed_rest": error_summary(summed_errors),
+            "with_summed_rest_within_10pct": sum(abs(e) <= 0.10 for e in summed_errors) / max(1, len(errors)),
             "probes": len(predictor.probes), "all": error_summary(errors), "after_warmup": error_summary(late),
             "ms_per_int8_boundary": predictor.boundary_ms, "without_boundary_price": error_summary(unpriced_errors),
             "without_boundary_price_within_10pct": sum(abs(e) <= 0.10 for e in unpriced_errors) / max(1, len(errors)),
@@ -158,7 +165,7 @@ def write(results: list[dict[str, Any]], knobs: list[str]) -> None:
           f"within ±10% (after {WARMUP} corrections) | device repeats itself: median, within ±10% | "
           "error against both measurements' mean: median, within ±10% | ms per float-INT8 boundary | "
           "without the boundary price: median, within ±10% | without the low-rank + INT8 probe: median, within "
-          "±10% |", "|---" * 14 + "|"]
+          "±10% | a combined probe's rest summed from the singles': median, within ±10% |", "|---" * 15 + "|"]
     for r in results:
         errors, repeat, both = r["all"], r["repeatability"], r["against_both"]
         md.append(f"| {r['model']} | {r['profile']} | {r['baseline_ms']:.3f} | {r['gate'].get('int8_scheme', '-')} | "
@@ -170,7 +177,9 @@ def write(results: list[dict[str, Any]], knobs: list[str]) -> None:
                   + (f"{r['without_boundary_price'].get('median_abs_pct', 0):.1f}%, "
                      f"{r['without_boundary_price_within_10pct']:.0%} |" if "without_boundary_price" in r else "- |")
                   + (f" {r['without_rank_int8_probe'].get('median_abs_pct', 0):.1f}%, "
-                     f"{r['without_rank_int8_probe_within_10pct']:.0%} |" if "rank" in r.get("knobs", []) else " - |"))
+                     f"{r['without_rank_int8_probe_within_10pct']:.0%} |" if "rank" in r.get("knobs", []) else " - |")
+                  + (f" {r['with_summed_rest'].get('median_abs_pct', 0):.1f}%, "
+                     f"{r['with_summed_rest_within_10pct']:.0%} |" if "with_summed_rest" in r else " - |"))
     md += ["", f"`{out['command']}` ({out['date']}): random per-layer plans (INT8 or not, channel sparsity 0-75% per "
            f"layer{', a low-rank level where the layer offers one' if 'rank' in knobs else ''}), each predicted "
            "before it was measured, then fed back as a search's candidate is. \"device repeats "

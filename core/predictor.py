@@ -102,8 +102,10 @@ class LatencyPredictor:
     candidate_points: list[tuple[float, float]] = field(default_factory=list)
     scale: float = 1.0
     offset: float = 0.0
-    #: whether float-INT8 boundaries are priced (:data:`BOUNDARY_PROBE`); off only to measure what they add
+    #: whether float-INT8 boundaries are priced (:data:`BOUNDARY_PROBE`) and a combined probe's rest is its own;
+    #: off only to measure what they add
     price_boundaries: bool = True
+    combined_rest: bool = True
 
     def __post_init__(self) -> None:
         # a probe's per-node profile is a run of its own: on a shared machine one run can be 2x slower than the
@@ -189,7 +191,7 @@ class LatencyPredictor:
         rest 0.044 ms profiled, 0.093 ms summed from the singles; predicted 20% slow)."""
         decisions = self.effective(probe.plan.get("layers", {}))
         together = [layer for layer, knobs in decisions.items() if tuple(sorted(knobs.items())) == pairs]
-        if not together:
+        if not together or not self.combined_rest:
             return
         others = sum(self.rest_per_layer.get((knob, level), 0.0) for layer, knobs in decisions.items()
                      if layer not in together for knob, level in knobs.items())
