@@ -230,40 +230,31 @@ def measuring_order(stops: list[Recipe], one_shot_drop: Callable[[Recipe], float
                     budget_ms: float) -> tuple[list[Recipe], int]:
     """The order in which the families' stops are measured when the clock may not allow them all (each pays a
     recovery), and how many of its first stops are measured even past the recipes' time share. Post-training ones
-    first (seconds to build, what a user tries first) unless ``timed`` ({label: ms}) puts them beyond
-    :data:`POST_TRAINING_REACH` of ``budget_ms``. Then one stop per knob among those whose latency meets the
-    budget, knobs in order of their best one-shot score, each followed by its INT8 sibling when that is the same
-    architecture (its recovery reused: seconds): these are the recipes the answer must match, so they are the ones
-    always measured. One-shot scores rank well within a knob and badly across knobs: removing every block of a
-    MobileNetV2-style model scores 7.9% untrained and was the best recipe after distillation, yet ranked last and
-    was not measured before the share ran out, twice; at 300 s a stop 3x over the budget (low rank) was measured in
-    its place and the search answered 1.6 points below that recipe. Then the stops that miss the budget (only
-    calibration: they cannot be the answer), one per knob, nearest the budget first, as the answer's moves will
-    be: at OpenVINO 0.2x the share went on uniform INT8, bf16 and low rank at 4-5x the budget, and block removal
-    and 75% channels, the moves the integer program then chose, were never calibrated."""
-    def meets(recipe: Recipe, reach: float = 1.0) -> bool:
-        return timed.get(recipe.label, math.inf) <= budget_ms * reach
+    first (seconds to build, what a user tries first). Then one stop per knob among those whose latency in ``timed``
+    ({label: ms}) meets ``budget_ms``, knobs in order of their best one-shot score, each followed by its INT8
+    sibling when that is the same architecture (its recovery reused: seconds): these are the recipes the answer must
+    match, so they are the ones always measured. Then one stop per knob among the rest (the fastest of a family that
+    never meets the budget: it only calibrates the one-shot costs), then the rest, by one-shot score. One-shot
+    scores rank well within a knob and badly across knobs: removing every block of a MobileNetV2-style model scores
+    7.9% untrained and was the best recipe after distillation, yet ranked last and was not measured before the share
+    ran out, twice; at 300 s a stop 3x over the budget (low rank) was measured in its place and the search answered
+    1.6 points below that recipe."""
+    def meets(recipe: Recipe) -> bool:
+        return timed.get(recipe.label, math.inf) <= budget_ms
 
-    order = [r for r in stops if r.post_training and (r.label not in timed or meets(r, POST_TRAINING_REACH))]
-    ranked = sorted((r for r in stops if not r.post_training and meets(r)), key=one_shot_drop)
-    siblings = [r for r in stops if not r.post_training]
+    ranked = sorted((r for r in stops if not r.post_training), key=lambda r: (not meets(r), one_shot_drop(r)))
+    order = [r for r in stops if r.post_training]
 
     def by_knob(candidates: list[Recipe]) -> None:
         for i, leader in enumerate(candidates):
             if leader not in order and all(leader.knob != q.knob for q in candidates[:i]):
-                order.extend([leader] + [r for r in siblings if r not in order and r is not leader
+                order.extend([leader] + [r for r in ranked if r not in order and r is not leader
                                          and r.knob == leader.knob and r.level == leader.level])
 
-    by_knob(ranked)
+    by_knob([r for r in ranked if meets(r)])
     must = len(order)
-    rest = sorted((r for r in stops if r not in order), key=lambda r: timed.get(r.label, math.inf))
-    by_knob(rest)
-    return order + [r for r in rest if r not in order], must
-
-
-#: how far over the budget the walk may time a post-training stop and still see it measured first: a single timing
-#: of a model that needs no recovery is worth re-measuring near the budget, not at 4x it
-POST_TRAINING_REACH = 1.15
+    by_knob(ranked)
+    return order + [r for r in ranked if r not in order], must
 
 
 #: of the ``--time-budget`` left when the sensitivity phase starts, the most it may use: scores only rank moves,

@@ -169,9 +169,9 @@ class KnapsackAllocation(Strategy):
                 break
             if measured >= max(must, 1) and keep is not None and (search.time_left() or 0.0) <= keep:
                 search.note(f"--time-budget: the uniform recipes used their share ({RECIPE_TIME_SHARE:.0%} of the "
-                            f"{left:.0f} s left at their start; the first {must}, meeting the budget or post-training "
-                            f"near it, always measured) after {measured} of {len(stops)} ({len(timed)} timed); not "
-                            "measured: " + ", ".join(r.label for r in stops[measured:]))
+                            f"{left:.0f} s left at their start; the first {must}, post-training or meeting the budget, "
+                            f"always measured) after {measured} of {len(stops)} ({len(timed)} timed); not measured: "
+                            + ", ".join(r.label for r in stops[measured:]))
                 break
             if search.trials_left() <= ROUNDS:  # the allocation rounds keep their trials
                 search.note(f"--trials: the uniform recipes stopped after {measured} measured ({len(timed)} timed), "
