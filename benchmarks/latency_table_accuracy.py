@@ -6,11 +6,12 @@
 Per model and profile: the speed gate's INT8 encoding is found as the search finds it (the fastest uniform INT8
 probe), the table is measured (uniform probes, profiled per node on the device), then ``--plans`` random
 per-layer plans (each layer INT8 or not, and a channel sparsity of 0/25/50/75%; with ``--knobs ... rank`` a
-low-rank level too, where the layer offers one) are each predicted *before* they
-are measured and then fed back as the search feeds its candidates (online correction). The error of every
-prediction against the measurement is reported, all of them and after the first five corrections, with the share
-within ±10%. Then every plan is measured once more: how far the device's own second measurement is from its
-first (the floor for predicting a single measurement here), and the error against the mean of both.
+low-rank level too, where the layer offers one) are each built, predicted at the precision each layer runs at
+(read back from the build, as the search does) *before* they are measured, and then fed back as the search
+feeds its candidates (online correction). The error of every prediction against the measurement is reported,
+all of them and after the first five corrections, with the share within ±10%. Then every plan is measured once
+more: how far the device's own second measurement is from its first (the floor for predicting a single
+measurement here), and the error against the mean of both.
 Builds are one-shot (no recovery): latency does not depend on the weights' values.
 Writes benchmarks/results/latency_table_accuracy.{json,md} (other ``--knobs``: ..._<knobs>.{json,md}).
 """
@@ -85,6 +86,8 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path, knob_names:
     # and with a combined probe's rest summed from the single probes' (before 54bf150)
     summed_rest = dataclasses.replace(predictor, combined_rest=False, points=[],
                                       candidate_points=list(predictor.candidate_points))
+    # and predicting the plan as planned, not at the precision each layer runs at (before as_run)
+    as_planned = dataclasses.replace(predictor, points=[], candidate_points=list(predictor.candidate_points))
     layers = [layer.name for layer in session.source.layers]
     prunable = {k.layer for k in knobs if k.name == "sparsity"}
     rank_levels = {k.layer: k.levels for k in knobs if k.name == "rank"}
@@ -92,18 +95,23 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path, knob_names:
     points = []
     for i in range(plans):
         plan = random_plan(rng, layers, prunable, base["model"], rank_levels)
-        predicted, predicted_unpriced, predicted_unpaired, predicted_summed = (
-            predictor.predict(plan), unpriced.predict(plan), unpaired.predict(plan), summed_rest.predict(plan))
-        stats = session.device.measure(session.builder.build(plan, "one_shot"))
+        artifact = session.builder.build(plan, "one_shot")
+        run = predictor.as_run(plan, session.builder.precision_details(plan, artifact))  # as the search predicts
+        predicted, predicted_unpriced, predicted_unpaired, predicted_summed, predicted_planned = (
+            predictor.predict(run), unpriced.predict(run), unpaired.predict(run), summed_rest.predict(run),
+            as_planned.predict(plan))
+        stats = session.device.measure(artifact)
         if not stats.usable:
             continue
         for table in (predictor, unpriced, unpaired, summed_rest):
-            table.observe(plan, stats.p50_ms)
+            table.observe(run, stats.p50_ms)
+        as_planned.observe(plan, stats.p50_ms)
         points.append({"plan": plan, "predicted_ms": predicted, "measured_ms": stats.p50_ms,
                        "error": predicted / stats.p50_ms - 1, "index": i, "boundaries": predictor.boundaries(plan),
                        "error_without_boundary_price": predicted_unpriced / stats.p50_ms - 1,
                        "error_without_rank_int8_probe": predicted_unpaired / stats.p50_ms - 1,
-                       "error_with_summed_rest": predicted_summed / stats.p50_ms - 1})
+                       "error_with_summed_rest": predicted_summed / stats.p50_ms - 1,
+                       "error_as_planned": predicted_planned / stats.p50_ms - 1})
         print(f"{model} {profile} {i}: predicted {predicted:.3f} ms, measured {stats.p50_ms:.3f} ms "
               f"({predicted / stats.p50_ms - 1:+.1%})", flush=True)
     # the device's own repeatability: every plan measured once more, after all of them (minutes apart). No
@@ -121,12 +129,15 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path, knob_names:
     unpriced_errors = [p["error_without_boundary_price"] for p in points]
     unpaired_errors = [p["error_without_rank_int8_probe"] for p in points]
     summed_errors = [p["error_with_summed_rest"] for p in points]
+    planned_errors = [p["error_as_planned"] for p in points]
     return {"model": model, "profile": profile, "knobs": list(knob_names), "baseline_ms": view.baseline_ms,
             "gate": base["model"],
             "without_rank_int8_probe": error_summary(unpaired_errors),
             "without_rank_int8_probe_within_10pct": sum(abs(e) <= 0.10 for e in unpaired_errors) / max(1, len(errors)),
             "with_summed_rest": error_summary(summed_errors),
             "with_summed_rest_within_10pct": sum(abs(e) <= 0.10 for e in summed_errors) / max(1, len(errors)),
+            "as_planned": error_summary(planned_errors),
+            "as_planned_within_10pct": sum(abs(e) <= 0.10 for e in planned_errors) / max(1, len(errors)),
             "probes": len(predictor.probes), "all": error_summary(errors), "after_warmup": error_summary(late),
             "ms_per_int8_boundary": predictor.boundary_ms, "without_boundary_price": error_summary(unpriced_errors),
             "without_boundary_price_within_10pct": sum(abs(e) <= 0.10 for e in unpriced_errors) / max(1, len(errors)),
@@ -165,7 +176,8 @@ def write(results: list[dict[str, Any]], knobs: list[str]) -> None:
           f"within ±10% (after {WARMUP} corrections) | device repeats itself: median, within ±10% | "
           "error against both measurements' mean: median, within ±10% | ms per float-INT8 boundary | "
           "without the boundary price: median, within ±10% | without the low-rank + INT8 probe: median, within "
-          "±10% | a combined probe's rest summed from the singles': median, within ±10% |", "|---" * 15 + "|"]
+          "±10% | a combined probe's rest summed from the singles': median, within ±10% | as planned, not as run: "
+          "median, within ±10% |", "|---" * 16 + "|"]
     for r in results:
         errors, repeat, both = r["all"], r["repeatability"], r["against_both"]
         md.append(f"| {r['model']} | {r['profile']} | {r['baseline_ms']:.3f} | {r['gate'].get('int8_scheme', '-')} | "
@@ -179,7 +191,9 @@ def write(results: list[dict[str, Any]], knobs: list[str]) -> None:
                   + (f" {r['without_rank_int8_probe'].get('median_abs_pct', 0):.1f}%, "
                      f"{r['without_rank_int8_probe_within_10pct']:.0%} |" if "rank" in r.get("knobs", []) else " - |")
                   + (f" {r['with_summed_rest'].get('median_abs_pct', 0):.1f}%, "
-                     f"{r['with_summed_rest_within_10pct']:.0%} |" if "with_summed_rest" in r else " - |"))
+                     f"{r['with_summed_rest_within_10pct']:.0%} |" if "with_summed_rest" in r else " - |")
+                  + (f" {r['as_planned'].get('median_abs_pct', 0):.1f}%, {r['as_planned_within_10pct']:.0%} |"
+                     if "as_planned" in r else " - |"))
     md += ["", f"`{out['command']}` ({out['date']}): random per-layer plans (INT8 or not, channel sparsity 0-75% per "
            f"layer{', a low-rank level where the layer offers one' if 'rank' in knobs else ''}), each predicted "
            "before it was measured, then fed back as a search's candidate is. \"device repeats "

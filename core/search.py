@@ -239,9 +239,12 @@ class SearchSession:
         is_baseline = plan == empty_plan()
         if self._baseline_timer is not None and not is_baseline:
             self._baseline_timer.time_again_if_due()
-        # the prediction is made before the measurement, so its recorded error is the one a ranking suffers
-        # (only for plans the table describes: another INT8 encoding's kernels are not in it)
-        predicted = self.predictor.predict(plan) if self.predictor is not None and self.predictor.covers(plan) else None
+        # the prediction is made before the measurement, so its recorded error is the one a ranking suffers (only
+        # for plans the table describes: another INT8 encoding's kernels are not in it), of the precision each layer
+        # really runs at (read back from the target's optimized graph: ``LatencyPredictor.as_run``)
+        precision = precision if precision is not None else builder.precision_details(plan, artifact)
+        as_run = self.predictor.as_run(plan, precision) if self.predictor is not None else plan
+        predicted = self.predictor.predict(as_run) if self.predictor and self.predictor.covers(plan) else None
         stats = self.device.measure(artifact)
         if metric is None:
             metric = self._score_artifact(artifact, plan)
@@ -253,12 +256,10 @@ class SearchSession:
                 # the speed-up gate: a compressed model that is not faster is never a result
                 status = "not_faster"
                 note = f"measured {measured_ms:.3f} ms, baseline {base_ms:.3f} ms: not faster, dropped"
-        details = {**(details or {}),  # ``precision``: read back already (evaluate() does, before timing)
-                   **(precision if precision is not None else builder.precision_details(plan, artifact)),
-                   **builder.size_details(plan, artifact)}
+        details = {**(details or {}), **precision, **builder.size_details(plan, artifact)}
         if predicted is not None and measured_ms is not None and self.predictor is not None:
             details.update(predicted_ms=predicted, prediction_error=predicted / measured_ms - 1)
-            self.predictor.observe(plan, measured_ms)
+            self.predictor.observe(as_run, measured_ms)
         # the same architecture timed before (a recipe walk's probe): how well the device repeats itself bounds
         # how close any prediction can get (on this shared machine the two were 0.5x-1.9x apart on busy runs)
         timed_before = (self.store.get_meta("latency_only_probes") or {}).get(self.builder.key(plan, "probe"))

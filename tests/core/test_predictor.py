@@ -349,3 +349,23 @@ def test_the_rest_of_a_combined_probe_is_its_own_not_the_sum_of_the_single_probe
                                       rest)
     both = next(w.plan for w in wanted if w.knob == "sparsity+bits")
     assert table.table_sum(both) == pytest.approx(0.55)
+
+
+def test_the_table_predicts_the_precision_each_layer_runs_at_not_the_one_planned():
+    """ONNX Runtime fuses a float layer between INT8 ones into an INT8 kernel, and may leave a planned INT8 layer
+    float; the build reads both back from the optimized graph. Each layer 1 ms in float, 0.5 in INT8: INT8 planned
+    on a and c, run on all three, is predicted 1.5 ms (as planned: 2.0); INT8 planned on all three and run on a
+    and b only, 2.0 ms."""
+    from edgeslim.latency_table import wanted_probes
+
+    wanted = wanted_probes({"layers": {}, "model": {}}, [Knob("quantization", "bits", name, (32, 8)) for name in "abc"])
+    e2e = {None: 3.0, "bits": 1.5, "bits@alternate": 2.5}
+    probes = [Probe(w.plan, w.knob, w.level, w.layers, e2e[w.knob],
+                    {layer: 0.5 if layer in w.layers else 1.0 for layer in "abc"}, 0.0) for w in wanted]
+    table = LatencyPredictor(probes, producers={"b": "a", "c": "b"})
+    ends = {"layers": {"a": {"bits": 8}, "c": {"bits": 8}}, "model": {}}
+    every = {"layers": {name: {"bits": 8} for name in "abc"}, "model": {}}
+    fused = {"effective_precision": dict.fromkeys("abc", "int8")}
+    left_float = {"effective_precision": {"a": "int8", "b": "int8", "c": "float"}}
+    assert (table.predict(table.as_run(ends, fused)), table.predict(table.as_run(every, left_float))) == (
+        pytest.approx(1.5), pytest.approx(2.0))
