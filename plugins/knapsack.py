@@ -205,10 +205,9 @@ class KnapsackAllocation(Strategy):
 
     def _rounds(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],
                 has_table: bool, recipe_ms: dict[str, float]) -> None:
-        """Solve, measure, correct, re-solve. With a table, every measurement refits it, so each round re-derives
-        the options' savings from it and scales its prediction of a whole plan by the last solution's remaining
-        error (``factor``: measured over the refitted prediction; a ratio, since a heavily compressed plan's error
-        in ms says little about a lighter one's). Without one, ``slack`` (ms) moves by how far it missed."""
+        """Solve, measure, correct, re-solve. With a table, every measurement refits it; each round re-derives the
+        options' savings and scales a whole plan's prediction by the last solution's remaining error (``factor``,
+        measured over predicted: a ratio, a deep plan's error in ms says little of a light one's); else ``slack``."""
         search.phase("allocation (integer program, measured on the target)")
         budget, slack, factor = search.budget_ms, 0.0, 1.0
         for round_no in range(1, ROUNDS + 1):
@@ -223,7 +222,8 @@ class KnapsackAllocation(Strategy):
             self.tried.add(key)
             if self._hopeless(search, allocation.predicted_cost, f"round {round_no}"):
                 return
-            purpose = (f"knapsack: round {round_no}, predicted {predicted:.3f} ms, predicted drop "
+            purpose = (f"knapsack: round {round_no}, aimed at {(1.0 - ROUND_AIM) * budget:.3f} ms, predicted "
+                       f"{predicted:.3f} ms, predicted drop "
                        f"{allocation.predicted_cost:.4f}" + ("" if allocation.feasible else " (fastest: none fits)"))
             try:
                 record = search.measure(plan, purpose=purpose)

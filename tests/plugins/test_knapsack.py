@@ -373,3 +373,26 @@ def test_when_no_level_meets_the_budget_the_walk_stops_at_the_fastest_timed_not_
 
     stop = KnapsackAllocation._walk(_BudgetOnly(), recipes, meets, timed)
     assert stop.label == "uniform sparsity=0.25 + quantization"
+
+
+def test_an_allocation_round_aims_its_solution_under_the_budget_not_at_it(tmp_path, resnet_onnx, fast_profile):
+    """A table right on average puts half of the solutions predicted at the budget just over it (MobileNetV2-style
+    0.2x: +0.07%, then +7%, and a 300 s search with no answer): each round is solved for ROUND_AIM under it, and
+    its record says so."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.plugins.knapsack import ROUND_AIM, KnapsackAllocation
+    from edgeslim.search import SearchSession
+    from edgeslim.strategy_view import SessionView
+
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ratio=0.8,
+                                         out_dir=str(tmp_path / "run"), trials=1))
+    session.measure_baseline()
+    view, base = SessionView(session), {"layers": {}, "model": {}}
+    offered = [o for o in view.knobs() if o.reduces_latency and o.knob.name == "sparsity"]
+    has_table = view.use_latency_table(base, [o.knob for o in offered])
+    strategy = KnapsackAllocation()
+    strategy._rounds(view, base, offered, strategy._sensitivity(view, base, offered), has_table, {})
+    first = next(r for r in session.store.all() if r.purpose.startswith("knapsack: round 1"))
+    aimed = float(first.purpose.split("aimed at ")[1].split(" ms")[0])
+    predicted = float(first.purpose.split("predicted ")[1].split(" ms")[0])
+    assert (aimed, predicted <= aimed) == (round((1 - ROUND_AIM) * view.budget_ms, 3), True)
