@@ -246,24 +246,32 @@ def test_recipes_that_meet_the_budget_come_first_one_per_knob_and_are_the_ones_a
         ["uniform INT8", "channels=0.5 + INT8", "remove=True + INT8", "remove=True", "rank=0.5", "channels=0.75"], 4)
 
 
+def knapsack_session(tmp_path, model, profile, budget_ratio: float, trials: int, knob: str | None = None):
+    """A session on ``model`` with its baseline measured, its strategy view, the empty plan, the latency-reducing
+    knobs it offers (``knob``'s only, when given) and whether the latency table was built for them."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.search import SearchSession
+    from edgeslim.strategy_view import SessionView
+
+    session = SearchSession(SearchConfig(model=str(model), profile=str(profile), budget_ratio=budget_ratio,
+                                         out_dir=str(tmp_path / "run"), trials=trials))
+    session.measure_baseline()
+    view, base = SessionView(session), {"layers": {}, "model": {}}
+    offered = [o for o in view.knobs() if o.reduces_latency and knob in (None, o.knob.name)]
+    has_table = view.use_latency_table(base, [o.knob for o in offered if o.knob.layer is not None])
+    return session, view, base, offered, has_table
+
+
 def test_a_best_candidate_at_the_edge_of_the_budget_gets_a_solution_aimed_under_it_measured_too(tmp_path,
                                                                                                 resnet_onnx,
                                                                                                 fast_profile):
     """Verification often finds a candidate measured a few percent under the budget just over it: when the most
     accurate in-budget candidate measured within VERIFY_MARGIN of the budget, the margin round measures one
     more solution, aimed at (1 - VERIFY_MARGIN) of the budget, for verification to fall back on."""
-    from edgeslim.config import SearchConfig
     from edgeslim.plugins.knapsack import VERIFY_MARGIN, KnapsackAllocation
     from edgeslim.records import CandidateRecord
-    from edgeslim.search import SearchSession
-    from edgeslim.strategy_view import SessionView
 
-    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ratio=0.6,
-                                         out_dir=str(tmp_path / "run"), trials=10))
-    session.measure_baseline()
-    view, base = SessionView(session), {"layers": {}, "model": {}}
-    offered = [o for o in view.knobs() if o.reduces_latency]
-    has_table = view.use_latency_table(base, [o.knob for o in offered if o.knob.layer is not None])
+    session, view, base, offered, has_table = knapsack_session(tmp_path, resnet_onnx, fast_profile, 0.6, trials=10)
     strategy = KnapsackAllocation()
     drops = strategy._sensitivity(view, base, offered)
     at_the_edge = 0.98 * view.budget_ms  # what the rounds' best measured, as one measurement said
@@ -280,18 +288,11 @@ def test_an_in_budget_candidate_with_time_to_spare_gets_its_moves_rechosen_light
     """A measured candidate far under the budget (every layer at 75% channels, under a 0.9x budget) leaves time the
     anchored round spends on accuracy: the integer program over that candidate's own moves, aimed at (1 -
     VERIFY_MARGIN) of the budget, gives a plan no layer of which is deeper than the anchor's, and lighter in one."""
-    from edgeslim.config import SearchConfig
     from edgeslim.plugins.knapsack import KnapsackAllocation
     from edgeslim.recipes import uniform
-    from edgeslim.search import SearchSession
-    from edgeslim.strategy_view import SessionView
 
-    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ratio=0.9,
-                                         out_dir=str(tmp_path / "run"), trials=10))
-    session.measure_baseline()
-    view, base = SessionView(session), {"layers": {}, "model": {}}
-    offered = [o for o in view.knobs() if o.reduces_latency and o.knob.name == "sparsity"]
-    has_table = view.use_latency_table(base, [o.knob for o in offered])
+    session, view, base, offered, has_table = knapsack_session(tmp_path, resnet_onnx, fast_profile, 0.9, trials=10,
+                                                               knob="sparsity")
     strategy = KnapsackAllocation()
     drops = strategy._sensitivity(view, base, offered)
     deepest = max(len(o.knob.levels) for o in offered) - 1
@@ -379,17 +380,10 @@ def test_an_allocation_round_aims_its_solution_under_the_budget_not_at_it(tmp_pa
     """A table right on average puts half of the solutions predicted at the budget just over it (MobileNetV2-style
     0.2x: +0.07%, then +7%, and a 300 s search with no answer): each round is solved for ROUND_AIM under it, and
     its record says so."""
-    from edgeslim.config import SearchConfig
     from edgeslim.plugins.knapsack import ROUND_AIM, KnapsackAllocation
-    from edgeslim.search import SearchSession
-    from edgeslim.strategy_view import SessionView
 
-    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ratio=0.8,
-                                         out_dir=str(tmp_path / "run"), trials=1))
-    session.measure_baseline()
-    view, base = SessionView(session), {"layers": {}, "model": {}}
-    offered = [o for o in view.knobs() if o.reduces_latency and o.knob.name == "sparsity"]
-    has_table = view.use_latency_table(base, [o.knob for o in offered])
+    session, view, base, offered, has_table = knapsack_session(tmp_path, resnet_onnx, fast_profile, 0.8, trials=1,
+                                                               knob="sparsity")
     strategy = KnapsackAllocation()
     strategy._rounds(view, base, offered, strategy._sensitivity(view, base, offered), has_table, {})
     first = next(r for r in session.store.all() if r.purpose.startswith("knapsack: round 1"))
