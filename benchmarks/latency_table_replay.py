@@ -18,6 +18,7 @@ a replay: run it at two commits (``git stash``) on the same folders.
 from __future__ import annotations
 
 import dataclasses
+import json
 import shutil
 import sqlite3
 import sys
@@ -28,8 +29,6 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "examples" / "fashion_mnist"))
-
-import json  # noqa: E402
 
 from edgeslim.config import SearchConfig  # noqa: E402
 from edgeslim.predictor import error_summary  # noqa: E402

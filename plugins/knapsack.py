@@ -210,21 +210,21 @@ class KnapsackAllocation(Strategy):
         measured over predicted: a ratio, a deep plan's error in ms says little of a light one's); else ``slack``."""
         search.phase("allocation (integer program, measured on the target)")
         budget, slack, factor = search.budget_ms, 0.0, 1.0
+        aim = (1.0 - ROUND_AIM) * budget
         for round_no in range(1, ROUNDS + 1):
             if search.trials_left() <= 0:
                 return
             groups, base_ms = build_groups(search, base, offered, drops, has_table, recipe_ms)
             plan, allocation, predicted = self._solve(search, base, offered, groups, base_ms, slack, factor, has_table,
-                                                      (1.0 - ROUND_AIM) * budget)
+                                                      aim)
             key = repr(plan)
             if key in self.tried:
                 return  # the correction no longer changes the answer
             self.tried.add(key)
             if self._hopeless(search, allocation.predicted_cost, f"round {round_no}"):
                 return
-            purpose = (f"knapsack: round {round_no}, aimed at {(1.0 - ROUND_AIM) * budget:.3f} ms, predicted "
-                       f"{predicted:.3f} ms, predicted drop "
-                       f"{allocation.predicted_cost:.4f}" + ("" if allocation.feasible else " (fastest: none fits)"))
+            purpose = (f"knapsack: round {round_no}, aimed at {aim:.3f} ms, predicted {predicted:.3f} ms, predicted "
+                       f"drop {allocation.predicted_cost:.4f}{'' if allocation.feasible else ' (fastest: none fits)'}")
             try:
                 record = search.measure(plan, purpose=purpose)
             except TrialsExhausted:
