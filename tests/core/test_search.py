@@ -527,6 +527,38 @@ def test_the_gate_times_its_close_accurate_probes_again_side_by_side_and_keeps_t
     assert (len(retimed) >= 2, base["model"]) == (True, settings[fastest_again])
 
 
+def test_a_first_round_gate_probe_a_noisy_measurement_put_out_of_reach_is_timed_again_before_refining(
+        tmp_path, resnet_onnx, fast_profile):
+    """An accurate first-round probe whose single measurement came out well over the fastest one's (a busy
+    moment: beyond CLOSE_TO_WINNER, so not refined on it) is timed again beside it, and which probes get refined
+    rests on that median."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.plan import empty_plan
+    from edgeslim.recipes import (
+        CLOSE_TO_WINNER,
+        GATE_ACCURACY_SLACK,
+        RETIME_BEFORE_REFINING,
+        _probe,
+        choose_gate_variant,
+        retimed_first_round,
+        uniform,
+    )
+    from edgeslim.search import SearchSession
+    from edgeslim.strategy_view import SessionView
+
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ratio=0.5,
+                                         out_dir=str(tmp_path / "run")))
+    session.measure_baseline()
+    view = SessionView(session)
+    gate = next(g for g in view.speed_gates() if g.technique == "quantization")
+    probes = _probe(view, gate, uniform(empty_plan(), gate.knobs), gate.variants)
+    winner, least = choose_gate_variant(probes), min(p.drop for p in probes)
+    doubted = next(p for p in probes if p is not winner and p.drop <= least + GATE_ACCURACY_SLACK)
+    noisy = dataclasses.replace(doubted, ms=winner.ms * (CLOSE_TO_WINNER + RETIME_BEFORE_REFINING) / 2)
+    again = retimed_first_round(view, [winner, noisy])
+    assert again[1].ms == session.store.get_meta("retimed")[doubted.record.key]["ms"]
+
+
 def _finetune_whose_last_epoch_is_ruined() -> type:
     """A third-party recovery: plain fine-tuning, one epoch at a time, whose last epoch ends with every weight
     set to zero (a constant output: chance accuracy). Which epoch is best must not hang on the CPU's float
