@@ -86,6 +86,9 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path, knob_names:
     # and with a combined probe's rest summed from the single probes' (before 54bf150)
     summed_rest = dataclasses.replace(predictor, combined_rest=False, points=[],
                                       candidate_points=list(predictor.candidate_points))
+    # and with a probe's untouched layers kept at their baseline time (before the untouched ratios)
+    untouched_fixed = dataclasses.replace(predictor, untouched_rest=False, points=[],
+                                          candidate_points=list(predictor.candidate_points))
     # and predicting the plan as planned, not at the precision each layer runs at (before as_run)
     as_planned = dataclasses.replace(predictor, points=[], candidate_points=list(predictor.candidate_points))
     layers = [layer.name for layer in session.source.layers]
@@ -97,13 +100,13 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path, knob_names:
         plan = random_plan(rng, layers, prunable, base["model"], rank_levels)
         artifact = session.builder.build(plan, "one_shot")
         run = predictor.as_run(plan, session.builder.precision_details(plan, artifact))  # as the search predicts
-        predicted, predicted_unpriced, predicted_unpaired, predicted_summed, predicted_planned = (
+        predicted, predicted_unpriced, predicted_unpaired, predicted_summed, predicted_planned, predicted_fixed = (
             predictor.predict(run), unpriced.predict(run), unpaired.predict(run), summed_rest.predict(run),
-            as_planned.predict(plan))
+            as_planned.predict(plan), untouched_fixed.predict(run))
         stats = session.device.measure(artifact)
         if not stats.usable:
             continue
-        for table in (predictor, unpriced, unpaired, summed_rest):
+        for table in (predictor, unpriced, unpaired, summed_rest, untouched_fixed):
             table.observe(run, stats.p50_ms)
         as_planned.observe(plan, stats.p50_ms)
         points.append({"plan": plan, "predicted_ms": predicted, "measured_ms": stats.p50_ms,
@@ -111,7 +114,8 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path, knob_names:
                        "error_without_boundary_price": predicted_unpriced / stats.p50_ms - 1,
                        "error_without_rank_int8_probe": predicted_unpaired / stats.p50_ms - 1,
                        "error_with_summed_rest": predicted_summed / stats.p50_ms - 1,
-                       "error_as_planned": predicted_planned / stats.p50_ms - 1})
+                       "error_as_planned": predicted_planned / stats.p50_ms - 1,
+                       "error_untouched_fixed": predicted_fixed / stats.p50_ms - 1})
         print(f"{model} {profile} {i}: predicted {predicted:.3f} ms, measured {stats.p50_ms:.3f} ms "
               f"({predicted / stats.p50_ms - 1:+.1%})", flush=True)
     # the device's own repeatability: every plan measured once more, after all of them (minutes apart). No
@@ -130,6 +134,7 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path, knob_names:
     unpaired_errors = [p["error_without_rank_int8_probe"] for p in points]
     summed_errors = [p["error_with_summed_rest"] for p in points]
     planned_errors = [p["error_as_planned"] for p in points]
+    fixed_errors = [p["error_untouched_fixed"] for p in points]
     return {"model": model, "profile": profile, "knobs": list(knob_names), "baseline_ms": view.baseline_ms,
             "gate": base["model"],
             "without_rank_int8_probe": error_summary(unpaired_errors),
@@ -138,6 +143,8 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path, knob_names:
             "with_summed_rest_within_10pct": sum(abs(e) <= 0.10 for e in summed_errors) / max(1, len(errors)),
             "as_planned": error_summary(planned_errors),
             "as_planned_within_10pct": sum(abs(e) <= 0.10 for e in planned_errors) / max(1, len(errors)),
+            "untouched_fixed": error_summary(fixed_errors),
+            "untouched_fixed_within_10pct": sum(abs(e) <= 0.10 for e in fixed_errors) / max(1, len(errors)),
             "probes": len(predictor.probes), "all": error_summary(errors), "after_warmup": error_summary(late),
             "ms_per_int8_boundary": predictor.boundary_ms, "without_boundary_price": error_summary(unpriced_errors),
             "without_boundary_price_within_10pct": sum(abs(e) <= 0.10 for e in unpriced_errors) / max(1, len(errors)),
@@ -177,7 +184,7 @@ def write(results: list[dict[str, Any]], knobs: list[str]) -> None:
           "error against both measurements' mean: median, within ±10% | ms per float-INT8 boundary | "
           "without the boundary price: median, within ±10% | without the low-rank + INT8 probe: median, within "
           "±10% | a combined probe's rest summed from the singles': median, within ±10% | as planned, not as run: "
-          "median, within ±10% |", "|---" * 16 + "|"]
+          "median, within ±10% | untouched layers at their baseline time: median, within ±10% |", "|---" * 17 + "|"]
     for r in results:
         errors, repeat, both = r["all"], r["repeatability"], r["against_both"]
         md.append(f"| {r['model']} | {r['profile']} | {r['baseline_ms']:.3f} | {r['gate'].get('int8_scheme', '-')} | "
@@ -193,7 +200,9 @@ def write(results: list[dict[str, Any]], knobs: list[str]) -> None:
                   + (f" {r['with_summed_rest'].get('median_abs_pct', 0):.1f}%, "
                      f"{r['with_summed_rest_within_10pct']:.0%} |" if "with_summed_rest" in r else " - |")
                   + (f" {r['as_planned'].get('median_abs_pct', 0):.1f}%, {r['as_planned_within_10pct']:.0%} |"
-                     if "as_planned" in r else " - |"))
+                     if "as_planned" in r else " - |")
+                  + (f" {r['untouched_fixed'].get('median_abs_pct', 0):.1f}%, {r['untouched_fixed_within_10pct']:.0%} |"
+                     if "untouched_fixed" in r else " - |"))
     md += ["", f"`{out['command']}` ({out['date']}): random per-layer plans (INT8 or not, channel sparsity 0-75% per "
            f"layer{', a low-rank level where the layer offers one' if 'rank' in knobs else ''}), each predicted "
            "before it was measured, then fed back as a search's candidate is. \"device repeats "

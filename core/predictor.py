@@ -32,7 +32,10 @@ import statistics
 from dataclasses import dataclass, field
 from typing import Any
 
+from edgeslim.latency_probe import Probe, error_summary, to_end_to_end
 from edgeslim.plan import Plan
+
+__all__ = ["LatencyPredictor", "Probe", "error_summary"]
 
 #: how much a prediction may exceed the budget and still be "near" it, i.e. worth measuring
 NEAR_BUDGET = 0.15
@@ -61,23 +64,8 @@ CANDIDATES_TO_REFIT = 3
 #: below this end-to-end time a model's per-node profile is mostly the profiler's and the runtime's own overhead
 #: (FashionResNet at 0.3 ms: median error 28%): the table still ranks, but no candidate is skipped on its word
 MIN_TRUSTED_MS = 0.5
-
-
-@dataclass
-class Probe:
-    """One device measurement used to build the table."""
-
-    plan: Plan
-    knob: str | None  # None: the baseline
-    level: Any
-    layers: list[str]  # the layers the probe set the knob on
-    e2e_ms: float
-    layer_ms: dict[str, float]
-    rest_ms: float
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"plan": self.plan, "knob": self.knob, "level": self.level, "layers": self.layers,
-                "e2e_ms": self.e2e_ms, "layer_ms": self.layer_ms, "rest_ms": self.rest_ms}
+#: a probe's untouched layers below this share of the baseline: too little time to read a ratio from
+MIN_UNTOUCHED = 0.05
 
 
 @dataclass
@@ -102,16 +90,18 @@ class LatencyPredictor:
     candidate_points: list[tuple[float, float]] = field(default_factory=list)
     scale: float = 1.0
     offset: float = 0.0
-    #: float-INT8 boundaries priced (:data:`BOUNDARY_PROBE`), a combined probe's rest its own: off only to measure
+    #: float-INT8 boundaries priced (:data:`BOUNDARY_PROBE`), a combined probe's rest its own, a single probe's
+    #: untouched layers' change in its rest (:meth:`_add_rest`): off only to measure
     price_boundaries: bool = True
     combined_rest: bool = True
+    untouched_rest: bool = True
 
     def __post_init__(self) -> None:
         # a probe's per-node profile is a run of its own: on a shared machine one run can be 2x slower than the
         # next, which would scale every ratio taken from it (a ResNet-18-style INT8 + 25% cut probe profiled at
         # 1.08 ms summed while it ran 0.60 ms end to end). The profile gives each layer's share; the end-to-end
         # time gives the total (on the same plans: median error 24.6% -> 16.9%, p90 66% -> 33%)
-        self.probes = [_to_end_to_end(p) for p in self.probes]
+        self.probes = [to_end_to_end(p) for p in self.probes]
         base = [p for p in self.probes if p.knob is None]
         if not base:
             raise ValueError("a latency table needs the baseline's profile")
@@ -125,31 +115,19 @@ class LatencyPredictor:
         self.ratios: dict[tuple[str, str], dict[Any, float]] = {}
         self.input_ratios: dict[tuple[str, str], dict[Any, float]] = {}
         self.rest_per_layer: dict[tuple[str, Any], float] = {}
+        #: (knob, level) -> how its uniform probe moved the layers it does not reach, and how many it set
+        self.untouched_ratios: dict[tuple[str, Any], float] = {}
+        self.knob_layers: dict[tuple[str, Any], int] = {}
         #: (layer, ((knob, level), ...) sorted) -> the layer's own ratio under those knobs together
         self.combo_ratios: dict[tuple[str, tuple[tuple[str, Any], ...]], float] = {}
         #: ((knob, level), ...) sorted -> the rest's change per layer under those knobs together
         self.combo_rest: dict[tuple[tuple[str, Any], ...], float] = {}
-        for probe in self.probes:
-            if probe.knob is None or is_combo(probe.knob) or probe.knob == BOUNDARY_PROBE:
-                continue
-            # a knob on a block (removal) touches every layer inside it
-            touched = self._touched(probe)
-            for layer, before in self.base.layer_ms.items():
-                if not before:
-                    continue
-                # absent from the probe's profile: removed (layer pruning) or folded away
-                ratio = probe.layer_ms.get(layer, 0.0) / before
-                fed_by_touched = probe.knob in self.consumer_knobs and self.channel_producers.get(layer) in touched
-                if layer in touched and fed_by_touched:
-                    # narrowed on both sides: split evenly between the layer's own cut and its producer's
-                    self.ratios.setdefault((layer, probe.knob), {})[probe.level] = math.sqrt(ratio)
-                    self.input_ratios.setdefault((layer, probe.knob), {})[probe.level] = math.sqrt(ratio)
-                elif layer in touched:
-                    self.ratios.setdefault((layer, probe.knob), {})[probe.level] = ratio
-                elif fed_by_touched:
-                    self.input_ratios.setdefault((layer, probe.knob), {})[probe.level] = ratio
+        singles = [p for p in self.probes if p.knob is not None and not is_combo(p.knob) and p.knob != BOUNDARY_PROBE]
+        for probe in singles:
+            self._add_single(probe)
+        for probe in singles:
             if probe.layers:
-                self.rest_per_layer[(probe.knob, probe.level)] = (probe.rest_ms - self.base.rest_ms) / len(probe.layers)
+                self._add_rest(probe)
         for probe in self.probes:
             if is_combo(probe.knob):
                 self._add_combo(probe)
@@ -165,6 +143,48 @@ class LatencyPredictor:
         for probe in self.probes:
             self.points.append((self.table_sum(probe.plan), probe.e2e_ms))
         self._refit()
+
+    def _add_single(self, probe: Probe) -> None:
+        """A single knob's probe: each layer's ratio to the baseline, its own or (a channel cut) its input's."""
+        touched = self._touched(probe)
+        for layer, before in self.base.layer_ms.items():
+            if not before:
+                continue
+            # absent from the probe's profile: removed (layer pruning) or folded away
+            ratio = probe.layer_ms.get(layer, 0.0) / before
+            fed_by_touched = probe.knob in self.consumer_knobs and self.channel_producers.get(layer) in touched
+            if layer in touched and fed_by_touched:
+                # narrowed on both sides: split evenly between the layer's own cut and its producer's
+                self.ratios.setdefault((layer, probe.knob), {})[probe.level] = math.sqrt(ratio)
+                self.input_ratios.setdefault((layer, probe.knob), {})[probe.level] = math.sqrt(ratio)
+            elif layer in touched:
+                self.ratios.setdefault((layer, probe.knob), {})[probe.level] = ratio
+            elif fed_by_touched:
+                self.input_ratios.setdefault((layer, probe.knob), {})[probe.level] = ratio
+
+    def _add_rest(self, probe: Probe) -> None:
+        """The probe's rest over the baseline's, per layer it sets; and (``untouched_rest``) by how much its knob
+        moved the layers it does not reach, so that the table sums the probe to its own end-to-end time. They
+        move: ResNet-18-style with all 4 removable blocks removed ran its other layers 0.2 ms faster than the
+        baseline's profile had them (a ratio, not ms: with INT8 on them too they run in a quarter of the
+        time, and save a quarter as much)."""
+        key = (probe.knob, probe.level)
+        self.rest_per_layer[key] = (probe.rest_ms - self.base.rest_ms) / len(probe.layers)
+        decisions = self.effective(probe.plan.get("layers", {}))
+        self.knob_layers[key] = sum(knobs.get(probe.knob) == probe.level for knobs in decisions.values())
+        untouched_ms = sum(ms for layer, ms in self.base.layer_ms.items() if self._untouched(layer, decisions, key))
+        if self.untouched_rest and untouched_ms >= MIN_UNTOUCHED * self.base.e2e_ms:
+            moved = (probe.e2e_ms - self.table_sum(probe.plan, False)) / untouched_ms
+            self.untouched_ratios[key] = min(max(1.0 + moved, 0.5), 2.0)
+
+    def _untouched(self, layer: str, decisions: dict[str, dict[str, Any]], key: tuple[str, Any]) -> bool:
+        """Whether ``key``'s knob neither sets ``layer`` (its own, its channel group's or its block's) nor narrows
+        its input in ``decisions``."""
+        knob = key[0]
+        sources = [layer, self.channel_owner.get(layer, layer), *_enclosing(layer)]
+        if knob in self.consumer_knobs:
+            sources.append(self.channel_producers.get(layer, ""))
+        return all(knob not in decisions.get(source, {}) for source in sources)
 
     def _add_combo(self, probe: Probe) -> None:
         """A combined probe's per-layer ratios, less the input narrowing the single probes already account for
@@ -239,6 +259,8 @@ class LatencyPredictor:
         boundaries: the uncorrected prediction."""
         decisions = self.effective(plan.get("layers", {}))
         total = self.base.rest_ms
+        shares = {key: sum(knobs.get(key[0]) == key[1] for knobs in decisions.values()) / max(self.knob_layers[key], 1)
+                  for key in self.untouched_ratios}
         for layer, ms in self.base.layer_ms.items():
             own = dict(decisions.get(layer, {}))
             group = decisions.get(self.channel_owner.get(layer, layer), {})
@@ -255,6 +277,9 @@ class LatencyPredictor:
             producer = decisions.get(self.channel_producers.get(layer, ""), {})
             for knob in self.consumer_knobs & producer.keys():
                 factor *= self.ratio(layer, knob, producer[knob], self.input_ratios)
+            for key, share in shares.items():
+                if share and self._untouched(layer, decisions, key):
+                    factor *= self.untouched_ratios[key] ** share
             total += ms * factor
         for knobs in decisions.values():
             together = self.combo_rest.get(tuple(sorted(knobs.items())))
@@ -358,16 +383,6 @@ class LatencyPredictor:
         }
 
 
-def _to_end_to_end(probe: Probe) -> Probe:
-    """The probe with its per-layer and rest times scaled so that they sum to its end-to-end time."""
-    profiled = sum(probe.layer_ms.values()) + probe.rest_ms
-    if profiled <= 0:
-        return probe
-    factor = probe.e2e_ms / profiled
-    return Probe(probe.plan, probe.knob, probe.level, probe.layers, probe.e2e_ms,
-                 {layer: ms * factor for layer, ms in probe.layer_ms.items()}, probe.rest_ms * factor)
-
-
 def _enclosing(layer: str) -> list[str]:
     """The blocks a layer sits in, by name: "layer2.1.conv1" -> ["layer2.1", "layer2"]."""
     parts = layer.split(".")
@@ -383,18 +398,3 @@ def _deeper(a: Any, b: Any) -> Any:
 def _levels(level: Any) -> list[Any]:
     """A combined probe's levels (a list; a JSON round trip keeps it one)."""
     return list(level) if isinstance(level, (list, tuple)) else [level]
-
-
-def error_summary(errors: list[float]) -> dict[str, Any]:
-    """Signed relative errors (predicted / measured - 1) -> the distribution the report quotes."""
-    if not errors:
-        return {"n": 0}
-    absolute = sorted(abs(e) for e in errors)
-
-    def pct(q: float) -> float:
-        k = (len(absolute) - 1) * q
-        lo, hi = math.floor(k), math.ceil(k)
-        return absolute[lo] + (absolute[hi] - absolute[lo]) * (k - lo)
-
-    return {"n": len(errors), "median_abs_pct": 100 * pct(0.5), "p90_abs_pct": 100 * pct(0.9),
-            "max_abs_pct": 100 * absolute[-1], "mean_signed_pct": 100 * statistics.fmean(errors)}
