@@ -1,14 +1,15 @@
 """How far the latency table's predictions are from the device, on random per-layer plans, as a search uses it.
 
     python benchmarks/latency_table_accuracy.py [--models resnet18 mobilenetv2 resnet] [--plans 30]
-        [--profiles local-cpu local-cpu-openvino] [--seed 0] [--knobs bits sparsity rank]
+        [--profiles local-cpu local-cpu-openvino] [--seed 0] [--knobs bits sparsity rank remove]
 
 Per model and profile: the speed gate's INT8 encoding is found as the search finds it (the fastest uniform INT8
 probe), the table is measured (uniform probes, profiled per node on the device), then ``--plans`` random
 per-layer plans (each layer INT8 or not, and a channel sparsity of 0/25/50/75%; with ``--knobs ... rank`` a
-low-rank level too, where the layer offers one) are each built, predicted at the precision each layer runs at
-(read back from the build, as the search does) *before* they are measured, and then fed back as the search
-feeds its candidates (online correction). The error of every prediction against the measurement is reported,
+low-rank level too, where the layer offers one; with ``remove`` some removable blocks removed) are each built,
+predicted at the precision each layer runs at (read back from the build, as the search does) *before* they are
+measured, and then fed back as the search feeds its candidates (online correction). The error of every
+prediction against the measurement is reported,
 all of them and after the first five corrections, with the share within ±10%. Then every plan is measured once
 more: how far the device's own second measurement is from its first (the floor for predicting a single
 measurement here), and the error against the mean of both.
@@ -46,9 +47,14 @@ WARMUP = 5
 
 
 def random_plan(rng: random.Random, layers: list[str], prunable: set[str], model: dict[str, Any],
-                rank_levels: dict[str, tuple[Any, ...]] | None = None) -> Plan:
+                rank_levels: dict[str, tuple[Any, ...]] | None = None, removable: list[str] | None = None) -> Plan:
     decisions: dict[str, dict[str, Any]] = {}
     int8_share, prune_share, rank_share = rng.random(), rng.random(), rng.random()
+    # drawn only with ``--knobs ... remove``, so the default knobs' plans stay those of earlier runs
+    remove_share = rng.random() if removable else 0.0
+    for block in removable or []:
+        if rng.random() < remove_share:
+            decisions[block] = {"remove": True}
     for name in layers:
         chosen: dict[str, Any] = {}
         if rng.random() < int8_share:
@@ -94,10 +100,11 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path, knob_names:
     layers = [layer.name for layer in session.source.layers]
     prunable = {k.layer for k in knobs if k.name == "sparsity"}
     rank_levels = {k.layer: k.levels for k in knobs if k.name == "rank"}
+    removable = [k.layer for k in knobs if k.name == "remove"]
     rng = random.Random(seed)
     points = []
     for i in range(plans):
-        plan = random_plan(rng, layers, prunable, base["model"], rank_levels)
+        plan = random_plan(rng, layers, prunable, base["model"], rank_levels, removable)
         artifact = session.builder.build(plan, "one_shot")
         run = predictor.as_run(plan, session.builder.precision_details(plan, artifact))  # as the search predicts
         predicted, predicted_unpriced, predicted_unpaired, predicted_summed, predicted_planned, predicted_fixed = (
@@ -163,7 +170,8 @@ def main() -> None:
     parser.add_argument("--profiles", nargs="+", default=["local-cpu", "local-cpu-openvino"])
     parser.add_argument("--plans", type=int, default=30)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--knobs", nargs="+", default=["bits", "sparsity"], choices=["bits", "sparsity", "rank"])
+    parser.add_argument("--knobs", nargs="+", default=["bits", "sparsity"],
+                        choices=["bits", "sparsity", "rank", "remove"])
     args = parser.parse_args()
     work = RESULTS / f"latency-table-run-{time.strftime('%Y%m%d-%H%M%S')}"
     results = []
@@ -204,7 +212,8 @@ def write(results: list[dict[str, Any]], knobs: list[str]) -> None:
                   + (f" {r['untouched_fixed'].get('median_abs_pct', 0):.1f}%, {r['untouched_fixed_within_10pct']:.0%} |"
                      if "untouched_fixed" in r else " - |"))
     md += ["", f"`{out['command']}` ({out['date']}): random per-layer plans (INT8 or not, channel sparsity 0-75% per "
-           f"layer{', a low-rank level where the layer offers one' if 'rank' in knobs else ''}), each predicted "
+           f"layer{', a low-rank level where the layer offers one' if 'rank' in knobs else ''}"
+           f"{', some removable blocks removed' if 'remove' in knobs else ''}), each predicted "
            "before it was measured, then fed back as a search's candidate is. \"device repeats "
            "itself\": every plan measured once more after all of them, against its first measurement: the floor no "
            "prediction of a single measurement can beat on this machine."]
