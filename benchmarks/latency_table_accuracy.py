@@ -9,10 +9,9 @@ per-layer plans (each layer INT8 or not, and a channel sparsity of 0/25/50/75%; 
 low-rank level too, where the layer offers one; with ``remove`` some removable blocks removed) are each built,
 predicted at the precision each layer runs at (read back from the build, as the search does) *before* they are
 measured, and then fed back as the search feeds its candidates (online correction). The error of every
-prediction against the measurement is reported,
-all of them and after the first five corrections, with the share within ±10%. Then every plan is measured once
-more: how far the device's own second measurement is from its first (the floor for predicting a single
-measurement here), and the error against the mean of both.
+prediction against the measurement is reported, all of them and after the first five corrections, with the share
+within ±10%. Then every plan is measured once more: how far the device's own second measurement is from its
+first (the floor for predicting a single measurement here), and the error against the mean of both.
 Builds are one-shot (no recovery): latency does not depend on the weights' values.
 Writes benchmarks/results/latency_table_accuracy.{json,md} (other ``--knobs``: ..._<knobs>.{json,md}).
 """

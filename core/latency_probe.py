@@ -38,7 +38,6 @@ def to_end_to_end(probe: Probe) -> Probe:
                  {layer: ms * factor for layer, ms in probe.layer_ms.items()}, probe.rest_ms * factor)
 
 
-
 def error_summary(errors: list[float]) -> dict[str, Any]:
     """Signed relative errors (predicted / measured - 1) -> the distribution the report quotes."""
     if not errors:

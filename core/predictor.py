@@ -91,7 +91,7 @@ class LatencyPredictor:
     scale: float = 1.0
     offset: float = 0.0
     #: float-INT8 boundaries priced (:data:`BOUNDARY_PROBE`), a combined probe's rest its own, a single probe's
-    #: untouched layers' change in its rest (:meth:`_add_rest`): off only to measure
+    #: ratio on the layers it does not reach (:meth:`_add_rest`): off only to measure
     price_boundaries: bool = True
     combined_rest: bool = True
     untouched_rest: bool = True
@@ -259,8 +259,8 @@ class LatencyPredictor:
         boundaries: the uncorrected prediction."""
         decisions = self.effective(plan.get("layers", {}))
         total = self.base.rest_ms
-        shares = {key: sum(knobs.get(key[0]) == key[1] for knobs in decisions.values()) / max(self.knob_layers[key], 1)
-                  for key in self.untouched_ratios}
+        shares = {key: count / max(self.knob_layers[key], 1) for key in self.untouched_ratios
+                  if (count := sum(knobs.get(key[0]) == key[1] for knobs in decisions.values()))}
         for layer, ms in self.base.layer_ms.items():
             own = dict(decisions.get(layer, {}))
             group = decisions.get(self.channel_owner.get(layer, layer), {})
@@ -278,7 +278,7 @@ class LatencyPredictor:
             for knob in self.consumer_knobs & producer.keys():
                 factor *= self.ratio(layer, knob, producer[knob], self.input_ratios)
             for key, share in shares.items():
-                if share and self._untouched(layer, decisions, key):
+                if self._untouched(layer, decisions, key):
                     factor *= self.untouched_ratios[key] ** share
             total += ms * factor
         for knobs in decisions.values():
