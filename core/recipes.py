@@ -255,19 +255,55 @@ def uniform_recipes(search: SearchAPI, base: Plan, dropped: set[str]) -> list[Re
     return recipes
 
 
+#: a family's next shallower level that missed the budget by at most this share of it is measured beside the
+#: family's stop, for verification to judge side by side: one timing on this shared machine is up to 4% from its
+#: side-by-side median (the device against itself in the 16-budget runs: p90 1.6-2.6%, max 3.7%), and a ratio
+#: budget moves with the baseline's median as the search goes. ResNet-18-style ONNX Runtime 0.2x timed 25% channels
+#: + INT8 at 0.512-0.516 ms against a budget of 0.50-0.51 ms in its first minutes; the budget ended at 0.524 ms,
+#: the walk had gone on to 50%, and the answer was 0.52 points below the 25% recipe
+NEAR_MISS = 0.05
+
+
+def walk_family(search: SearchAPI, recipes: list[Recipe], meets: Callable[[Recipe], bool],
+                timed: dict[str, float]) -> tuple[Recipe, Recipe | None]:
+    """A family's stop: its least compressed level that meets the budget (``meets`` times it into ``timed``, a
+    build without recovery), from the table's guess, then shallower levels while they meet it or deeper ones
+    until one does; none: the fastest timed (FashionResNet + INT8, ORT, AMX CPU: 75% channels 0.20 ms, 25%
+    0.18). And the level just shallower than the stop when it was timed within :data:`NEAR_MISS` over the
+    budget (else None)."""
+    predicted = [search.predict(r.plan) for r in recipes]
+    index = next((i for i, ms in enumerate(predicted) if ms is not None and ms <= search.budget_ms), 0)
+    verdict = meets(recipes[index])
+    chosen, met = index, verdict
+    step = -1 if verdict else 1  # met: a shallower level may too; missed: go deeper
+    while not (met and not verdict) and 0 <= index + step < len(recipes) and search.time_left() != 0.0:
+        index += step
+        now = meets(recipes[index])
+        if verdict and not now:
+            break  # the previous (deeper) level is the least compressed that meets it
+        chosen, met = index, met or now  # going deeper, the first that meets ends the walk
+    if not met:
+        if timed:
+            chosen = min(range(len(recipes)), key=lambda i: timed.get(recipes[i].label, math.inf))
+        return recipes[chosen], None
+    shallower = recipes[chosen - 1] if chosen > 0 else None
+    near = shallower is not None and timed.get(shallower.label, math.inf) <= (1.0 + NEAR_MISS) * search.budget_ms
+    return recipes[chosen], shallower if near else None
+
+
 def measuring_order(stops: list[Recipe], one_shot_drop: Callable[[Recipe], float], timed: dict[str, float],
-                    budget_ms: float) -> tuple[list[Recipe], int]:
+                    budget_ms: float, near: Iterable[Recipe] = ()) -> tuple[list[Recipe], int]:
     """The order in which the families' stops are measured when the clock may not allow them all (each pays a
     recovery), and how many of its first stops are measured even past the recipes' time share. Post-training ones
     first (seconds to build, what a user tries first). Then one stop per knob among those whose latency in ``timed``
     ({label: ms}) meets ``budget_ms``, knobs in order of their best one-shot score, each followed by its INT8
     sibling when that is the same architecture (its recovery reused: seconds): these are the recipes the answer must
-    match, so they are the ones always measured. Then one stop per knob among the rest (the fastest of a family that
-    never meets the budget: it only calibrates the one-shot costs), then the rest, by one-shot score. One-shot
-    scores rank well within a knob and badly across knobs: removing every block of a MobileNetV2-style model scores
-    7.9% untrained and was the best recipe after distillation, yet ranked last and was not measured before the share
-    ran out, twice; at 300 s a stop 3x over the budget (low rank) was measured in its place and the search answered
-    1.6 points below that recipe."""
+    match, so they are the ones always measured, and so are the ``near`` misses next to them (:data:`NEAR_MISS`).
+    Then one stop per knob among the rest (the fastest of a family that never meets the budget: it only calibrates
+    the one-shot costs), then the rest, by one-shot score. One-shot scores rank well within a knob and badly across
+    knobs: removing every block of a MobileNetV2-style model scores 7.9% untrained and was the best recipe after
+    distillation, yet ranked last and was not measured before the share ran out, twice; at 300 s a stop 3x over the
+    budget (low rank) was measured in its place and the search answered 1.6 points below that recipe."""
     def meets(recipe: Recipe) -> bool:
         return timed.get(recipe.label, math.inf) <= budget_ms
 
@@ -281,6 +317,7 @@ def measuring_order(stops: list[Recipe], one_shot_drop: Callable[[Recipe], float
                                          and r.knob == leader.knob and r.level == leader.level])
 
     by_knob([r for r in ranked if meets(r)])
+    order.extend(r for r in near if r not in order)
     must = len(order)
     by_knob(ranked)
     return order + [r for r in ranked if r not in order], must

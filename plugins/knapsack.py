@@ -5,9 +5,10 @@
 3. Uniform recipes (uniform INT8, uniform channel pruning at each level, all blocks removed, the target's
    precision modes, each with INT8): per family, architectures are timed (no recovery) down to the least
    compressed level that meets the budget (the table only picks where to start, it rules nothing out), and
-   that level is measured with the run's short recovery: the answer is chosen from everything measured, so it
-   is never less accurate than a recipe that meets it. Under ``--time-budget`` the stops that meet the budget
-   (one per knob) are measured first and always; the rest within half the time left (``RECIPE_TIME_SHARE``).
+   that level (and the one above it, when that missed within a timing's noise) is measured with the run's short
+   recovery: the answer is chosen from everything measured, so it is never less accurate than a recipe that meets
+   it. Under ``--time-budget`` the stops that meet the budget (one per knob) and those near misses are measured
+   first and always; the rest within half the time left (``RECIPE_TIME_SHARE``).
 4. One-shot sensitivity: every single move (one layer, one knob, one level) built *without training*
    (least-squares reconstruction only) and scored on the host: a cheap ranking, not the answer's accuracy;
    each knob level's costs then scaled by its measured recipes' loss over their one-shot sum.
@@ -31,14 +32,22 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Callable
 from typing import Any
 
 from edgeslim import allocation_groups, hookimpl
 from edgeslim.allocation import Group, solve
 from edgeslim.allocation_groups import build_groups, lighter_than, off_level
 from edgeslim.plan import Plan, set_knob
-from edgeslim.recipes import Recipe, best_accuracy_variants, measuring_order, sensitivities, speed_gate, uniform_recipes
+from edgeslim.recipes import (
+    NEAR_MISS,
+    Recipe,
+    best_accuracy_variants,
+    measuring_order,
+    sensitivities,
+    speed_gate,
+    uniform_recipes,
+    walk_family,
+)
 from edgeslim.records import CandidateRecord
 from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy, TrialsExhausted
 
@@ -136,8 +145,10 @@ class KnapsackAllocation(Strategy):
         its stop pays for recovery. The table only says where to start: the level it predicts nearest under the
         budget, then shallower levels while they meet it, or deeper ones until one does (none: the fastest).
         Nothing is ruled out on a prediction, so the answer is never less accurate than a recipe that meets the
-        budget. Under ``--time-budget`` the stops are measured in :func:`~edgeslim.recipes.measuring_order` within
-        :data:`RECIPE_TIME_SHARE` of the time left (the notes name those skipped).
+        budget; the level just shallower than a stop is measured too when it missed by a timing's noise
+        (:data:`~edgeslim.recipes.NEAR_MISS`). Under ``--time-budget`` the stops are measured in
+        :func:`~edgeslim.recipes.measuring_order` within :data:`RECIPE_TIME_SHARE` of the time left (the notes
+        name those skipped).
         Returns {recipe label: timed ms}."""
         search.phase("uniform recipes (measured on the target)")
         families: dict[str, list[Recipe]] = {}
@@ -153,15 +164,23 @@ class KnapsackAllocation(Strategy):
             return ms is not None and ms <= search.budget_ms
 
         stops: list[Recipe] = []
+        near: list[Recipe] = []  # a family's shallower level that missed by a timing's noise: verification judges
         left = search.time_left()
         for recipes in families.values():
             if search.time_left() == 0.0:
                 break
-            stops.append(KnapsackAllocation._walk(search, recipes, meets, timed))
+            stop, near_miss = walk_family(search, recipes, meets, timed)
+            stops.append(stop)
+            near.extend([near_miss] if near_miss is not None else [])
+        if near:
+            search.note(f"knapsack: measured beside their family's stop, timed within {NEAR_MISS:.0%} over the "
+                        "budget of the moment: " + ", ".join(f"{r.label} {timed[r.label]:.3f} ms" for r in near))
         must = 0  # the first stops measured even past the share (the very first always is): see measuring_order
         if left is not None and len(stops) > 1:  # each measurement pays a recovery: order them for the clock
             stops, must = measuring_order(stops, lambda r: search.metric_drop(search.score(
-                r.plan, purpose="recipe rank", one_shot=True)), timed, search.budget_ms)
+                r.plan, purpose="recipe rank", one_shot=True)), timed, search.budget_ms, near)
+        else:
+            stops += near
         keep = None if left is None else left * (1.0 - RECIPE_TIME_SHARE)
         for measured, recipe in enumerate(stops):
             if search.time_left() == 0.0:
@@ -180,28 +199,6 @@ class KnapsackAllocation(Strategy):
                 break
             self.measured.append(search.measure(recipe.plan, purpose=f"recipe: {recipe.label}"))
         return timed
-
-    @staticmethod
-    def _walk(search: SearchAPI, recipes: list[Recipe], meets: Callable[[Recipe], bool],
-              timed: dict[str, float] | None = None) -> Recipe:
-        """The least compressed level that meets the budget (``meets`` times it into ``timed``), from the table's
-        guess; none: the fastest timed (FashionResNet + INT8, ORT, AMX CPU: 75% channels 0.20 ms, 25% 0.18)."""
-        predicted = [search.predict(r.plan) for r in recipes]
-        index = next((i for i, ms in enumerate(predicted) if ms is not None and ms <= search.budget_ms), 0)
-        verdict = meets(recipes[index])
-        chosen = index
-        step = -1 if verdict else 1  # met: a shallower level may too; missed: go deeper
-        while 0 <= index + step < len(recipes) and search.time_left() != 0.0:
-            index += step
-            now = meets(recipes[index])
-            if verdict and not now:
-                break  # the previous (deeper) level is the least compressed that meets it
-            chosen = index
-            if now and not verdict:
-                return recipes[chosen]  # the first level that meets it, going deeper
-        if not verdict and timed:
-            chosen = min(range(len(recipes)), key=lambda i: timed.get(recipes[i].label, float("inf")))
-        return recipes[chosen]
 
     def _rounds(self, search: SearchAPI, base: Plan, offered: list[OfferedKnob], drops: dict[tuple, float],
                 has_table: bool, recipe_ms: dict[str, float]) -> None:
