@@ -276,12 +276,15 @@ def walk_family(search: SearchAPI, recipes: list[Recipe], meets: Callable[[Recip
     verdict = meets(recipes[index])
     chosen, met = index, verdict
     step = -1 if verdict else 1  # met: a shallower level may too; missed: go deeper
-    while not (met and not verdict) and 0 <= index + step < len(recipes) and search.time_left() != 0.0:
+    while 0 <= index + step < len(recipes) and search.time_left() != 0.0:
         index += step
         now = meets(recipes[index])
         if verdict and not now:
             break  # the previous (deeper) level is the least compressed that meets it
-        chosen, met = index, met or now  # going deeper, the first that meets ends the walk
+        chosen = index
+        if now and not verdict:
+            met = True
+            break  # the first level that meets it, going deeper
     if not met:
         if timed:
             chosen = min(range(len(recipes)), key=lambda i: timed.get(recipes[i].label, math.inf))

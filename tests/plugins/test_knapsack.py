@@ -372,22 +372,9 @@ class _BudgetOnly:
 
 
 def test_when_no_level_meets_the_budget_the_walk_stops_at_the_fastest_timed_not_the_deepest():
-    from edgeslim.plan import empty_plan
-    from edgeslim.recipes import Recipe, walk_family
-
     # FashionResNet + INT8 under ONNX Runtime on an AMX CPU: the deeper the channel cut, the slower (2026-12-05)
-    probe_ms = {"uniform sparsity=0.25 + quantization": 0.177, "uniform sparsity=0.5 + quantization": 0.189,
-                "uniform sparsity=0.75 + quantization": 0.201}
-    recipes = [Recipe(label, empty_plan(), "sparsity + quantization", knob="sparsity", level=level)
-               for level, label in enumerate(probe_ms, start=1)]
-    timed: dict[str, float] = {}
-
-    def meets(recipe):
-        timed[recipe.label] = probe_ms[recipe.label]
-        return timed[recipe.label] <= _BudgetOnly.budget_ms
-
-    stop, _ = walk_family(_BudgetOnly(), recipes, meets, timed)
-    assert stop.label == "uniform sparsity=0.25 + quantization"
+    stop, _ = _walk_channels({0.25: 0.177, 0.5: 0.189, 0.75: 0.201}, 0.162)
+    assert stop == 0.25
 
 
 def _walk_channels(probe_ms: dict[float, float], budget_ms: float):
