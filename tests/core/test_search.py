@@ -382,10 +382,19 @@ def test_when_the_most_accurate_candidates_miss_at_the_budgets_edge_verification
     Only the run's three fastest INT8 probes (about 0.36x here) stay candidates, stored at 0.4x, the rest set
     aside as not faster: the fixture's own timings are noisy under a parallel suite (a U8U8 probe at 0.87x can
     miss 0.95x on a loaded machine; probes timed at a busy moment once all crossed the half-baseline line this
-    test used to set aside by, and CI's run had no answer), and the fast probes are what the fallback must find."""
+    test used to set aside by, and CI's run had no answer), and the fast probes are what the fallback must find.
+    The search's baseline is stored `busy_baseline` times its real timing: had verification's re-measured baseline
+    run more than 5.5% slower than the search's (the two-worker suite at a busier moment than the fixture), the
+    edge candidates would have had FALLBACK_HEADROOM against it and been tried before the fast ones (CI's run at
+    b49f89b had no answer); now the re-measurement may run from 0.7x to 1.58x of the fixture's baseline."""
     from edgeslim.outputs import select_and_verify
 
+    busy_baseline = 1.5
     session = session_on_a_copy(finished_run, tmp_path, budget_ratio=0.95)
+    real = session.measure_baseline()
+    busy_ms = busy_baseline * session.latency_of(real)
+    session.store.put(dataclasses.replace(real, latency={**real.latency, "p50_ms": busy_ms, "p90_ms": busy_ms}))
+    session.store.set_meta(baseline_timing.TIMINGS_META, [busy_ms] * baseline_timing.FIRST_TIMINGS)
     session.measure_baseline()
     at_the_edge = 0.95 * session.budget.latency_ms
     measured = [r for r in session.store.all() if r.key != session.baseline.key and session.latency_of(r)]
