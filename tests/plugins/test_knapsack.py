@@ -261,6 +261,28 @@ def test_a_near_miss_is_measured_right_after_the_stops_that_meet_the_budget_and_
         ["uniform INT8", "channels=0.5 + INT8", "channels=0.25 + INT8", "rank=0.25"], 3)
 
 
+def test_when_no_stop_meets_the_budget_the_fastest_one_and_its_int8_sibling_are_always_measured():
+    """On a busy machine every walk may time its family over the budget of its moment (MobileNetV2-style,
+    OpenVINO, 0.3x: 17 architectures timed, only uniform INT8 measured in the share, no answer); the fastest stop
+    is then the recipes' nearest thing to an answer, and is measured even past the share, with its INT8 sibling
+    (the same architecture). The rest follow by one-shot score."""
+    from edgeslim.recipes import Recipe, measuring_order
+
+    def recipe(label, knob, level, post_training=False):
+        return Recipe(label, {"layers": {}, "model": {}}, label.split("=")[0], post_training, knob, level)
+
+    one_shot_drop = {"uniform INT8": 0.0, "rank=0.25": 0.02, "channels=0.75": 0.50, "channels=0.75 + INT8": 0.52,
+                     "remove=True": 0.78}
+    timed = {"uniform INT8": 0.48, "rank=0.25": 0.39, "channels=0.75": 0.16, "channels=0.75 + INT8": 0.15,
+             "remove=True": 0.21}
+    stops = [recipe("uniform INT8", "quantization", 0, post_training=True), recipe("rank=0.25", "rank", 1),
+             recipe("remove=True", "remove", 1), recipe("channels=0.75", "channels", 3),
+             recipe("channels=0.75 + INT8", "channels", 3)]
+    order, must = measuring_order(stops, lambda r: one_shot_drop[r.label], timed, 0.137)
+    assert ([r.label for r in order], must) == (
+        ["uniform INT8", "channels=0.75 + INT8", "channels=0.75", "rank=0.25", "remove=True"], 3)
+
+
 def knapsack_session(tmp_path, model, profile, budget_ratio: float, trials: int, knob: str | None = None):
     """A session on ``model`` with its baseline measured, its strategy view, the empty plan, the latency-reducing
     knobs it offers (``knob``'s only, when given) and whether the latency table was built for them."""
