@@ -354,6 +354,19 @@ def test_an_answers_final_recovery_is_verified_even_when_its_one_measurement_mis
     assert [r.key for r in verification_candidates(records, "base", budget)] == ["a", "final"]
 
 
+def test_the_candidate_given_the_final_recovery_is_verified_with_it_after_the_budget_moved_below_both():
+    """A ratio budget moves with the baseline's re-timings: 75% channels met 0.149 ms when the final recovery
+    chose it, then a sixth baseline timing made the budget 0.142 ms, below it (0.144) and its recovery (0.143).
+    Both are verified; another candidate over the budget that no recovery chose is not."""
+    from edgeslim.outputs import verification_candidates
+
+    budget = Budget(BudgetSettings(latency_ms=0.142))
+    budget.resolve(0.47)
+    records = [timed_record("base", 0.47), timed_record("chosen", 0.144), timed_record("round", 0.103),
+               timed_record("final", 0.143, final_recovery={"of": "chosen"}), timed_record("other", 0.143)]
+    assert [r.key for r in verification_candidates(records, "base", budget)] == ["chosen", "round", "final"]
+
+
 def test_a_candidate_verification_rejected_is_not_verified_again():
     """One verdict per candidate: a search that goes on after verification rejected every candidate must not
     re-verify the one at the budget's edge until a noisy re-measurement passes it."""
