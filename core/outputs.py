@@ -86,12 +86,11 @@ def verification_candidates(records: list[CandidateRecord], baseline_key: str, b
     MobileNetV2-style search on OpenVINO at 0.3x gave 75% channels (0.144 ms, 65.8%) three epochs while the
     budget was 0.149 ms; one more baseline timing made it 0.142 ms, neither it nor its recovery (0.143 ms, 82.7%)
     was verified, and the one candidate left (59.4%) missed: no answer."""
-    recovered = {r.details["final_recovery"].get("of") for r in records
-                 if r.latency is not None and r.details.get("final_recovery")}
-    in_budget = {r.key for r in records if r.key != baseline_key and budget.meets(r, metric=False)} | recovered
-    return [r for r in records if (r.key in in_budget or (
-        r.latency is not None and r.details.get("final_recovery", {}).get("of") in in_budget))
-        and budget.over_metric_limit(r) is None and not r.details.get("verification_missed")]
+    recoveries = [r for r in records if r.latency is not None and r.details.get("final_recovery")]
+    eligible = {r.key for r in records if r.key != baseline_key and budget.meets(r, metric=False)}
+    eligible |= {r.key for r in recoveries} | {r.details["final_recovery"].get("of") for r in recoveries}
+    return [r for r in records if r.key in eligible and budget.over_metric_limit(r) is None
+            and not r.details.get("verification_missed")]
 
 
 def select_and_verify(session: SearchSession) -> tuple[CandidateRecord | None, dict[str, Any] | None]:

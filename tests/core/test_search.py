@@ -374,6 +374,14 @@ def test_verification_looks_past_candidates_the_search_measured_too_optimistical
     assert (answer.key.startswith("optimistic"), verification["passed"]) == (False, True)
 
 
+def store_baseline_timed_at(session, real, ms: float) -> None:
+    """The search's baseline as if every timing of it had given ``ms`` (a quiet or busy moment), measured again
+    from the store."""
+    session.store.put(dataclasses.replace(real, latency={**real.latency, "p50_ms": ms, "p90_ms": ms}))
+    session.store.set_meta(baseline_timing.TIMINGS_META, [ms] * baseline_timing.FIRST_TIMINGS)
+    session.measure_baseline()
+
+
 def test_when_the_most_accurate_candidates_miss_at_the_budgets_edge_verification_falls_back_on_one_with_headroom(
         finished_run, tmp_path):
     """Six slow candidates looked most accurate and just inside the budget during the search (simulated: copies
@@ -392,10 +400,7 @@ def test_when_the_most_accurate_candidates_miss_at_the_budgets_edge_verification
     busy_baseline = 1.5
     session = session_on_a_copy(finished_run, tmp_path, budget_ratio=0.95)
     real = session.measure_baseline()
-    busy_ms = busy_baseline * session.latency_of(real)
-    session.store.put(dataclasses.replace(real, latency={**real.latency, "p50_ms": busy_ms, "p90_ms": busy_ms}))
-    session.store.set_meta(baseline_timing.TIMINGS_META, [busy_ms] * baseline_timing.FIRST_TIMINGS)
-    session.measure_baseline()
+    store_baseline_timed_at(session, real, busy_baseline * session.latency_of(real))
     at_the_edge = 0.95 * session.budget.latency_ms
     measured = [r for r in session.store.all() if r.key != session.baseline.key and session.latency_of(r)]
     slowest = max(measured, key=session.latency_of)  # S8S8 QOperator: several times slower than FP32
@@ -429,11 +434,9 @@ def test_verification_against_a_baseline_that_ran_slower_than_in_the_search_take
     pruned = min(measured, key=lambda r: r.metric)
     fastest_int8 = min(session.latency_of(r) for r in measured if r.key != pruned.key)
     quiet_ms = 0.95 * fastest_int8 / 0.8
-    session.store.put(dataclasses.replace(real, latency={**real.latency, "p50_ms": quiet_ms, "p90_ms": quiet_ms}))
-    session.store.set_meta(baseline_timing.TIMINGS_META, [quiet_ms] * baseline_timing.FIRST_TIMINGS)
     session.store.put(dataclasses.replace(pruned, latency={**pruned.latency, "p50_ms": fastest_int8 / 2,
                                                            "p90_ms": fastest_int8 / 2}))
-    session.measure_baseline()
+    store_baseline_timed_at(session, real, quiet_ms)
     answer, verification = select_and_verify(session)
     assert (answer.purpose, verification["instead_of"]["reference_p50_ms"] > quiet_ms) == ("gate:quantization", True)
 
