@@ -24,7 +24,7 @@ from edgeslim.errors import EdgeslimError
 from edgeslim.evaluate import RANKING_SAMPLES, FidelityEvaluator, TaskEvaluator
 from edgeslim.host import Registry, get_plugin_manager, load_registry
 from edgeslim.inputs import calibration_feeds, resolve_model_ref
-from edgeslim.latency_table import measure_latency_table
+from edgeslim.latency_table import measure_latency_table, time_architecture
 from edgeslim.measure import Runner
 from edgeslim.outputs import write_outputs
 from edgeslim.plan import Plan, canonical, empty_plan, plan_key
@@ -273,22 +273,10 @@ class SearchSession:
         return record
 
     def probe_latency(self, plan: Plan) -> float | None:
-        """The device's latency of ``plan``'s architecture in the budget's statistic: built without recovery
-        (latency does not depend on the weights), timed, never scored or offered as a result. Stored in the
-        run's meta, so a resumed run times it again never; counted with the latency table's device runs. None
-        when it cannot be built or measured."""
-        key = self.builder.key(plan, "probe")
-        stored: dict[str, float | None] = self.store.get_meta("latency_only_probes") or {}
-        if key not in stored:
-            try:
-                stats = self.device.measure(self.builder.build(plan, "probe"), counted_as="latency_table")
-                stored[key] = stats.statistic(self.budget.statistic) if stats.usable else None
-                if stored[key] is not None and self.predictor is not None:
-                    self.predictor.observe(plan, stored[key])  # one more point for the table's correction
-            except EdgeslimError:
-                stored[key] = None
-            self.store.set_meta("latency_only_probes", stored)
-        return stored[key]
+        """The device's latency of ``plan``'s architecture in the budget's statistic, never scored or offered as a
+        result; stored, so a resumed run times it again never; counted with the latency table's device runs."""
+        return time_architecture(plan, self.builder, self.device, self.store, self.budget.statistic,
+                                 self.budget.search_limit_ms, self.predictor)
 
     def retime(self, records: list[CandidateRecord], rounds: int = RETIME_ROUNDS) -> list[float | None]:
         """The measured ``records`` timed again side by side: ``rounds`` rotating rounds, one agent process per

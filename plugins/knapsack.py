@@ -141,14 +141,14 @@ class KnapsackAllocation(Strategy):
 
     def _recipes(self, search: SearchAPI, base: Plan, dropped: set[str]) -> dict[str, float]:
         """Per recipe family, measure the least compressed recipe whose latency meets the budget (deeper ones
-        compress more for nothing). The walk times architectures only (``probe_latency``, no recovery), so only
-        its stop pays for recovery. The table only says where to start: the level it predicts nearest under the
-        budget, then shallower levels while they meet it, or deeper ones until one does (none: the fastest).
-        Nothing is ruled out on a prediction, so the answer is never less accurate than a recipe that meets the
-        budget; the level just shallower than a stop is measured too when it missed by a timing's noise
-        (:data:`~edgeslim.recipes.NEAR_MISS`). Under ``--time-budget`` the stops are measured in
-        :func:`~edgeslim.recipes.measuring_order` within :data:`RECIPE_TIME_SHARE` of the time left (the notes
-        name those skipped).
+        compress more for nothing). The walk times architectures only (``probe_latency``, no recovery; the table's
+        own timing of one reused when clear of the budget), so only its stop pays for recovery. The table only says
+        where to start: the level it predicts nearest under the budget, then shallower levels while they meet it,
+        or deeper ones until one does (none: the fastest). Nothing is ruled out on a prediction, so the answer is
+        never less accurate than a recipe that meets the budget; the level just shallower than a stop is measured
+        too when it missed by a timing's noise (:data:`~edgeslim.recipes.NEAR_MISS`). Under ``--time-budget`` the
+        stops are measured in :func:`~edgeslim.recipes.measuring_order` within :data:`RECIPE_TIME_SHARE` of the
+        time left (the notes name those skipped).
         Returns {recipe label: timed ms}."""
         search.phase("uniform recipes (measured on the target)")
         families: dict[str, list[Recipe]] = {}

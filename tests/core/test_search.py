@@ -690,3 +690,38 @@ def test_a_watched_recovery_stops_before_an_epoch_that_would_run_past_its_time_c
         clock["now"] += 20.0  # an epoch of training
         stops.append(watched(epoch))
     assert stops == [False, True, True]
+
+
+def session_with_a_table_timing(tmp_path: Path, resnet_onnx: Path, fast_profile: Path, times_the_limit: float):
+    """A session whose latency table (as if measured) timed the uncompressed architecture at ``times_the_limit``
+    of the search's limit; returns the session, that plan and the table's timing."""
+    from edgeslim.config import SearchConfig
+    from edgeslim.plan import empty_plan
+    from edgeslim.search import SearchSession
+
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ratio=0.5,
+                                         out_dir=str(tmp_path / "run")))
+    session.measure_baseline()
+    plan, table_ms = empty_plan(), times_the_limit * session.budget.search_limit_ms
+    probe = {"plan": plan, "knob": None, "level": None, "layers": [], "e2e_ms": table_ms, "layer_ms": {},
+             "rest_ms": 0.0}
+    session.store.set_meta("latency_probes", {session.builder.key(plan, "probe"): probe})
+    return session, plan, table_ms
+
+
+def test_a_recipe_walk_reuses_the_latency_tables_timing_of_an_architecture_clear_of_the_budget(
+        tmp_path, resnet_onnx, fast_profile):
+    """The table timed the architecture 3x over the limit: the walk's step takes that timing, no device run."""
+    session, plan, table_ms = session_with_a_table_timing(tmp_path, resnet_onnx, fast_profile, 3.0)
+    runs_before = sum(session.device.runs.values())
+    assert (session.probe_latency(plan), sum(session.device.runs.values())) == (table_ms, runs_before)
+
+
+def test_an_architecture_the_table_timed_near_the_budget_is_timed_again_and_the_quicker_reading_kept(
+        tmp_path, resnet_onnx, fast_profile):
+    """The table's timing is within REUSE_BEYOND of the limit (written in at 1.1x the limit; the uncompressed
+    model really runs at about 2x it, a 0.5x budget): the architecture is timed again, and the quicker of the two
+    readings, the table's here, decides."""
+    session, plan, table_ms = session_with_a_table_timing(tmp_path, resnet_onnx, fast_profile, 1.1)
+    runs_before = session.device.runs["latency_table"]
+    assert (session.probe_latency(plan), session.device.runs["latency_table"] > runs_before) == (table_ms, True)
