@@ -74,7 +74,7 @@ def run(model: str, profile: str, plans: int, seed: int, work: Path, knob_names:
                                          profile=profile, out_dir=str(work / f"{model}-{profile}")))
     session.measure_baseline()
     view = SessionView(session)
-    from edgeslim.recipes import speed_gate
+    from edgeslim.speed_gate import speed_gate
 
     base = speed_gate(view, set())
     knobs = [k for owner, k, fast in session.offered_knobs()

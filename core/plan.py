@@ -9,7 +9,10 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from edgeslim.technique import Knob
 
 Plan = dict[str, Any]
 
@@ -65,3 +68,17 @@ def validate_plan(plan: Any, layer_names: set[str], knob_names: set[str]) -> Pla
             if knob not in knob_names:
                 raise ValueError(f"plan.layers.{layer}.{knob}: no technique has this knob ({sorted(knob_names)})")
     return {"layers": copy.deepcopy(layers), "model": copy.deepcopy(plan.get("model", {}))}
+
+
+def uniform(base: Plan, knobs: list[Knob] | tuple[Knob, ...], level_index: int = 1) -> Plan:
+    """``base`` with every given knob at its ``level_index``-th level (where it has one)."""
+    plan = base
+    for knob in knobs:
+        if level_index < len(knob.levels):
+            plan = set_knob(plan, knob.layer, knob.name, knob.levels[level_index], knob.levels[0])
+    return plan
+
+
+def with_model(plan: Plan, settings: dict[str, Any]) -> Plan:
+    """``plan`` with the model-wide ``settings`` on top of its own."""
+    return {"layers": plan["layers"], "model": {**plan["model"], **settings}}

@@ -29,8 +29,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from edgeslim import hookimpl
-from edgeslim.plan import Plan, set_knob
-from edgeslim.recipes import best_accuracy_variants, sensitivities, speed_gate, uniform
+from edgeslim.plan import Plan, set_knob, uniform
+from edgeslim.recipes import best_accuracy_variants, sensitivities
+from edgeslim.speed_gate import speed_gate
 from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy
 
 #: the lossless uniform plan must measure this far under the budget to end the search: verification times it

@@ -44,11 +44,11 @@ from edgeslim.recipes import (
     best_accuracy_variants,
     measuring_order,
     sensitivities,
-    speed_gate,
     uniform_recipes,
     walk_family,
 )
 from edgeslim.records import CandidateRecord
+from edgeslim.speed_gate import speed_gate
 from edgeslim.strategy import OfferedKnob, SearchAPI, Strategy, TrialsExhausted
 
 #: allocation rounds (each one measured candidate) after the recipes, each aimed ``ROUND_AIM`` under the budget: a

@@ -383,7 +383,7 @@ def test_the_gate_refines_the_probes_the_noise_may_have_put_behind_its_winner():
     """MobileNetV2 at 0.5x (2026-12-03): U8S8 per-channel (lossy) measured 0.884 ms once, U8U8 0.797 ms; in two
     other searches U8S8 was the faster. Within 1.3x of the winner, its per-tensor and 7-bit forms are probed
     too; S8S8 at 1.34x is not."""
-    from edgeslim.recipes import GateProbe, variants_to_refine
+    from edgeslim.speed_gate import GateProbe, variants_to_refine
 
     probes = [GateProbe({"int8_scheme": "u8s8-per-channel"}, 0.884, 0.087),
               GateProbe({"int8_scheme": "s8s8-per-channel"}, 1.07, 0.101),
@@ -393,7 +393,7 @@ def test_the_gate_refines_the_probes_the_noise_may_have_put_behind_its_winner():
 
 def test_the_gate_keeps_the_fastest_variant_about_as_accurate_as_the_most_accurate():
     """U8S8 saturating on a CPU without VNNI: 8.7 points lost and 6% faster than U8U8, which lost none."""
-    from edgeslim.recipes import GateProbe, choose_gate_variant
+    from edgeslim.speed_gate import GateProbe, choose_gate_variant
 
     probes = [GateProbe({"int8_scheme": "qop-u8s8-per-channel"}, 0.70, 0.087),
               GateProbe({"int8_scheme": "u8u8-per-channel"}, 0.74, -0.0005),

@@ -325,8 +325,8 @@ def test_an_in_budget_candidate_with_time_to_spare_gets_its_moves_rechosen_light
     """A measured candidate far under the budget (every layer at 75% channels, under a 0.9x budget) leaves time the
     anchored round spends on accuracy: the integer program over that candidate's own moves, aimed at (1 -
     VERIFY_MARGIN) of the budget, gives a plan no layer of which is deeper than the anchor's, and lighter in one."""
+    from edgeslim.plan import uniform
     from edgeslim.plugins.knapsack import KnapsackAllocation
-    from edgeslim.recipes import uniform
 
     session, view, base, offered, has_table = knapsack_session(tmp_path, resnet_onnx, fast_profile, 0.9, trials=10,
                                                                knob="sparsity")
@@ -356,8 +356,8 @@ def test_a_round_is_held_to_what_the_prediction_says_of_the_best_candidate_not_o
     than HOPELESS_MULTIPLE x it is not."""
     from edgeslim.allocation_groups import plan_loss
     from edgeslim.config import SearchConfig
+    from edgeslim.plan import uniform
     from edgeslim.plugins.knapsack import HOPELESS_MULTIPLE, HOPELESS_SLACK, KnapsackAllocation
-    from edgeslim.recipes import uniform
     from edgeslim.records import CandidateRecord
     from edgeslim.search import SearchSession
     from edgeslim.strategy_view import SessionView

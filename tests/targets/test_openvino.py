@@ -133,8 +133,8 @@ def test_the_openvino_search_probes_nncfs_int8(tmp_path, resnet_onnx):
     """The speed gate a search on OpenVINO runs first: one INT8 probe, NNCF's, whose layers run in INT8."""
     pytest.importorskip("nncf")
     from edgeslim.config import SearchConfig
-    from edgeslim.recipes import speed_gate
     from edgeslim.search import SearchSession
+    from edgeslim.speed_gate import speed_gate
     from edgeslim.strategy_view import SessionView
 
     profile = tmp_path / "fast-openvino.toml"
