@@ -172,10 +172,11 @@ def _probe(search: SearchAPI, gate: SpeedGate, probe_plan: Plan, variants: Itera
 def beside_the_original(search: SearchAPI, technique: str, winner: GateProbe) -> GateProbe:
     """``winner`` timed again side by side with the original model (:meth:`SearchAPI.retime`) before the gate
     drops its technique as not faster, its time then the ratio of the two medians times the baseline's: the
-    margin is judged on a side-by-side ratio, not on one measurement against a median of others. MobileNetV2-style
-    on OpenVINO: NNCF's INT8, 1.6x faster in every other search, measured 0.486 ms in a busy minute against a
-    0.466 ms baseline, and quantization was dropped for the whole search (the answer, 75% channels, came out 2.5
-    points below the INT8 recipes). Unchanged when too little of --time-budget is left or a timing failed."""
+    margin is judged on a side-by-side ratio, not on one measurement against a median of others taken minutes
+    apart. MobileNetV2-style on OpenVINO (bf16 by default on this CPU): NNCF's INT8 ran 0.83-0.91x of the original
+    in the benchmark's side-by-side rounds, while its single gate measurement read 0.63x-1.12x of the baseline's
+    median in four searches on a busy machine (0.486 against 0.466 ms: quantization dropped for the whole search on
+    one reading). Unchanged when too little of --time-budget is left or a timing failed."""
     time_left = search.time_left()
     if winner.record is None or (time_left is not None and time_left < RETIME_MIN_TIME_LEFT_S):
         return winner
