@@ -282,15 +282,18 @@ class SearchSession:
         """The measured ``records`` timed again side by side: ``rounds`` rotating rounds, one agent process per
         run, each record's median of the budget's statistic over them (None: no usable run). Single
         measurements minutes apart on a busy machine rank two INT8 encodings 10-40% apart either way round
-        (MobileNetV2 here); close contenders are compared this way. Kept in the run's meta by record key, so
-        a resumed run re-times nothing."""
+        (MobileNetV2 here); close contenders are compared this way. Medians are only comparable within one
+        rotation, so all ``records`` are timed again together unless they last were (a resumed run re-times
+        nothing: kept in the run's meta by record key, with the keys each was timed beside)."""
         stored: dict[str, dict[str, Any]] = self.store.get_meta("retimed") or {}
-        wanted = [r for r in records if r.key not in stored and r.artifact is not None]
-        if wanted:
+        wanted = [r for r in records if r.artifact is not None]
+        together = sorted({r.key for r in wanted})
+        if any(stored.get(r.key, {}).get("beside") != together for r in wanted):
             timed = self.device.rotate([self.run_dir / str(r.artifact) for r in wanted], rounds)
             for record, runs in zip(wanted, timed, strict=True):
                 values = [stats.statistic(self.budget.statistic) for stats in runs]
-                stored[record.key] = {"ms": statistics.median(values) if values else None, "rounds": values}
+                stored[record.key] = {"ms": statistics.median(values) if values else None, "rounds": values,
+                                      "beside": together}
             self.store.set_meta("retimed", stored)
         return [stored.get(r.key, {}).get("ms") for r in records]
 

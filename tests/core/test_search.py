@@ -742,3 +742,14 @@ def test_before_the_gate_drops_a_technique_its_fastest_probe_is_timed_again_besi
     busy = GateProbe(fastest.plan["model"], 1.2 * session.budget.baseline_ms, 0.0, fastest)
     again = beside_the_original(SessionView(session), "quantization", busy)
     assert again.ms < GATE_MARGIN * session.budget.baseline_ms
+
+
+def test_records_timed_again_apart_are_timed_again_together_when_compared(finished_run, tmp_path):
+    """Medians from two rotations minutes apart are not side by side: a probe timed again alone, then asked for
+    beside another, is timed again in one rotation with it."""
+    session = session_on_a_copy(finished_run, tmp_path, budget_ratio=0.5)
+    session.measure_baseline()
+    first, second = [r for r in session.store.all() if r.purpose.startswith("gate:") and r.artifact][:2]
+    session.retime([first], rounds=1)
+    session.retime([first, second], rounds=1)
+    assert session.store.get_meta("retimed")[first.key]["beside"] == sorted([first.key, second.key])
