@@ -35,13 +35,13 @@ def speed_gate(search: SearchAPI, dropped: set[str]) -> Plan:
             refinements += [r for r in gate.refinements_of(variant) if r not in refinements]
         probes += _probe(search, gate, probe_plan, refinements)
         winner = retime_close_contenders(search, gate.technique, probes)
-        if winner is not None and winner.ms > GATE_MARGIN * search.baseline_ms:
+        if winner is not None and not_faster(search, winner):
             # no accurate variant is faster: a less accurate but faster one still gives the per-layer allocation
             # something to choose from (it keeps the layers that lose accuracy in float)
             winner = min(probes, key=lambda p: p.ms)
-        if winner is not None and winner.ms > GATE_MARGIN * search.baseline_ms:
+        if winner is not None and not_faster(search, winner):
             winner = beside_the_original(search, gate.technique, winner)
-        if winner is None or winner.ms > GATE_MARGIN * search.baseline_ms:
+        if winner is None or not_faster(search, winner):
             dropped.add(gate.technique)
             search.note(f"{gate.technique} dropped: uniform {gate.technique} measured {winner.ms:.3f} ms vs baseline "
                         f"{search.baseline_ms:.3f} ms (not faster on this target)" if winner else
@@ -56,6 +56,11 @@ def speed_gate(search: SearchAPI, dropped: set[str]) -> Plan:
                         f"{fastest.drop - winner.drop:.4f} below {winner.variant} and was passed over (U8S8 "
                         "arithmetic saturating on CPUs without VNNI is a usual cause)")
     return base
+
+
+def not_faster(search: SearchAPI, probe: GateProbe) -> bool:
+    """Whether ``probe`` misses :data:`GATE_MARGIN` of the baseline's time."""
+    return probe.ms > GATE_MARGIN * search.baseline_ms
 
 
 #: a gate variant may be this much less accurate (metric drop, the task's units) than the most accurate one and
