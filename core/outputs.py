@@ -20,6 +20,7 @@ from edgeslim.predictor import error_summary
 from edgeslim.records import CandidateRecord, Manifest, ManifestBest
 from edgeslim.report import write_html_report, write_report
 from edgeslim.runtime_floor import FLOOR_META
+from edgeslim.store import ROTATIONS_META
 
 if TYPE_CHECKING:
     from edgeslim.budget import Budget
@@ -297,9 +298,9 @@ def metric_loss_notes(session: SearchSession, answer: CandidateRecord | None,
 
 def _gate_probes(session: SearchSession, records: list[CandidateRecord]) -> list[dict[str, Any]]:
     """Every speed-gate probe (e.g. each INT8 encoding, uniformly): what it asked, what ran, what it measured
-    (and, for the close contenders timed again side by side, the median of those rounds)."""
+    (and, for those timed again side by side, each rotation's median and why; ``retimed_ms`` the last)."""
     base_ms = session.budget.baseline_ms
-    retimed = session.store.get_meta("retimed") or {}
+    rotations = session.store.get_meta(ROTATIONS_META) or []
     probes = []
     for r in records:
         if not r.purpose.startswith("gate:"):
@@ -311,7 +312,10 @@ def _gate_probes(session: SearchSession, records: list[CandidateRecord]) -> list
                        "metric": r.metric,
                        "metric_drop": session.metric_drop(r) if r.metric is not None else None,
                        "layers_int8": f"{effective.count('int8')} of {len(effective)}" if effective else None,
-                       "retimed_ms": (retimed.get(r.key) or {}).get("ms"), "note": r.note})
+                       "side_by_side": (side_by_side := [{"why": rot["why"], "ms": rot["ms"][r.key],
+                                                          "rotation_of": len(rot["keys"])}
+                                                         for rot in rotations if r.key in rot["keys"]]),
+                       "retimed_ms": side_by_side[-1]["ms"] if side_by_side else None, "note": r.note})
     return probes
 
 

@@ -34,7 +34,7 @@ from edgeslim.progress import PhaseClock, Reporter
 from edgeslim.records import CandidateRecord, Manifest
 from edgeslim.recovery import resolved_options
 from edgeslim.runtime_floor import floor_notes, runtime_floor_ms
-from edgeslim.store import SharedEvaluations, Store
+from edgeslim.store import ROTATIONS_META, SharedEvaluations, Store
 from edgeslim.strategy import TrialsExhausted
 from edgeslim.technique import Knob
 from edgeslim.verified_search import search_until_verified
@@ -278,24 +278,26 @@ class SearchSession:
         return time_architecture(plan, self.builder, self.device, self.store, self.budget.statistic,
                                  self.budget.search_limit_ms, self.predictor)
 
-    def retime(self, records: list[CandidateRecord], rounds: int = RETIME_ROUNDS) -> list[float | None]:
+    def retime(self, records: list[CandidateRecord], why: str = "", rounds: int = RETIME_ROUNDS
+               ) -> list[float | None]:
         """The measured ``records`` timed again side by side: ``rounds`` rotating rounds, one agent process per
         run, each record's median of the budget's statistic over them (None: no usable run). Single
         measurements minutes apart on a busy machine rank two INT8 encodings 10-40% apart either way round
         (MobileNetV2 here); close contenders are compared this way. Medians are only comparable within one
-        rotation, so all ``records`` are timed again together unless they last were (a resumed run re-times
-        nothing: kept in the run's meta by record key, with the keys each was timed beside)."""
-        stored: dict[str, dict[str, Any]] = self.store.get_meta("retimed") or {}
+        rotation, so every rotation is kept in the run's meta (:data:`ROTATIONS_META`) with the keys it timed
+        and ``why``; the same records asked for together again reuse theirs (a resumed run re-times nothing)."""
+        rotations: list[dict[str, Any]] = self.store.get_meta(ROTATIONS_META) or []
         wanted = [r for r in records if r.artifact is not None]
         together = sorted({r.key for r in wanted})
-        if any(stored.get(r.key, {}).get("beside") != together for r in wanted):
+        rotation = next((rot for rot in reversed(rotations) if rot["keys"] == together), None)
+        if rotation is None:
             timed = self.device.rotate([self.run_dir / str(r.artifact) for r in wanted], rounds)
-            for record, runs in zip(wanted, timed, strict=True):
-                values = [stats.statistic(self.budget.statistic) for stats in runs]
-                stored[record.key] = {"ms": statistics.median(values) if values else None, "rounds": values,
-                                      "beside": together}
-            self.store.set_meta("retimed", stored)
-        return [stored.get(r.key, {}).get("ms") for r in records]
+            runs = {record.key: [stats.statistic(self.budget.statistic) for stats in record_runs]
+                    for record, record_runs in zip(wanted, timed, strict=True)}
+            rotation = {"why": why, "keys": together, "rounds": runs,
+                        "ms": {key: statistics.median(values) if values else None for key, values in runs.items()}}
+            self.store.set_meta(ROTATIONS_META, [*rotations, rotation])
+        return [rotation["ms"].get(r.key) for r in records]
 
     def skip_predicted(self, plan: Plan, purpose: str) -> CandidateRecord:
         """Record a plan the table ranks far over the budget: no build, no measurement, never a result."""

@@ -78,6 +78,8 @@ RETIME_AT_MOST = 4
 #: before the gate chooses which first-round probes to refine, the accurate ones whose single measurement lies
 #: between CLOSE_TO_WINNER and this factor of the fastest accurate one's are timed again beside it
 RETIME_BEFORE_REFINING = 2.0
+#: the reason a first-round re-timing is stored with (the manifest shows it beside the probes it timed)
+FIRST_ROUND_WHY = "first round, before choosing what to refine"
 #: re-timing is skipped with less than this much of --time-budget left (seconds)
 RETIME_MIN_TIME_LEFT_S = 60.0
 
@@ -132,7 +134,8 @@ def retimed_first_round(search: SearchAPI, probes: list[GateProbe]) -> list[Gate
     winner, accurate = _accurate_within(search, probes, RETIME_BEFORE_REFINING)
     if winner is None or not any(p.ms > winner.ms * CLOSE_TO_WINNER for p in accurate):
         return probes  # every accurate probe is refined already, or none is in doubt
-    again = search.retime([p.record for p in accurate if p.record is not None])
+    records = [p.record for p in accurate if p.record is not None]  # all of them (_accurate_within's filter)
+    again = search.retime(records, why=f"{records[0].purpose}: {FIRST_ROUND_WHY}")
     retimed = {id(p): ms for p, ms in zip(accurate, again, strict=True) if ms is not None}
     return [GateProbe(p.variant, retimed.get(id(p), p.ms), p.drop, p.record) for p in probes]
 
@@ -147,7 +150,7 @@ def retime_close_contenders(search: SearchAPI, technique: str, probes: list[Gate
     records = [p.record for p in close if p.record is not None]  # all of them (the filter above); for the types
     if len(records) < 2:
         return winner
-    again = search.retime(records)
+    again = search.retime(records, why=f"gate:{technique}: close contenders")
     retimed = [GateProbe(p.variant, ms, p.drop, p.record) for p, ms in zip(close, again, strict=True)
                if ms is not None]
     if not retimed:
@@ -185,7 +188,8 @@ def beside_the_original(search: SearchAPI, technique: str, winner: GateProbe) ->
     time_left = search.time_left()
     if winner.record is None or (time_left is not None and time_left < RETIME_MIN_TIME_LEFT_S):
         return winner
-    original_ms, winner_ms = search.retime([search.baseline, winner.record])
+    original_ms, winner_ms = search.retime([search.baseline, winner.record],
+                                           why=f"gate:{technique}: fastest probe beside the original")
     if original_ms is None or winner_ms is None:
         return winner
     search.note(f"{technique}: its fastest probe, {winner.variant}, measured {winner.ms:.3f} ms against the "

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import json
 import secrets
-import select
 import shlex
 import threading
 import time
@@ -21,7 +20,7 @@ from edgeslim.host_keys import SSHFailure, StrictHostKeys, fingerprint
 from edgeslim.measure import LatencyStats, agent_path
 from edgeslim.model import file_sha256 as sha256_of
 from edgeslim.profile import BoardSettings
-from edgeslim.ssh_files import BoardFiles, ExecFiles, SftpFiles, send_stdin
+from edgeslim.ssh_files import BoardFiles, ExecFiles, SftpFiles, read_until_exit, send_stdin
 
 #: Failures that say something about the board or the network, not about the model.
 BOARD_FAILURES = ("unreachable", "auth", "host_key", "disconnected", "timeout")
@@ -145,7 +144,8 @@ class SSHRunner:
         """Run a shell command on the board; stdout and stderr drained concurrently; a deadline on the whole.
         ``stdin`` (bytes or a file) is sent first and then closed: how files reach boards without SFTP."""
         client = self.connect()
-        deadline = time.monotonic() + (deadline_s or self.deadlines.command_s)
+        allowed_s = deadline_s or self.deadlines.command_s
+        deadline = time.monotonic() + allowed_s
         try:
             channel = client.get_transport().open_session(timeout=self.deadlines.connect_s)
             channel.exec_command(command)
@@ -162,33 +162,14 @@ class SSHRunner:
                 self.close()
                 raise SSHFailure("disconnected", f"{self.where}: connection lost while sending a file: "
                                                  f"{type(exc).__name__}: {exc}") from None
-        out, err = bytearray(), bytearray()
         try:
-            while True:
-                progressed = False
-                while channel.recv_ready():
-                    out += channel.recv(1 << 16)
-                    progressed = True
-                while channel.recv_stderr_ready():
-                    err += channel.recv_stderr(1 << 16)
-                    progressed = True
-                if len(out) > max_output:
-                    del out[: len(out) - max_output]
-                if len(err) > max_output:
-                    del err[: len(err) - max_output]
-                if channel.exit_status_ready() and not channel.recv_ready() and not channel.recv_stderr_ready():
-                    break
-                if channel.closed or not client.get_transport().is_active():
-                    if channel.exit_status_ready():
-                        break
+            try:
+                out, err = read_until_exit(channel, client.get_transport(), deadline, max_output, self.where,
+                                           allowed_s)
+            except SSHFailure as failure:
+                if failure.status == "disconnected":
                     self.close()
-                    raise SSHFailure("disconnected", f"{self.where}: connection lost while running a command")
-                if time.monotonic() > deadline:
-                    channel.close()
-                    raise SSHFailure("timeout", f"{self.where}: command did not finish within "
-                                                f"{deadline_s or self.deadlines.command_s:.0f}s")
-                if not progressed:
-                    select.select([channel], [], [], 0.05)
+                raise
             status = channel.recv_exit_status()
             if status == -1:  # the server never sent an exit status: the connection died under the command
                 self.close()

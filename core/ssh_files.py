@@ -7,6 +7,7 @@ checked by sha256 on the board before they are used (the caller does that for bo
 
 from __future__ import annotations
 
+import select
 import shlex
 import time
 from pathlib import Path
@@ -129,3 +130,35 @@ def _send(channel: Any, block: bytes, deadline: float, where: str) -> None:
     if time.monotonic() > deadline:
         raise SSHFailure("timeout", f"{where}: sending a file to the board did not finish in time")
     channel.sendall(block)
+
+
+def read_until_exit(channel: Any, transport: Any, deadline: float, max_output: int, where: str,
+                    allowed_s: float) -> tuple[bytearray, bytearray]:
+    """A started command's stdout and stderr, drained concurrently (either may fill its window while the other
+    is read) until the board has sent both the exit status and the end of the output; each kept to its last
+    ``max_output`` bytes. SSHFailure "disconnected", or "timeout" past ``deadline`` (``allowed_s`` after the
+    start)."""
+    out, err = bytearray(), bytearray()
+    while True:
+        progressed = False
+        while channel.recv_ready():
+            out += channel.recv(1 << 16)
+            progressed = True
+        while channel.recv_stderr_ready():
+            err += channel.recv_stderr(1 << 16)
+            progressed = True
+        del out[: max(0, len(out) - max_output)], err[: max(0, len(err) - max_output)]
+        drained = not channel.recv_ready() and not channel.recv_stderr_ready()
+        # the exit status AND the end of output: OpenSSH may send the status before the tail still in the
+        # command's pipes (10 MB of stderr read 9,961,472 bytes when the status alone ended the loop)
+        if drained and channel.exit_status_ready() and (channel.eof_received or channel.closed):
+            return out, err
+        if channel.closed or not transport.is_active():
+            if drained and channel.exit_status_ready():
+                return out, err
+            raise SSHFailure("disconnected", f"{where}: connection lost while running a command")
+        if time.monotonic() > deadline:
+            channel.close()
+            raise SSHFailure("timeout", f"{where}: command did not finish within {allowed_s:.0f}s")
+        if not progressed:
+            select.select([channel], [], [], 0.05)

@@ -14,6 +14,10 @@ from typing import Any
 
 from edgeslim.records import CandidateRecord
 
+#: the run's meta key holding every side-by-side rotation (:meth:`SearchSession.retime`): why, which records, their
+#: rounds and medians
+ROTATIONS_META = "retimings"
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS candidates (
     key TEXT PRIMARY KEY,

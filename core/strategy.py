@@ -152,11 +152,11 @@ class SearchAPI(Protocol):
         Not a trial and never a result; stored, so a resumed run does not time it again. None when it cannot
         be built or measured."""
 
-    def retime(self, records: list[CandidateRecord]) -> list[float | None]:
+    def retime(self, records: list[CandidateRecord], why: str = "") -> list[float | None]:
         """Measured ``records`` timed again side by side (a few rotating rounds, one process per run): per record
         the median of the budget's statistic, None if it could not run. For choosing between close contenders
-        whose single measurements, minutes apart, are within the machine's noise of each other. Not trials;
-        stored, so a resumed run times none again."""
+        whose single measurements, minutes apart, are within the machine's noise of each other. ``why`` is kept
+        with the rotation for the manifest. Not trials; stored, so a resumed run times none again."""
 
     def use_latency_table(self, base: Plan, knobs: list[Knob]) -> bool:
         """Measure the latency table for these per-layer ``knobs`` on top of ``base``'s model-wide settings (probes

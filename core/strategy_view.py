@@ -121,8 +121,8 @@ class SessionView:
     def probe_latency(self, plan: Plan) -> float | None:
         return self._session.probe_latency(plan)
 
-    def retime(self, records: list[CandidateRecord]) -> list[float | None]:
-        return self._session.retime(records)
+    def retime(self, records: list[CandidateRecord], why: str = "") -> list[float | None]:
+        return self._session.retime(records, why)
 
     def use_latency_table(self, base: Plan, knobs: list[Knob]) -> bool:
         return self._session.build_predictor(base, knobs) is not None

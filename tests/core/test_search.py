@@ -20,6 +20,7 @@ import edgeslim
 from edgeslim import baseline_timing
 from edgeslim.measure import LocalRunner, compare_interleaved
 from edgeslim.profile import load_profile
+from edgeslim.store import ROTATIONS_META
 from tests.conftest import run_cli, write_fast_profile
 
 MANIFEST_FIELDS = [
@@ -329,13 +330,14 @@ def make_task():
 
 def test_the_manifest_lists_every_int8_encoding_the_gate_probed(finished_run):
     """Each format and type pair per-channel, then the refinements (per-tensor, 7-bit) of the first round's
-    winner (the fastest about as accurate as the most accurate) and of every faster probe; each with what ran
-    and what it scored."""
+    winner (the fastest about as accurate as the most accurate) and of every faster probe, judged on the first
+    round's times (side by side where the gate timed them again); each with what ran and what it scored."""
     from edgeslim.host import load_registry
-    from edgeslim.speed_gate import GateProbe, variants_to_refine
+    from edgeslim.speed_gate import FIRST_ROUND_WHY, GateProbe, variants_to_refine
 
     probes = json.loads((finished_run / "manifest.json").read_text())["speed_gate"]
-    first = [GateProbe(p["settings"], p["latency_ms"], p["metric_drop"]) for p in probes[:6]]
+    first = [GateProbe(p["settings"], next((t["ms"] for t in p["side_by_side"] if t["why"].endswith(FIRST_ROUND_WHY)),
+                                           p["latency_ms"]), p["metric_drop"]) for p in probes[:6]]
     refined: list[dict] = []
     for variant in variants_to_refine([p for p in first if p.ms is not None]):
         refined += [r for r in load_registry().techniques["quantization"].refinements(variant) if r not in refined]
@@ -533,10 +535,10 @@ def test_the_gate_times_its_close_accurate_probes_again_side_by_side_and_keeps_t
                                          out_dir=str(tmp_path / "run")))
     session.measure_baseline()
     base = speed_gate(SessionView(session), set())
-    retimed = session.store.get_meta("retimed")
+    close = [rot for rot in session.store.get_meta(ROTATIONS_META) if rot["why"].endswith("close contenders")][-1]
     settings = {r.key: r.plan["model"] for r in session.store.all()}
-    fastest_again = min(retimed, key=lambda key: retimed[key]["ms"])
-    assert (len(retimed) >= 2, base["model"]) == (True, settings[fastest_again])
+    fastest_again = min(close["ms"], key=lambda key: close["ms"][key])
+    assert (len(close["keys"]) >= 2, base["model"]) == (True, settings[fastest_again])
 
 
 def test_a_first_round_gate_probe_a_noisy_measurement_put_out_of_reach_is_timed_again_before_refining(
@@ -567,7 +569,7 @@ def test_a_first_round_gate_probe_a_noisy_measurement_put_out_of_reach_is_timed_
     doubted = next(p for p in probes if p is not winner and p.drop <= least + GATE_ACCURACY_SLACK)
     noisy = dataclasses.replace(doubted, ms=winner.ms * (CLOSE_TO_WINNER + RETIME_BEFORE_REFINING) / 2)
     again = retimed_first_round(view, [winner, noisy])
-    assert again[1].ms == session.store.get_meta("retimed")[doubted.record.key]["ms"]
+    assert again[1].ms == session.store.get_meta(ROTATIONS_META)[-1]["ms"][doubted.record.key]
 
 
 def _finetune_whose_last_epoch_is_ruined() -> type:
@@ -752,4 +754,4 @@ def test_records_timed_again_apart_are_timed_again_together_when_compared(finish
     first, second = [r for r in session.store.all() if r.purpose.startswith("gate:") and r.artifact][:2]
     session.retime([first], rounds=1)
     session.retime([first, second], rounds=1)
-    assert session.store.get_meta("retimed")[first.key]["beside"] == sorted([first.key, second.key])
+    assert session.store.get_meta(ROTATIONS_META)[-1]["keys"] == sorted([first.key, second.key])
