@@ -98,7 +98,8 @@ class KnapsackAllocation(Strategy):
 
     def run(self, search: SearchAPI) -> None:
         dropped: set[str] = set()
-        base = speed_gate(search, dropped)
+        close_calls: set[str] = set()  # dropped, but within the machine's noise: still paired by the recipes
+        base = speed_gate(search, dropped, close_calls)
         base = best_accuracy_variants(search, base, dropped)
         offered = [o for o in search.knobs() if o.owner not in dropped and o.reduces_latency]
         if not offered:
@@ -107,7 +108,7 @@ class KnapsackAllocation(Strategy):
         # the recipes are measured before the sensitivity phase: under --time-budget, what the answer is never
         # worse than is in hand before the (host-only) ranking spends its share of the time
         has_table = search.use_latency_table(base, [o.knob for o in offered if o.knob.layer is not None])
-        recipe_ms = self._recipes(search, base, dropped)
+        recipe_ms = self._recipes(search, base, dropped - close_calls)
         drops = self._calibrated(search, base, offered, self._sensitivity(search, base, offered))
         self.predicting = (base, offered, drops)
         self._rounds(search, base, offered, drops, has_table, recipe_ms)

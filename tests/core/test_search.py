@@ -755,3 +755,36 @@ def test_records_timed_again_apart_are_timed_again_together_when_compared(finish
     session.retime([first], rounds=1)
     session.retime([first, second], rounds=1)
     assert session.store.get_meta(ROTATIONS_META)[-1]["keys"] == sorted([first.key, second.key])
+
+
+def gate_on_probes_timed_at(finished_run: Path, tmp_path: Path, ratio: float) -> tuple[set[str], set[str]]:
+    """The speed gate over the finished run's INT8 probes (its stored timings and side-by-side rotations, so
+    nothing runs again) with the search's baseline stored at half the fastest of them, and each probe's rotation
+    beside the original (simulated: stored) at ``ratio`` of it: (dropped, close calls)."""
+    from edgeslim.speed_gate import speed_gate
+    from edgeslim.strategy_view import SessionView
+
+    session = session_on_a_copy(finished_run, tmp_path, budget_ratio=0.5)
+    real = session.measure_baseline()
+    probes = [r for r in session.store.all() if r.purpose.startswith("gate:") and session.latency_of(r)]
+    rotations = session.store.get_meta(ROTATIONS_META) or []
+    timings = [session.latency_of(r) for r in probes] + [ms for rot in rotations for ms in rot["ms"].values() if ms]
+    store_baseline_timed_at(session, real, min(timings) / 2)
+    original = session.baseline.key
+    session.store.set_meta(ROTATIONS_META, rotations + [
+        {"why": "simulated", "keys": sorted([original, r.key]), "rounds": {}, "ms": {original: 1.0, r.key: ratio}}
+        for r in probes])
+    dropped: set[str] = set()
+    close_calls: set[str] = set()
+    speed_gate(SessionView(session), dropped, close_calls)
+    return dropped, close_calls
+
+
+def test_int8_dropped_within_the_machines_noise_of_the_original_is_a_close_call(finished_run, tmp_path):
+    """Not faster by the gate's margin but within CLOSE_CALL of the original: dropped from the per-layer moves,
+    still paired with the other knobs by the recipes (it may pay on a narrower architecture)."""
+    assert gate_on_probes_timed_at(finished_run, tmp_path, 1.05) == ({"quantization"}, {"quantization"})
+
+
+def test_int8_well_slower_than_the_original_is_dropped_outright(finished_run, tmp_path):
+    assert gate_on_probes_timed_at(finished_run, tmp_path, 1.4) == ({"quantization"}, set())
