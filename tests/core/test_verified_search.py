@@ -13,6 +13,7 @@ from edgeslim.plan import empty_plan, set_knob
 from edgeslim.records import CandidateRecord
 from edgeslim.search import SearchSession
 from edgeslim.strategy import SearchAPI, Strategy
+from edgeslim.strategy_view import SessionView
 from edgeslim.verified_search import MARGIN, tightened_share
 from tests.conftest import strategy_registry
 
@@ -214,3 +215,48 @@ def test_the_answers_final_recovery_rejected_by_one_verdict_while_its_own_plan_p
                           budget_ms=1000.0, trials=4, finetune_epochs=1, final_epochs=3, strategy="two-uniform-cuts")
     manifest = SearchSession(config, registry=registry_with_two_cuts).run()
     assert manifest["best"].get("first_verification", {}).get("judged_on") == "made to miss", manifest["notes"]
+
+
+def _a_candidate_measured_at(session: SearchSession, times_the_limit: float) -> CandidateRecord:
+    """A 50% channel cut of the tiny ResNet (about half the original's time), built and measured for real, its
+    search measurement then read as ``times_the_limit`` of the budget (a busy moment: one cannot be had on
+    demand)."""
+    view = SessionView(session)
+    record = view.measure(uniform_cut([o.knob for o in view.knobs() if o.knob.name == "sparsity"], 0.5),
+                          purpose="uniform sparsity=0.5")
+    ms = times_the_limit * session.budget.latency_ms
+    record.latency = {**record.latency, "p50_ms": ms, "p90_ms": ms}
+    session.store.put(record)
+    return record
+
+
+def _a_baseline_timed_between(session: SearchSession, fastest: float, slowest: float) -> None:
+    """Two more timings of the baseline, ``fastest`` and ``slowest`` times its median (which stays): a noisy
+    machine's baseline (MobileNetV2-style on OpenVINO timed 0.93-1.46 ms, median 1.08, in one search)."""
+    base_ms = session.budget.baseline_ms
+    session.budget.add_baseline_timing(fastest * base_ms)
+    session.budget.add_baseline_timing(slowest * base_ms)
+
+
+def test_with_no_candidate_within_a_ratio_budget_one_missing_it_within_the_baselines_spread_is_verified(
+        tmp_path, resnet_onnx, fast_profile):
+    """The half-width cut's search measurement reads 1.1x the 0.95x budget while the baseline's own timings
+    spread to 1.3x their median: verified side by side (for real: about 0.5x), it is the answer."""
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ratio=0.95,
+                                         out_dir=str(tmp_path / "run")))
+    session.measure_baseline()
+    _a_baseline_timed_between(session, 0.8, 1.3)
+    near = _a_candidate_measured_at(session, 1.1)
+    answer, _ = outputs.select_and_verify(session)
+    assert answer.key == near.key
+
+
+def test_a_candidate_missing_a_ratio_budget_beyond_the_baselines_spread_is_not_verified(tmp_path, resnet_onnx,
+                                                                                        fast_profile):
+    session = SearchSession(SearchConfig(model=str(resnet_onnx), profile=str(fast_profile), budget_ratio=0.95,
+                                         out_dir=str(tmp_path / "run")))
+    session.measure_baseline()
+    _a_baseline_timed_between(session, 0.8, 1.3)
+    far = _a_candidate_measured_at(session, 1.5)
+    outputs.select_and_verify(session)
+    assert session.store.get(far.key).verification is None
