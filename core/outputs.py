@@ -141,10 +141,12 @@ def _more_accurate_near_misses(session: SearchSession, answer: CandidateRecord, 
     :func:`~edgeslim.near_miss.near_miss_factor`), verified most accurate first; the first that passes replaces
     the answer. Each is judged, as every answer is, on its own interleaved ratio."""
     base_ms = session.budget.baseline_ms or 0.0
+    if base_ms <= 0.0:
+        return answer, verification
     reference_ms = float(verification["reference_p50_ms"])
     factor = near_miss_factor(session.budget, reference_ms)
     more_accurate = near_misses(session, factor, than=answer)
-    if base_ms <= 0.0 or not more_accurate:
+    if not more_accurate:
         return answer, verification
     session.notes.append(
         f"{len(more_accurate)} candidate(s) more accurate than the answer {answer.key} measured at most {factor:.2f}x "
